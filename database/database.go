@@ -1,0 +1,161 @@
+// Package database opens the store named by DATABASE_URL (MySQL/MariaDB, or
+// the embedded SQLite file by default) and brings its schema up to date.
+package database
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+
+	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
+	"github.com/go-sql-driver/mysql"
+	_ "modernc.org/sqlite" // registers the pure-Go "sqlite" driver: no cgo needed
+
+	"flashsale/ent"
+	"flashsale/migrate"
+)
+
+// DefaultURL is the embedded database used when DATABASE_URL is unset.
+const DefaultURL = "sqlite://flashsale.db"
+
+// DB is an open, migrated database.
+type DB struct {
+	SQL     *sql.DB
+	Ent     *ent.Client
+	Dialect string // dialect.MySQL or dialect.SQLite
+	// Where it is, without credentials, for logs.
+	Redacted string
+}
+
+// Close closes the connection pool.
+func (db *DB) Close() error { return db.Ent.Close() }
+
+// Ping reports whether the database answers.
+func (db *DB) Ping(ctx context.Context) error { return db.SQL.PingContext(ctx) }
+
+// Options tune the connection pool.
+type Options struct {
+	MaxConns int // most open connections (DB_MAX_CONNS)
+}
+
+// Open connects to rawURL (mysql://user:pass@host:3306/db or
+// sqlite://path/to/file.db) and sets up the pool. It does not migrate.
+func Open(rawURL string, opts Options) (*DB, error) {
+	if rawURL == "" {
+		rawURL = DefaultURL
+	}
+	scheme, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return nil, fmt.Errorf("DATABASE_URL: want mysql://user:pass@host:3306/db or sqlite://path/to/file.db")
+	}
+	var (
+		db       *sql.DB
+		d        string
+		redacted string
+		err      error
+	)
+	switch scheme {
+	case "mysql":
+		var cfg *mysql.Config
+		cfg, err = mysqlConfig(rawURL)
+		if err != nil {
+			return nil, err
+		}
+		var conn driver.Connector
+		conn, err = mysql.NewConnector(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		}
+		db, d = sql.OpenDB(conn), dialect.MySQL
+		redacted = fmt.Sprintf("mysql://%s@%s/%s", cfg.User, cfg.Addr, cfg.DBName)
+	case "sqlite":
+		path, query, _ := strings.Cut(rest, "?")
+		if path == "" {
+			return nil, fmt.Errorf("DATABASE_URL: sqlite:// needs a file path")
+		}
+		db, err = sql.Open("sqlite", sqliteDSN(path, query))
+		if err != nil {
+			return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		}
+		d, redacted = dialect.SQLite, "sqlite://"+path
+	default:
+		return nil, fmt.Errorf("DATABASE_URL: unsupported scheme %q (want mysql or sqlite)", scheme)
+	}
+	if opts.MaxConns > 0 {
+		db.SetMaxOpenConns(opts.MaxConns)
+		db.SetMaxIdleConns(opts.MaxConns)
+	}
+	db.SetConnMaxLifetime(5 * time.Minute)
+	db.SetConnMaxIdleTime(time.Minute)
+	return &DB{SQL: db, Ent: ent.NewClient(ent.Driver(entsql.OpenDB(d, db))), Dialect: d, Redacted: redacted}, nil
+}
+
+// Migrate applies the pending migrations.
+func (db *DB) Migrate(ctx context.Context, log *slog.Logger) error {
+	return migrate.Up(ctx, db.SQL, db.Dialect, log)
+}
+
+// mysqlConfig turns mysql://user:pass@host:port/db?param=value into a driver
+// config. Query parameters are the driver's DSN parameters (tls=true, ...).
+func mysqlConfig(rawURL string) (*mysql.Config, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// url.Parse's message would echo the password.
+		return nil, fmt.Errorf("DATABASE_URL: not a valid URL")
+	}
+	cfg, err := mysql.ParseDSN("/?" + u.RawQuery)
+	if err != nil {
+		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	cfg.User = u.User.Username()
+	cfg.Passwd, _ = u.User.Password()
+	cfg.Net = "tcp"
+	cfg.Addr = u.Host
+	if u.Port() == "" {
+		cfg.Addr = net.JoinHostPort(u.Hostname(), "3306")
+	}
+	cfg.DBName = strings.TrimPrefix(u.Path, "/")
+	if cfg.DBName == "" {
+		return nil, fmt.Errorf("DATABASE_URL: mysql:// needs a database name, e.g. mysql://root@127.0.0.1:3306/flashsale")
+	}
+	// Times are stored and read as UTC; the database clock is read with UTC_TIMESTAMP.
+	cfg.ParseTime = true
+	cfg.Loc = time.UTC
+	// Fail fast when the database is away, so callers get UNAVAILABLE
+	// instead of hanging; each request also carries its own deadline.
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 3 * time.Second
+	}
+	if cfg.ReadTimeout == 0 {
+		cfg.ReadTimeout = 30 * time.Second
+	}
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 30 * time.Second
+	}
+	return cfg, nil
+}
+
+// sqliteDSN opens the file with foreign keys on, WAL for concurrent readers,
+// a busy timeout, and BEGIN IMMEDIATE so that a write transaction takes the
+// file's write lock at its start rather than failing with SQLITE_BUSY later.
+func sqliteDSN(path, query string) string {
+	q := url.Values{}
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Set("_txlock", "immediate")
+	q.Set("_time_format", "sqlite")
+	dsn := "file:" + path + "?" + q.Encode()
+	if query != "" {
+		dsn += "&" + query
+	}
+	return dsn
+}

@@ -1,0 +1,44 @@
+package schema
+
+import (
+	"entgo.io/ent"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+	"github.com/google/uuid"
+)
+
+// Hold reserves qty units of a product until expires_at.
+type Hold struct{ ent.Schema }
+
+func (Hold) Mixin() []ent.Mixin { return []ent.Mixin{TimeMixin{}} }
+
+func (Hold) Fields() []ent.Field {
+	return []ent.Field{
+		// Random IDs: whoever knows a hold ID can turn it into an order.
+		field.UUID("id", uuid.UUID{}).SchemaType(mysqlUUID).Default(newID).Immutable(),
+		field.Int("product_id").Immutable(),
+		field.Int("qty").Positive().Immutable(),
+		field.Enum("status").Values("ACTIVE", "REDEEMED", "EXPIRED", "RELEASED").Default("ACTIVE"),
+		field.Time("expires_at").Immutable().SchemaType(mysqlTime),
+	}
+}
+
+func (Hold) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("product", Product.Type).Ref("holds").Field("product_id").Unique().Required().Immutable(),
+		edge.To("order", Order.Type).Unique(),
+	}
+}
+
+func (Hold) Indexes() []ent.Index {
+	return []ent.Index{
+		// The sweeper's scan: ACTIVE holds ordered by expiry.
+		index.Fields("status", "expires_at"),
+		// Releasing one product's overdue holds under its lock.
+		index.Fields("product_id", "status", "expires_at"),
+	}
+}
+
+// newID returns a UUIDv4: 122 random bits, so IDs cannot be guessed.
+func newID() uuid.UUID { return uuid.New() }

@@ -1,0 +1,49 @@
+package schema
+
+import (
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/entsql"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
+	"github.com/google/uuid"
+)
+
+// Order is a redeemed hold waiting for, or done with, payment.
+type Order struct{ ent.Schema }
+
+func (Order) Annotations() []schema.Annotation {
+	// "order" is a reserved word in SQL; a plural table name avoids quoting surprises.
+	return []schema.Annotation{entsql.Annotation{Table: "orders"}}
+}
+
+func (Order) Mixin() []ent.Mixin { return []ent.Mixin{TimeMixin{}} }
+
+func (Order) Fields() []ent.Field {
+	return []ent.Field{
+		field.UUID("id", uuid.UUID{}).SchemaType(mysqlUUID).Default(newID).Immutable(),
+		// Unique: one order per hold, enforced by the database.
+		field.UUID("hold_id", uuid.UUID{}).SchemaType(mysqlUUID).Unique().Immutable(),
+		field.Int("product_id").Immutable(),
+		field.Int("qty").Positive().Immutable(),
+		field.Int64("amount_cents").NonNegative().Immutable(),
+		field.Enum("status").Values("PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED").Default("PENDING_PAYMENT"),
+	}
+}
+
+func (Order) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("hold", Hold.Type).Ref("order").Field("hold_id").Unique().Required().Immutable(),
+		edge.From("product", Product.Type).Ref("orders").Field("product_id").Unique().Required().Immutable(),
+		edge.To("payment_events", PaymentEvent.Type),
+	}
+}
+
+func (Order) Indexes() []ent.Index {
+	return []ent.Index{
+		// The payment-timeout sweep: PENDING_PAYMENT orders by age.
+		index.Fields("status", "created_at"),
+		index.Fields("product_id", "status", "created_at"),
+	}
+}

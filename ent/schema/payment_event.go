@@ -1,0 +1,32 @@
+package schema
+
+import (
+	"entgo.io/ent"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"github.com/google/uuid"
+)
+
+// PaymentEvent is the audit record of one distinct webhook event. The unique
+// idempotency key is what makes a redelivered event apply at most once.
+type PaymentEvent struct{ ent.Schema }
+
+func (PaymentEvent) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("idempotency_key").NotEmpty().MaxLen(255).Unique().Immutable(),
+		field.UUID("order_id", uuid.UUID{}).SchemaType(mysqlUUID).Immutable(),
+		field.Enum("status").Values("success", "failure").Immutable(),
+		// What the event did: APPLIED, IGNORED or REFUND_REQUIRED.
+		field.Enum("outcome").Values("APPLIED", "IGNORED", "REFUND_REQUIRED").Immutable(),
+		// The order's status before and after the event, for audit.
+		field.String("order_status_before").Immutable(),
+		field.String("order_status_after").Immutable(),
+		field.Time("created_at").Immutable().Default(nowUTC).SchemaType(mysqlTime),
+	}
+}
+
+func (PaymentEvent) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.From("order", Order.Type).Ref("payment_events").Field("order_id").Unique().Required().Immutable(),
+	}
+}

@@ -1,0 +1,99 @@
+package stock
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+
+	"github.com/go-sql-driver/mysql"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// The domain's error kinds. Callers test them with errors.Is; the message of a
+// wrapped kind is written for the API's users and may be shown to them.
+// graph.ErrorPresenter and the webhook handler map them to the contract's codes.
+var (
+	ErrInvalidInput      = errors.New("invalid input")
+	ErrNotFound          = errors.New("not found")
+	ErrInsufficientStock = errors.New("insufficient stock")
+	ErrHoldExpired       = errors.New("hold expired")
+	ErrHoldNotActive     = errors.New("hold not active")
+	// ErrKeyReused: a payment idempotency key seen before, with another order or status.
+	ErrKeyReused = errors.New("idempotency key reused with different content")
+	// ErrUnavailable: the database could not be reached or is overloaded.
+	// Nothing was changed and the caller may retry.
+	ErrUnavailable = errors.New("database unavailable")
+)
+
+var domainErrors = []error{ErrInvalidInput, ErrNotFound, ErrInsufficientStock, ErrHoldExpired, ErrHoldNotActive, ErrKeyReused, ErrUnavailable}
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
+}
+
+// MySQL server error numbers this package reacts to.
+const (
+	mysqlLockWaitTimeout = 1205
+	mysqlDeadlock        = 1213
+	mysqlTooManyConns    = 1040
+	mysqlServerShutdown  = 1053
+)
+
+// retryable reports whether a transaction failed only because it lost a race
+// for a lock, so running it again from the start is safe and likely to work.
+func retryable(err error) bool {
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout
+	}
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		c := se.Code() & 0xff
+		return c == sqlite3.SQLITE_BUSY || c == sqlite3.SQLITE_LOCKED
+	}
+	return false
+}
+
+// unavailable reports whether err means the database could not be used at all
+// (down, unreachable, out of connections, or too slow for the request's deadline).
+func unavailable(err error) bool {
+	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) {
+		return true
+	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		switch me.Number {
+		case mysqlTooManyConns, mysqlServerShutdown, mysqlLockWaitTimeout, mysqlDeadlock:
+			return true
+		}
+	}
+	return retryable(err)
+}
+
+// classify turns a storage error into a domain error: domain kinds pass
+// through, outages become ErrUnavailable, anything else is returned wrapped
+// and is an internal error to the caller.
+func classify(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	for _, k := range domainErrors {
+		if errors.Is(err, k) {
+			return err
+		}
+	}
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w (%w)", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}

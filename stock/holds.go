@@ -1,0 +1,148 @@
+package stock
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"flashsale/ent"
+	"flashsale/ent/hold"
+	"flashsale/ent/order"
+)
+
+// CreateHold reserves qty units of a product for the hold TTL.
+//
+// It refuses with ErrInsufficientStock when sellable stock is short; before
+// refusing it releases the product's overdue holds and orders, so stock that
+// has lapsed is sold again without waiting for the sweeper.
+func (s *Service) CreateHold(ctx context.Context, productID, qty int) (*ent.Hold, error) {
+	if qty < 1 || qty > s.cfg.MaxHoldQty {
+		return nil, invalidf("qty must be between 1 and %d", s.cfg.MaxHoldQty)
+	}
+	var h *ent.Hold
+	err := s.tx(ctx, "create hold", func(tx *ent.Tx) error {
+		now, err := s.now(ctx, tx)
+		if err != nil {
+			return err
+		}
+		p, err := s.lockProduct(ctx, tx, productID)
+		if err != nil {
+			return err
+		}
+		if Sellable(p) < qty {
+			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
+				return err
+			}
+			if Sellable(p) < qty {
+				return fmt.Errorf("%w: %d requested, %d sellable", ErrInsufficientStock, qty, max(Sellable(p), 0))
+			}
+		}
+		h, err = tx.Hold.Create().
+			SetProductID(p.ID).SetQty(qty).SetStatus(hold.StatusACTIVE).
+			SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now).
+			Save(ctx)
+		if err != nil {
+			return err
+		}
+		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(qty).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return err
+		}
+		p.StockReserved += qty
+		p.UpdatedAt = now
+		h.Edges.Product = p
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// CreateOrder turns an ACTIVE, unexpired hold into a PENDING_PAYMENT order.
+// The hold's units stay reserved, now for the order. A hold past its
+// expires_at is refused with ErrHoldExpired even before the sweeper saw it;
+// the refusal changes nothing (the sweeper releases it).
+func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID) (*ent.Order, error) {
+	// The hold's product never changes, so it can be read before locking:
+	// the product's lock must come first.
+	h0, err := s.client.Hold.Get(ctx, holdID)
+	if ent.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: no hold with ID %s", ErrNotFound, holdID)
+	}
+	if err != nil {
+		return nil, classify("create order", err)
+	}
+	var o *ent.Order
+	err = s.tx(ctx, "create order", func(tx *ent.Tx) error {
+		now, err := s.now(ctx, tx)
+		if err != nil {
+			return err
+		}
+		p, err := s.lockProduct(ctx, tx, h0.ProductID)
+		if err != nil {
+			return err
+		}
+		h, err := s.lockHold(tx.Hold.Query().Where(hold.ID(holdID))).Only(ctx)
+		if err != nil {
+			return err
+		}
+		switch h.Status {
+		case hold.StatusEXPIRED:
+			return fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z07:00"))
+		case hold.StatusREDEEMED, hold.StatusRELEASED:
+			return fmt.Errorf("%w: hold is %s", ErrHoldNotActive, h.Status)
+		}
+		if !now.Before(h.ExpiresAt) {
+			return fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z07:00"))
+		}
+		o, err = tx.Order.Create().
+			SetHoldID(h.ID).SetProductID(p.ID).SetQty(h.Qty).
+			SetAmountCents(p.PriceCents * int64(h.Qty)).
+			SetStatus(order.StatusPENDING_PAYMENT).
+			SetCreatedAt(now).SetUpdatedAt(now).
+			Save(ctx)
+		if err != nil {
+			return err
+		}
+		h, err = h.Update().SetStatus(hold.StatusREDEEMED).SetUpdatedAt(now).Save(ctx)
+		if err != nil {
+			return err
+		}
+		h.Edges.Product = p
+		o.Edges.Hold = h
+		o.Edges.Product = p
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// Hold returns a hold, or ErrNotFound.
+func (s *Service) Hold(ctx context.Context, id uuid.UUID) (*ent.Hold, error) {
+	h, err := s.client.Hold.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	return h, classify("get hold", err)
+}
+
+// Order returns an order, or ErrNotFound.
+func (s *Service) Order(ctx context.Context, id uuid.UUID) (*ent.Order, error) {
+	o, err := s.client.Order.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	return o, classify("get order", err)
+}
+
+// OrderOfHold returns the order made from a hold, or nil if there is none.
+func (s *Service) OrderOfHold(ctx context.Context, holdID uuid.UUID) (*ent.Order, error) {
+	o, err := s.client.Order.Query().Where(order.HoldID(holdID)).Only(ctx)
+	if ent.IsNotFound(err) {
+		return nil, nil
+	}
+	return o, classify("get order of hold", err)
+}

@@ -1,0 +1,34 @@
+package stock
+
+import (
+	"strconv"
+
+	"github.com/google/uuid"
+)
+
+// ParseProductID parses a product ID as the API shows it (a positive integer).
+func ParseProductID(s string) (int, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || id < 1 {
+		return 0, invalidf("malformed product ID %q", truncate(s))
+	}
+	return int(id), nil
+}
+
+// ParseID parses a hold or order ID (a UUID in canonical form).
+func ParseID(kind, s string) (uuid.UUID, error) {
+	id, err := uuid.Parse(s)
+	if err != nil || len(s) != 36 {
+		return uuid.Nil, invalidf("malformed %s ID %q", kind, truncate(s))
+	}
+	return id, nil
+}
+
+// truncate keeps echoed input short in error messages.
+func truncate(s string) string {
+	const max = 64
+	if r := []rune(s); len(r) > max {
+		return string(r[:max]) + "…"
+	}
+	return s
+}

@@ -1,0 +1,86 @@
+package stock
+
+import (
+	"context"
+	"strings"
+	"unicode/utf8"
+
+	"flashsale/ent"
+	"flashsale/ent/product"
+)
+
+// Limits on operator input, well inside the columns' ranges.
+const (
+	maxNameLen    = 200
+	maxPriceCents = 1_000_000_000_00 // one billion in major units
+	maxStock      = 1_000_000_000
+)
+
+// NewProduct is the input of CreateProduct.
+type NewProduct struct {
+	Name       string
+	PriceCents int64
+	Stock      int
+}
+
+// CreateProduct adds a product with its initial stock.
+func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Product, error) {
+	name := strings.TrimSpace(in.Name)
+	switch {
+	case name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNameLen || len(name) > 4*maxNameLen:
+		return nil, invalidf("name must be 1 to %d characters of valid UTF-8", maxNameLen)
+	case in.PriceCents < 0 || in.PriceCents > maxPriceCents:
+		return nil, invalidf("priceCents must be between 0 and %d", int64(maxPriceCents))
+	case in.Stock < 0 || in.Stock > maxStock:
+		return nil, invalidf("stock must be between 0 and %d", maxStock)
+	}
+	var p *ent.Product
+	err := s.tx(ctx, "create product", func(tx *ent.Tx) error {
+		now, err := s.now(ctx, tx)
+		if err != nil {
+			return err
+		}
+		p, err = tx.Product.Create().
+			SetName(name).SetPriceCents(in.PriceCents).SetStockReceived(in.Stock).SetStockAvailable(in.Stock).
+			SetCreatedAt(now).SetUpdatedAt(now).
+			Save(ctx)
+		return err
+	})
+	return p, err
+}
+
+// Product returns a product, or ErrNotFound.
+func (s *Service) Product(ctx context.Context, id int) (*ent.Product, error) {
+	p, err := s.client.Product.Get(ctx, id)
+	if ent.IsNotFound(err) {
+		return nil, ErrNotFound
+	}
+	return p, classify("get product", err)
+}
+
+// Products returns up to first products with an ID above after, oldest
+// first, and whether more follow.
+func (s *Service) Products(ctx context.Context, first, after int) ([]*ent.Product, bool, error) {
+	if first < 1 || first > 100 {
+		return nil, false, invalidf("first must be between 1 and 100")
+	}
+	ps, err := s.client.Product.Query().
+		Where(product.IDGT(after)).
+		Order(product.ByID()).
+		Limit(first + 1).
+		All(ctx)
+	if err != nil {
+		return nil, false, classify("list products", err)
+	}
+	more := len(ps) > first
+	if more {
+		ps = ps[:first]
+	}
+	return ps, more, nil
+}
+
+// CountProducts returns how many products exist.
+func (s *Service) CountProducts(ctx context.Context) (int, error) {
+	n, err := s.client.Product.Query().Count(ctx)
+	return n, classify("count products", err)
+}
