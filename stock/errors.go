@@ -31,6 +31,9 @@ var (
 
 var domainErrors = []error{ErrInvalidInput, ErrNotFound, ErrInsufficientStock, ErrHoldExpired, ErrHoldNotActive, ErrKeyReused, ErrUnavailable}
 
+// InvalidInput returns an ErrInvalidInput with a message for the caller.
+func InvalidInput(format string, args ...any) error { return invalidf(format, args...) }
+
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
 }
@@ -59,10 +62,13 @@ func retryable(err error) bool {
 }
 
 // unavailable reports whether err means the database could not be used at all
-// (down, unreachable, out of connections, or too slow for the request's deadline).
+// (down, unreachable, out of connections, or too slow for the request's
+// deadline). A caller that went away (context.Canceled) lands here too: its
+// transaction rolled back, so "nothing changed, retry is safe" holds.
 func unavailable(err error) bool {
 	if errors.Is(err, driver.ErrBadConn) || errors.Is(err, mysql.ErrInvalidConn) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, syscall.ECONNREFUSED) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
 		return true
 	}

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"entgo.io/ent/dialect"
@@ -43,9 +42,10 @@ type Service struct {
 	cfg     Config
 	log     *slog.Logger
 
-	// writeMu serializes write transactions on SQLite, which has no row
-	// locks; the DSN's BEGIN IMMEDIATE covers other processes on the file.
-	writeMu sync.Mutex
+	// writeSem (one slot) serializes write transactions on SQLite, which has
+	// no row locks; the DSN's BEGIN IMMEDIATE covers other processes on the
+	// file. A channel rather than a mutex, so waiting respects the context.
+	writeSem chan struct{}
 }
 
 // New returns a Service over client; d is dialect.MySQL or dialect.SQLite.
@@ -53,7 +53,7 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = 500
 	}
-	return &Service{client: client, dialect: d, cfg: cfg, log: log}
+	return &Service{client: client, dialect: d, cfg: cfg, log: log, writeSem: make(chan struct{}, 1)}
 }
 
 // Config returns the rules the service runs with.
@@ -66,8 +66,12 @@ const maxAttempts = 5
 // committed, so a retry is safe). Errors come back classified.
 func (s *Service) tx(ctx context.Context, op string, fn func(tx *ent.Tx) error) error {
 	if s.dialect == dialect.SQLite {
-		s.writeMu.Lock()
-		defer s.writeMu.Unlock()
+		select {
+		case s.writeSem <- struct{}{}:
+			defer func() { <-s.writeSem }()
+		case <-ctx.Done():
+			return classify(op, ctx.Err())
+		}
 	}
 	var err error
 	for attempt := 1; ; attempt++ {
