@@ -1,0 +1,318 @@
+// Package webhook serves the payment provider's webhook
+// (POST /api/payments/webhook): it checks the Standard Webhooks signature,
+// parses the event and hands it to stock.Service.ApplyPayment, which owns
+// every rule about orders and stock. This package only translates HTTP to
+// the domain and the domain's errors back to the contract's status codes.
+package webhook
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+
+	"flashsale/stock"
+)
+
+// MaxBody is the largest request body accepted; larger ones get 413.
+const MaxBody = 64 << 10
+
+// DefaultTimeout bounds the database work of one delivery when
+// Options.Timeout is unset.
+const DefaultTimeout = 10 * time.Second
+
+// minKeyLen is the shortest signing key accepted. Standard Webhooks
+// recommends 24 to 64 bytes; anything under 16 is guessable or a typo.
+const minKeyLen = 16
+
+const secretPrefix = "whsec_"
+
+// Options configure the handler.
+type Options struct {
+	Secret  string        // WEBHOOK_SECRET ("whsec_" + base64); empty = accept unsigned calls
+	Timeout time.Duration // bound on the database work of one delivery (default 10s)
+	Logger  *slog.Logger
+}
+
+// Handler is the payment webhook endpoint.
+type Handler struct {
+	svc     *stock.Service
+	verify  *standardwebhooks.Webhook // nil: unsigned calls are accepted
+	timeout time.Duration
+	log     *slog.Logger
+}
+
+// New returns the webhook handler. It fails when Secret is set but is not
+// "whsec_" followed by a base64 key of at least 16 bytes; the error never
+// contains the secret.
+func New(svc *stock.Service, opts Options) (*Handler, error) {
+	if svc == nil {
+		return nil, errors.New("webhook: nil stock service")
+	}
+	h := &Handler{svc: svc, timeout: opts.Timeout, log: opts.Logger}
+	if h.timeout <= 0 {
+		h.timeout = DefaultTimeout
+	}
+	if h.log == nil {
+		h.log = slog.Default()
+	}
+	if opts.Secret != "" {
+		key, err := decodeSecret(opts.Secret)
+		if err != nil {
+			return nil, fmt.Errorf("webhook: WEBHOOK_SECRET: %w", err)
+		}
+		if h.verify, err = standardwebhooks.NewWebhookRaw(key); err != nil {
+			return nil, fmt.Errorf("webhook: WEBHOOK_SECRET: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// decodeSecret returns the key of a "whsec_<base64>" secret. Its errors
+// describe the problem without quoting the secret (base64's own errors only
+// give an offset).
+func decodeSecret(secret string) ([]byte, error) {
+	b64, ok := strings.CutPrefix(strings.TrimSpace(secret), secretPrefix)
+	if !ok {
+		return nil, fmt.Errorf("must start with %q", secretPrefix)
+	}
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("the part after %q is not valid base64: %w", secretPrefix, err)
+	}
+	if len(key) < minKeyLen {
+		return nil, fmt.Errorf("key is %d bytes, want at least %d", len(key), minKeyLen)
+	}
+	return key, nil
+}
+
+// event is the webhook's JSON body.
+type event struct {
+	IdempotencyKey string `json:"idempotency_key"`
+	OrderID        string `json:"order_id"`
+	Status         string `json:"status"`
+}
+
+// response is the body of a 200 answer.
+type response struct {
+	OrderID     string `json:"order_id"`
+	OrderStatus string `json:"order_status"`
+	Duplicate   bool   `json:"duplicate"`
+}
+
+// The handler's own refusals; stock's error kinds cover the rest.
+var (
+	errMethod    = errors.New("method not allowed: use POST")
+	errSignature = errors.New("webhook signature missing or invalid")
+	errTimestamp = errors.New("webhook timestamp is more than 5 minutes off")
+)
+
+// ServeHTTP handles one delivery and logs it, whatever its answer.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	var ev event
+	res, err := h.serve(w, r, &ev)
+
+	status, outcome := http.StatusOK, string(res.Outcome)
+	if err != nil {
+		var msg string
+		status, msg = answer(err)
+		outcome = "REFUSED"
+		if status >= 500 {
+			outcome = "FAILED"
+		}
+		switch status {
+		case http.StatusMethodNotAllowed:
+			w.Header().Set("Allow", http.MethodPost)
+		case http.StatusServiceUnavailable:
+			w.Header().Set("Retry-After", "1")
+		}
+		writeJSON(w, status, map[string]string{"error": msg})
+	} else {
+		writeJSON(w, status, response{OrderID: res.OrderID.String(), OrderStatus: string(res.OrderStatus), Duplicate: res.Duplicate})
+	}
+
+	level := slog.LevelInfo
+	switch {
+	case status == http.StatusServiceUnavailable:
+		level = slog.LevelWarn // an outage, reported where it happens; the provider retries
+	case status >= 500:
+		level = slog.LevelError
+	case status >= 400 && status != http.StatusNotFound && status != http.StatusConflict:
+		// 404 and 409 are the provider's business; the others mean a
+		// misconfigured or hostile caller.
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("webhook_id", clip(r.Header.Get(standardwebhooks.HeaderWebhookID))),
+		slog.String("idempotency_key", clip(ev.IdempotencyKey)),
+		slog.String("order_id", clip(ev.OrderID)),
+		slog.String("payment_status", clip(ev.Status)),
+		slog.Int("http_status", status),
+		slog.String("outcome", outcome),
+		slog.Bool("duplicate", res.Duplicate),
+		slog.Duration("duration", time.Since(start)),
+	}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	h.log.LogAttrs(r.Context(), level, "payment webhook", attrs...)
+}
+
+// serve does the work of one delivery, filling ev as far as it got for the log.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ev *event) (stock.PaymentResult, error) {
+	if r.Method != http.MethodPost {
+		return stock.PaymentResult{}, errMethod
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		return stock.PaymentResult{}, fmt.Errorf("read body: %w", err)
+	case err != nil:
+		// The caller broke off or sent a malformed chunked body.
+		return stock.PaymentResult{}, fmt.Errorf("%w: could not read the body: %w", stock.ErrInvalidInput, err)
+	}
+	// Authenticate the raw bytes before anything looks at their content.
+	if h.verify != nil {
+		if err := h.verify.Verify(body, r.Header); err != nil {
+			if errors.Is(err, standardwebhooks.ErrMessageTooOld) || errors.Is(err, standardwebhooks.ErrMessageTooNew) {
+				return stock.PaymentResult{}, fmt.Errorf("%w: %w", errTimestamp, err)
+			}
+			return stock.PaymentResult{}, fmt.Errorf("%w: %w", errSignature, err)
+		}
+	}
+	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
+		return stock.PaymentResult{}, err
+	}
+	if err := parse(body, ev); err != nil {
+		return stock.PaymentResult{}, err
+	}
+	orderID, err := stock.ParseID("order", ev.OrderID)
+	if err != nil {
+		// No order can have a malformed ID, so it is the contract's "no such order".
+		return stock.PaymentResult{}, fmt.Errorf("%w: no order with ID %q", stock.ErrNotFound, clip(ev.OrderID))
+	}
+	// The provider may hang up, but a delivery that reached the database is
+	// finished (bounded by the timeout) so that its retry is a cheap duplicate.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.timeout)
+	defer cancel()
+	return h.svc.ApplyPayment(ctx, stock.Payment{Key: ev.IdempotencyKey, OrderID: orderID, Status: ev.Status})
+}
+
+func checkContentType(ct string) error {
+	if ct == "" {
+		return fmt.Errorf("%w: Content-Type must be application/json", stock.ErrInvalidInput)
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil || mt != "application/json" {
+		return fmt.Errorf("%w: Content-Type must be application/json", stock.ErrInvalidInput)
+	}
+	// JSON is UTF-8 (RFC 8259); a body declared otherwise would be misread.
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return fmt.Errorf("%w: charset must be utf-8", stock.ErrInvalidInput)
+	}
+	return nil
+}
+
+// parse decodes body as exactly one JSON object with exactly the event's
+// fields, each a non-empty string, and a known status.
+func parse(body []byte, ev *event) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(ev); err != nil {
+		return fmt.Errorf("%w: %s", stock.ErrInvalidInput, jsonProblem(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("%w: body must be a single JSON object with nothing after it", stock.ErrInvalidInput)
+	}
+	for _, f := range []struct{ name, value string }{
+		{"idempotency_key", ev.IdempotencyKey},
+		{"order_id", ev.OrderID},
+		{"status", ev.Status},
+	} {
+		if f.value == "" {
+			return fmt.Errorf("%w: field %q is required and must be a non-empty string", stock.ErrInvalidInput, f.name)
+		}
+	}
+	if ev.Status != stock.PaymentSuccess && ev.Status != stock.PaymentFailure {
+		return fmt.Errorf("%w: status must be %q or %q", stock.ErrInvalidInput, stock.PaymentSuccess, stock.PaymentFailure)
+	}
+	return nil
+}
+
+// jsonProblem describes a decoding error in the API's terms rather than
+// encoding/json's, which name Go types.
+func jsonProblem(err error) string {
+	var typeErr *json.UnmarshalTypeError
+	var syntaxErr *json.SyntaxError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "body is empty; want a JSON object"
+	case errors.As(err, &typeErr) && typeErr.Field != "":
+		return fmt.Sprintf("field %q must be a string", typeErr.Field)
+	case errors.As(err, &typeErr):
+		return "body must be a JSON object"
+	case errors.As(err, &syntaxErr), errors.Is(err, io.ErrUnexpectedEOF):
+		return "body is not valid JSON"
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		// encoding/json has no error type for this one.
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	default:
+		return "body is not a valid event"
+	}
+}
+
+// answer maps an error to the contract's status code and the message the
+// caller sees. Only the messages of stock's input and not-found kinds are
+// written for callers; the others get a fixed text and are only logged.
+func answer(err error) (status int, msg string) {
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.Is(err, errMethod):
+		return http.StatusMethodNotAllowed, errMethod.Error()
+	case errors.As(err, &tooBig):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body is larger than %d bytes", MaxBody)
+	case errors.Is(err, errTimestamp):
+		return http.StatusUnauthorized, errTimestamp.Error()
+	case errors.Is(err, errSignature):
+		return http.StatusUnauthorized, errSignature.Error()
+	case errors.Is(err, stock.ErrInvalidInput):
+		return http.StatusBadRequest, err.Error()
+	case errors.Is(err, stock.ErrNotFound):
+		return http.StatusNotFound, err.Error()
+	case errors.Is(err, stock.ErrKeyReused):
+		// stock's message names the first event's order: not the caller's to see.
+		return http.StatusConflict, "idempotency key already used with a different order or status"
+	case errors.Is(err, stock.ErrUnavailable):
+		return http.StatusServiceUnavailable, "database unavailable; nothing was changed, retry later"
+	default:
+		return http.StatusInternalServerError, "internal error"
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// clip keeps caller-supplied values in logs and messages short.
+func clip(s string) string {
+	const max = 256
+	if len(s) > max {
+		return strings.ToValidUTF8(s[:max], "") + "…"
+	}
+	return s
+}
