@@ -1,0 +1,94 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"flashsale/stock"
+)
+
+// The contract's error codes (errors[].extensions.code).
+const (
+	CodeBadUserInput      = "BAD_USER_INPUT"
+	CodeNotFound          = "NOT_FOUND"
+	CodeInsufficientStock = "INSUFFICIENT_STOCK"
+	CodeHoldExpired       = "HOLD_EXPIRED"
+	CodeHoldNotActive     = "HOLD_NOT_ACTIVE"
+	CodeUnauthenticated   = "UNAUTHENTICATED"
+	CodeUnavailable       = "UNAVAILABLE"
+	CodeInternal          = "INTERNAL_SERVER_ERROR"
+)
+
+// codes maps the domain's error kinds to the contract's codes. Their
+// messages are written for API users and are shown as they are.
+var codes = []struct {
+	err  error
+	code string
+}{
+	{stock.ErrInvalidInput, CodeBadUserInput},
+	{stock.ErrNotFound, CodeNotFound},
+	{stock.ErrInsufficientStock, CodeInsufficientStock},
+	{stock.ErrHoldExpired, CodeHoldExpired},
+	{stock.ErrHoldNotActive, CodeHoldNotActive},
+	{ErrUnauthenticated, CodeUnauthenticated},
+}
+
+var errPanic = errors.New("panic in resolver")
+
+// ErrorPresenter gives every error an extensions.code, the one place where
+// domain errors become GraphQL errors. Unexpected errors are logged in full
+// and shown without internals.
+func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
+	return func(ctx context.Context, err error) *gqlerror.Error {
+		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
+		for _, c := range codes {
+			if errors.Is(err, c.err) {
+				return withCode(gqlErr, c.code)
+			}
+		}
+		switch {
+		case errors.Is(err, stock.ErrUnavailable):
+			log.WarnContext(ctx, "graphql: database unavailable", "path", gqlErr.Path.String(), "err", err)
+			gqlErr.Message = "the service is temporarily unavailable; nothing was changed, retry is safe"
+			return withCode(gqlErr, CodeUnavailable)
+		case len(gqlErr.Path) > 0 && gqlErr.Path[0] == ast.PathName("variable"):
+			// A variable of the wrong type is the caller's input, as in Apollo.
+			return withCode(gqlErr, CodeBadUserInput)
+		case gqlErr.Extensions["code"] != nil && !errors.Is(err, errPanic):
+			// gqlgen's own parse and validation errors already carry a code.
+			return gqlErr
+		case len(gqlErr.Path) == 0 && !errors.Is(err, errPanic):
+			// Outside any resolver: the request itself was unusable (body not
+			// JSON, no such operation). Don't echo the body back.
+			msg, _, _ := strings.Cut(gqlErr.Message, " body:")
+			gqlErr.Message = msg
+			return withCode(gqlErr, CodeBadUserInput)
+		}
+		log.ErrorContext(ctx, "graphql: internal error", "path", gqlErr.Path.String(), "err", err)
+		gqlErr.Message = "internal server error"
+		return withCode(gqlErr, CodeInternal)
+	}
+}
+
+// RecoverFunc turns a resolver panic into an internal error, logging the stack.
+func RecoverFunc(log *slog.Logger) graphql.RecoverFunc {
+	return func(ctx context.Context, v any) error {
+		log.ErrorContext(ctx, "graphql: panic", "panic", v, "stack", string(debug.Stack()))
+		return errPanic
+	}
+}
+
+func withCode(e *gqlerror.Error, code string) *gqlerror.Error {
+	if e.Extensions == nil {
+		e.Extensions = map[string]any{}
+	}
+	e.Extensions["code"] = code
+	return e
+}

@@ -1,0 +1,66 @@
+package graph
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"mime"
+	"net/http"
+
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/vektah/gqlparser/v2/ast"
+)
+
+// NewHandler returns the GraphQL API handler (for /graphql): POST and GET
+// (queries only) transports, a parsed-query cache, and the error presenter.
+func NewHandler(r *Resolver, log *slog.Logger) http.Handler {
+	srv := handler.New(NewExecutableSchema(Config{Resolvers: r}))
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	srv.Use(extension.Introspection{}) // the playground needs it
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	srv.SetErrorPresenter(ErrorPresenter(log))
+	srv.SetRecoverFunc(RecoverFunc(log))
+	return checkRequest(WithBearer(srv))
+}
+
+// MaxBody is the largest GraphQL request body accepted.
+const MaxBody = 1 << 20
+
+// checkRequest answers what gqlgen's transports would refuse without an
+// extensions.code: POST bodies that are not JSON or are too large.
+func checkRequest(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+				writeError(w, http.StatusUnsupportedMediaType, "POST /graphql needs Content-Type: application/json")
+				return
+			}
+			if r.ContentLength > MaxBody {
+				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", MaxBody))
+				return
+			}
+			r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"errors": []any{map[string]any{"message": msg, "extensions": map[string]string{"code": CodeBadUserInput}}},
+	})
+}
+
+// Playground serves the GraphQL playground page for operators, pointed at endpoint.
+func Playground(endpoint string) http.Handler {
+	return playground.Handler("Flash-sale API", endpoint)
+}
