@@ -1,0 +1,101 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the server's configuration, read from the environment.
+type config struct {
+	Port           int
+	DatabaseURL    string
+	HoldTTL        time.Duration
+	PaymentTimeout time.Duration
+	SweepInterval  time.Duration
+	MaxHoldQty     int
+	WebhookSecret  string
+	AdminToken     string
+	DBMaxConns     int
+	// Beyond the contract:
+	RequestTimeout  time.Duration // bound on one request's database work
+	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
+	LogLevel        slog.Level
+	LogFormat       string // text or json
+}
+
+// envVar documents one setting; the list is the -h help text.
+type envVar struct{ name, def, help string }
+
+var envVars = []envVar{
+	{"PORT", "8080", "HTTP port (0 picks a free one)"},
+	{"DATABASE_URL", "sqlite://flashsale.db", "mysql://user:pass@host:3306/db or sqlite://path/to/file.db; the default embedded file gets demo products on first start"},
+	{"HOLD_TTL", "2m", "hold lifetime (Go duration)"},
+	{"PAYMENT_TIMEOUT", "15m", "how long an order may wait for payment"},
+	{"SWEEP_INTERVAL", "1s", "how often expired holds and unpaid orders are released"},
+	{"MAX_HOLD_QTY", "10", "largest qty one hold may take"},
+	{"WEBHOOK_SECRET", "", "webhook signing secret (whsec_ + base64); unset accepts unsigned webhooks"},
+	{"ADMIN_TOKEN", "", "bearer token for operator mutations; unset disables them"},
+	{"DB_MAX_CONNS", "20", "most database connections this process opens"},
+	{"REQUEST_TIMEOUT", "10s", "longest a request may wait for the database before UNAVAILABLE/503"},
+	{"SHUTDOWN_TIMEOUT", "30s", "how long in-flight requests may finish after SIGTERM"},
+	{"LOG_LEVEL", "info", "debug, info, warn or error"},
+	{"LOG_FORMAT", "text", "text or json"},
+}
+
+// loadConfig reads and checks every setting, reporting all bad values at once.
+func loadConfig(getenv func(string) string) (config, error) {
+	get := func(name string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		for _, e := range envVars {
+			if e.name == name {
+				return e.def
+			}
+		}
+		return ""
+	}
+	var errs []error
+	intVar := func(name string, lo, hi int) int {
+		n, err := strconv.Atoi(get(name))
+		if err != nil || n < lo || n > hi {
+			errs = append(errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", name, getenv(name), lo, hi))
+		}
+		return n
+	}
+	durVar := func(name string, lo, hi time.Duration) time.Duration {
+		d, err := time.ParseDuration(get(name))
+		if err != nil || d < lo || d > hi {
+			errs = append(errs, fmt.Errorf("%s=%q: want a Go duration (e.g. 90s, 2m) from %s to %s", name, getenv(name), lo, hi))
+		}
+		return d
+	}
+	c := config{
+		Port:            intVar("PORT", 0, 65535),
+		DatabaseURL:     get("DATABASE_URL"),
+		HoldTTL:         durVar("HOLD_TTL", time.Second, 24*time.Hour),
+		PaymentTimeout:  durVar("PAYMENT_TIMEOUT", time.Second, 7*24*time.Hour),
+		SweepInterval:   durVar("SWEEP_INTERVAL", 10*time.Millisecond, time.Hour),
+		MaxHoldQty:      intVar("MAX_HOLD_QTY", 1, 1_000_000),
+		WebhookSecret:   getenv("WEBHOOK_SECRET"),
+		AdminToken:      getenv("ADMIN_TOKEN"),
+		DBMaxConns:      intVar("DB_MAX_CONNS", 1, 10_000),
+		RequestTimeout:  durVar("REQUEST_TIMEOUT", 100*time.Millisecond, 10*time.Minute),
+		ShutdownTimeout: durVar("SHUTDOWN_TIMEOUT", 0, 10*time.Minute),
+		LogFormat:       get("LOG_FORMAT"),
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
+		errs = append(errs, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", getenv("LOG_LEVEL")))
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("LOG_FORMAT=%q: want text or json", c.LogFormat))
+	}
+	if len(errs) > 0 {
+		return config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))
+	}
+	return c, nil
+}

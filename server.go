@@ -1,0 +1,260 @@
+// Command flashsale is the flash-sale API server: GraphQL at /graphql (with
+// the playground at /), the payment provider's webhook at
+// /api/payments/webhook, and a gocron job that releases expired stock.
+//
+// Where things live: package stock changes stock (and nothing else does),
+// package graph is where GraphQL meets it, package webhook is where the
+// payment provider lands, package sweeper schedules expiry, and package
+// database with migrate/ opens and migrates the store.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"flashsale/database"
+	"flashsale/graph"
+	"flashsale/stock"
+	"flashsale/sweeper"
+	"flashsale/webhook"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args, os.Getenv, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "flashsale:", err)
+		os.Exit(1)
+	}
+}
+
+// run wires the server and serves until ctx is cancelled (SIGTERM/SIGINT in
+// main), then shuts down gracefully: it stops taking requests, lets those in
+// flight finish, stops the scheduler, and closes the database.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(stdout, "Usage: %s\n\nThe flash-sale API server. Configuration comes from the environment:\n\n", args[0])
+		for _, e := range envVars {
+			fmt.Fprintf(stdout, "  %-17s %-24s %s\n", e.name, "(default "+strconv.Quote(e.def)+")", e.help)
+		}
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: configure the server with environment variables (-h lists them)", fs.Args())
+	}
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stdout)
+
+	db, err := database.Open(cfg.DatabaseURL, database.Options{MaxConns: cfg.DBMaxConns})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	log.Info("database", "url", db.Redacted, "dialect", db.Dialect, "max_conns", cfg.DBMaxConns)
+	if err := waitForDatabase(ctx, db, log); err != nil {
+		return err
+	}
+	if err := db.Migrate(ctx, log); err != nil {
+		return err
+	}
+
+	svc := stock.New(db.Ent, db.Dialect, stock.Config{
+		HoldTTL:        cfg.HoldTTL,
+		PaymentTimeout: cfg.PaymentTimeout,
+		MaxHoldQty:     cfg.MaxHoldQty,
+	}, log)
+	if cfg.DatabaseURL == database.DefaultURL {
+		if err := seedDemo(ctx, svc, log); err != nil {
+			return err
+		}
+	}
+
+	if cfg.WebhookSecret == "" {
+		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls; set it in production")
+	}
+	if cfg.AdminToken == "" {
+		log.Info("ADMIN_TOKEN is not set: operator mutations (createProduct) are disabled")
+	}
+	hook, err := webhook.New(svc, webhook.Options{Secret: cfg.WebhookSecret, Timeout: cfg.RequestTimeout, Logger: log})
+	if err != nil {
+		return fmt.Errorf("WEBHOOK_SECRET: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("GET /{$}", graph.Playground("/graphql"))
+	mux.Handle("/graphql", withTimeout(cfg.RequestTimeout, graph.NewHandler(&graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}, log)))
+	mux.Handle("/api/payments/webhook", hook)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := db.Ping(ctx); err != nil {
+			log.Warn("readiness check failed", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{
+		Handler:           logRequests(log, mux),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      cfg.RequestTimeout + 10*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+
+	sw, err := sweeper.Start(svc, cfg.SweepInterval, log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	port := ln.Addr().(*net.TCPAddr).Port
+	log.Info("listening", "addr", ln.Addr().String(),
+		"playground", fmt.Sprintf("http://localhost:%d/", port),
+		"graphql", fmt.Sprintf("http://localhost:%d/graphql", port),
+		"webhook", fmt.Sprintf("http://localhost:%d/api/payments/webhook", port))
+
+	select {
+	case err = <-serveErr:
+		err = fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+		log.Info("shutting down: finishing in-flight requests", "timeout", cfg.ShutdownTimeout)
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if serr := srv.Shutdown(shutdownCtx); serr != nil {
+		log.Warn("http shutdown", "err", serr)
+		_ = srv.Close()
+	}
+	if serr := sw.Stop(shutdownCtx); serr != nil {
+		log.Warn("scheduler shutdown", "err", serr)
+	}
+	log.Info("stopped")
+	return err
+}
+
+func newLogger(cfg config, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// waitForDatabase lets the server start before its database is up (common
+// when both start together), retrying for up to a minute.
+func waitForDatabase(ctx context.Context, db *database.DB, log *slog.Logger) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := db.Ping(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("database %s unreachable: %w", db.Redacted, err)
+		}
+		log.Warn("waiting for the database", "url", db.Redacted, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// seedDemo fills an empty default embedded database with a few products so the
+// playground has something to hold at once.
+func seedDemo(ctx context.Context, svc *stock.Service, log *slog.Logger) error {
+	n, err := svc.CountProducts(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	for _, p := range []stock.NewProduct{
+		{Name: "Limited sneaker drop", PriceCents: 19900, Stock: 50},
+		{Name: "Signed vinyl", PriceCents: 4500, Stock: 10},
+		{Name: "Concert ticket", PriceCents: 8900, Stock: 200},
+	} {
+		made, err := svc.CreateProduct(ctx, p)
+		if err != nil {
+			return fmt.Errorf("seed demo products: %w", err)
+		}
+		log.Info("demo product added", "id", made.ID, "name", made.Name, "stock", made.StockAvailable)
+	}
+	return nil
+}
+
+// withTimeout bounds the database work of each request, so that with the
+// database away a caller gets UNAVAILABLE instead of waiting forever.
+func withTimeout(d time.Duration, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
+}
+
+// logRequests logs each request at debug level (webhook deliveries are
+// logged by their handler at info).
+func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(rec, r)
+		log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status, "took", time.Since(start))
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	s.status = code
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
