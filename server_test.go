@@ -31,6 +31,7 @@ type testServer struct {
 	URL  string
 	DSN  string // DATABASE_URL it runs on
 	logs *syncBuffer
+	stop func() // stops the server and checks that run returned nil; idempotent
 }
 
 // startServer runs the server on a fresh database of dialect d with env
@@ -60,20 +61,24 @@ func startServer(t *testing.T, d string, env map[string]string) *testServer {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"flashsale"}, getenv, logs) }()
 	ts := &testServer{URL: fmt.Sprintf("http://127.0.0.1:%d", port), DSN: dsn, logs: logs}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run returned %v", err)
+	var once sync.Once
+	ts.stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("run returned %v", err)
+				}
+			case <-time.After(40 * time.Second):
+				t.Errorf("server did not stop")
 			}
-		case <-time.After(40 * time.Second):
-			t.Errorf("server did not stop")
-		}
-		if t.Failed() {
-			t.Logf("server log:\n%s", logs.String())
-		}
-	})
+			if t.Failed() {
+				t.Logf("server log:\n%s", logs.String())
+			}
+		})
+	}
+	t.Cleanup(ts.stop)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(ts.URL + "/readyz")
@@ -609,4 +614,59 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestSweeperAfterRestart: holds that fall due while no server runs are
+// released by the first sweep of the next one, and the running gocron job
+// releases holds and unpaid orders on its own.
+func TestSweeperAfterRestart(t *testing.T) {
+	env := map[string]string{"HOLD_TTL": "1s", "PAYMENT_TIMEOUT": "1s", "SWEEP_INTERVAL": "1h"}
+	env["DATABASE_URL"] = testdb.URL(t, dialect.MySQL)
+	first := startServer(t, dialect.MySQL, env)
+	p := first.createProduct(t, 10)
+	holdID := first.createHold(t, p.ID, 3)
+	orderID := first.createOrder(t, first.createHold(t, p.ID, 2))
+	// Stop it before anything is due (SWEEP_INTERVAL=1h: its only sweep ran at start).
+	first.stop()
+	time.Sleep(1200 * time.Millisecond)
+
+	env["SWEEP_INTERVAL"] = "100ms"
+	second := startServer(t, dialect.MySQL, env)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out struct {
+			Hold  struct{ Status string }
+			Order struct{ Status string }
+		}
+		second.gql(t, "", `query($h: ID!, $o: ID!) { hold(id: $h) { status } order(id: $o) { status } }`,
+			map[string]any{"h": holdID, "o": orderID}).must(t, &out)
+		if out.Hold.Status == "EXPIRED" && out.Order.Status == "CANCELLED" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not released after restart: %+v", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := second.product(t, p.ID); got.StockReserved != 0 || got.StockSellable != 10 {
+		t.Fatalf("stock after sweep: %+v", got)
+	}
+
+	// A hold made now can only be released by a later run of the job.
+	late := second.createHold(t, p.ID, 1)
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		var out struct{ Hold struct{ Status string } }
+		second.gql(t, "", `query($h: ID!) { hold(id: $h) { status } }`, map[string]any{"h": late}).must(t, &out)
+		if out.Hold.Status == "EXPIRED" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the running sweeper did not release hold: %+v", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got := second.product(t, p.ID); got.StockReserved != 0 {
+		t.Fatalf("stock after the job's sweep: %+v", got)
+	}
 }

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Black-box smoke test: builds the server, runs it on a fresh MariaDB
+# database and drives the contract with curl and jq only (no project code on
+# the client side). Usage: .ci/smoke.sh  (MariaDB at 127.0.0.1:3306, root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+db=flashsale_smoke_$$
+port=$((20000 + RANDOM % 20000))
+secret_b64=MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
+token=smoke-token
+base=http://127.0.0.1:$port
+work=$(mktemp -d)
+mysql --protocol=tcp -h127.0.0.1 -uroot -e "CREATE DATABASE $db"
+cleanup() {
+	[ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+	mysql --protocol=tcp -h127.0.0.1 -uroot -e "DROP DATABASE IF EXISTS $db" || true
+	rm -rf "$work"
+}
+trap cleanup EXIT
+
+go build -o "$work/flashsale" .
+PORT=$port DATABASE_URL="mysql://root@127.0.0.1:3306/$db" ADMIN_TOKEN=$token \
+	WEBHOOK_SECRET=whsec_$secret_b64 "$work/flashsale" >"$work/log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fs "$base/readyz" >/dev/null || { cat "$work/log"; echo "server did not become ready"; exit 1; }
+
+fail() { echo "FAIL: $*"; cat "$work/log" | tail -20; exit 1; }
+gql() { # gql QUERY [VARIABLES_JSON] [extra curl args...]
+	local q=$1 v=${2:-'{}'}; shift 2 || shift $#
+	curl -s "$base/graphql" -H 'Content-Type: application/json' "$@" \
+		-d "$(jq -nc --arg q "$q" --argjson v "$v" '{query: $q, variables: $v}')"
+}
+expect() { # expect NAME JSON JQ_FILTER
+	if [ "$(jq -r "$3" <<<"$2")" != "true" ]; then fail "$1: $2"; fi
+	echo "ok  $1"
+}
+webhook() { # webhook BODY [SIGNATURE]
+	local id=msg_$RANDOM ts sig
+	ts=$(date +%s)
+	sig=${2:-v1,$(printf '%s' "$id.$ts.$1" | openssl dgst -sha256 -mac HMAC \
+		-macopt hexkey:"$(printf '%s' "$secret_b64" | base64 -d | xxd -p -c 256)" -binary | base64)}
+	curl -s -w '\n%{http_code}' "$base/api/payments/webhook" -H 'Content-Type: application/json' \
+		-H "webhook-id: $id" -H "webhook-timestamp: $ts" -H "webhook-signature: $sig" -d "$1"
+}
+
+r=$(gql 'mutation { createProduct(input: {name: "Smoke", priceCents: 500, stock: 3}) { id stockSellable } }' '{}' -H "Authorization: Bearer $token")
+expect "createProduct" "$r" '.data.createProduct.stockSellable == 3'
+pid_=$(jq -r .data.createProduct.id <<<"$r")
+r=$(gql 'mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1}) { id } }')
+expect "createProduct without token is UNAUTHENTICATED" "$r" '.errors[0].extensions.code == "UNAUTHENTICATED"'
+
+hold='mutation($p: ID!, $q: Int!) { createHold(productId: $p, qty: $q) { id status product { stockReserved stockSellable } } }'
+r=$(gql "$hold" "{\"p\":\"$pid_\",\"q\":2}")
+expect "createHold" "$r" '.data.createHold.status == "ACTIVE" and .data.createHold.product.stockSellable == 1'
+hold_id=$(jq -r .data.createHold.id <<<"$r")
+r=$(gql "$hold" "{\"p\":\"$pid_\",\"q\":2}")
+expect "createHold beyond stock is INSUFFICIENT_STOCK" "$r" '.errors[0].extensions.code == "INSUFFICIENT_STOCK"'
+r=$(gql "$hold" "{\"p\":\"$pid_\",\"q\":0}")
+expect "qty 0 is BAD_USER_INPUT" "$r" '.errors[0].extensions.code == "BAD_USER_INPUT"'
+r=$(gql "$hold" '{"p":"424242","q":1}')
+expect "unknown product is NOT_FOUND" "$r" '.errors[0].extensions.code == "NOT_FOUND"'
+
+order='mutation($h: ID!) { createOrder(holdId: $h) { id status amountCents } }'
+r=$(gql "$order" "{\"h\":\"$hold_id\"}")
+expect "createOrder" "$r" '.data.createOrder.status == "PENDING_PAYMENT" and .data.createOrder.amountCents == 1000'
+order_id=$(jq -r .data.createOrder.id <<<"$r")
+r=$(gql "$order" "{\"h\":\"$hold_id\"}")
+expect "second createOrder is HOLD_NOT_ACTIVE" "$r" '.errors[0].extensions.code == "HOLD_NOT_ACTIVE"'
+
+body="{\"idempotency_key\":\"evt_smoke\",\"order_id\":\"$order_id\",\"status\":\"success\"}"
+r=$(webhook "$body")
+expect "webhook success" "$(head -1 <<<"$r")" '.order_status == "PAID" and .duplicate == false'
+[ "$(tail -1 <<<"$r")" = 200 ] || fail "webhook status $r"
+r=$(webhook "$body")
+expect "webhook duplicate" "$(head -1 <<<"$r")" '.duplicate == true'
+r=$(webhook "${body/success/failure}")
+[ "$(tail -1 <<<"$r")" = 409 ] || fail "reused key: $r"; echo "ok  reused key is 409"
+r=$(webhook "$body" "v1,AAAA")
+[ "$(tail -1 <<<"$r")" = 401 ] || fail "bad signature: $r"; echo "ok  bad signature is 401"
+r=$(webhook '{"idempotency_key":"k","order_id":"x","status":"maybe"}')
+[ "$(tail -1 <<<"$r")" = 400 ] || fail "bad status: $r"; echo "ok  bad status is 400"
+
+r=$(curl -s "$base/graphql?query=$(jq -rn --arg q "{ product(id: \"$pid_\") { stockAvailable stockReserved stockSellable } }" '$q|@uri')")
+expect "stock after payment" "$r" '.data.product == {"stockAvailable":1,"stockReserved":0,"stockSellable":1}'
+
+kill -TERM "$pid"
+wait "$pid" || fail "server exited non-zero after SIGTERM"
+pid=
+grep -q 'msg=stopped' "$work/log" || fail "no graceful stop in the log"
+echo "ok  graceful shutdown on SIGTERM"
+echo "smoke: all passed"
