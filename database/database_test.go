@@ -1,0 +1,55 @@
+package database
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMySQLConfig(t *testing.T) {
+	for _, tc := range []struct {
+		url                       string
+		user, pass, addr, db, tls string
+		timeout                   time.Duration
+		wantErr                   string
+	}{
+		{url: "mysql://root@127.0.0.1:3306/shop", user: "root", addr: "127.0.0.1:3306", db: "shop", timeout: 3 * time.Second},
+		{url: "mysql://app:p%40ss%3Aw@db.internal/shop?tls=skip-verify&timeout=1s", user: "app", pass: "p@ss:w", addr: "db.internal:3306", db: "shop", tls: "skip-verify", timeout: time.Second},
+		{url: "mysql://root@127.0.0.1:3306/", wantErr: "database name"},
+		{url: "mysql://root@127.0.0.1:3306/x?timeout=soon", wantErr: "DATABASE_URL"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			cfg, err := mysqlConfig(tc.url)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err %v, want %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.User != tc.user || cfg.Passwd != tc.pass || cfg.Addr != tc.addr || cfg.DBName != tc.db ||
+				cfg.TLSConfig != tc.tls || cfg.Timeout != tc.timeout || !cfg.ParseTime || cfg.Loc != time.UTC {
+				t.Fatalf("got %+v", cfg)
+			}
+		})
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	for url, want := range map[string]string{
+		"flashsale.db":             "want mysql://",
+		"postgres://x/y":           "unsupported scheme",
+		"sqlite://":                "needs a file path",
+		"mysql://u:secret@h:1/%zz": "not a valid URL",
+	} {
+		_, err := Open(url, Options{})
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Open(%q): %v, want %q", url, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("Open(%q) error reveals the password: %v", url, err)
+		}
+	}
+}
