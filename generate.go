@@ -1,4 +1,6 @@
 package main
 
-// gqlgen reads gqlgen.yml from the module root; ent's generator runs from ent/generate.go.
+// Code generation, in dependency order: ent's client from ent/schema first,
+// then gqlgen's executor (gqlgen.yml), which binds to the ent types.
+//go:generate go tool ent generate --feature sql/lock,sql/versioned-migration,sql/execquery,sql/modifier ./ent/schema
 //go:generate go tool gqlgen generate

@@ -798,6 +798,7 @@ type OrderMutation struct {
 	amount_cents          *int64
 	addamount_cents       *int64
 	status                *order.Status
+	payment_due_at        *time.Time
 	clearedFields         map[string]struct{}
 	hold                  *uuid.UUID
 	clearedhold           bool
@@ -1207,6 +1208,42 @@ func (m *OrderMutation) ResetStatus() {
 	m.status = nil
 }
 
+// SetPaymentDueAt sets the "payment_due_at" field.
+func (m *OrderMutation) SetPaymentDueAt(t time.Time) {
+	m.payment_due_at = &t
+}
+
+// PaymentDueAt returns the value of the "payment_due_at" field in the mutation.
+func (m *OrderMutation) PaymentDueAt() (r time.Time, exists bool) {
+	v := m.payment_due_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPaymentDueAt returns the old "payment_due_at" field's value of the Order entity.
+// If the Order object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OrderMutation) OldPaymentDueAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPaymentDueAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPaymentDueAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPaymentDueAt: %w", err)
+	}
+	return oldValue.PaymentDueAt, nil
+}
+
+// ResetPaymentDueAt resets all changes to the "payment_due_at" field.
+func (m *OrderMutation) ResetPaymentDueAt() {
+	m.payment_due_at = nil
+}
+
 // ClearHold clears the "hold" edge to the Hold entity.
 func (m *OrderMutation) ClearHold() {
 	m.clearedhold = true
@@ -1349,7 +1386,7 @@ func (m *OrderMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *OrderMutation) Fields() []string {
-	fields := make([]string, 0, 7)
+	fields := make([]string, 0, 8)
 	if m.created_at != nil {
 		fields = append(fields, order.FieldCreatedAt)
 	}
@@ -1370,6 +1407,9 @@ func (m *OrderMutation) Fields() []string {
 	}
 	if m.status != nil {
 		fields = append(fields, order.FieldStatus)
+	}
+	if m.payment_due_at != nil {
+		fields = append(fields, order.FieldPaymentDueAt)
 	}
 	return fields
 }
@@ -1393,6 +1433,8 @@ func (m *OrderMutation) Field(name string) (ent.Value, bool) {
 		return m.AmountCents()
 	case order.FieldStatus:
 		return m.Status()
+	case order.FieldPaymentDueAt:
+		return m.PaymentDueAt()
 	}
 	return nil, false
 }
@@ -1416,6 +1458,8 @@ func (m *OrderMutation) OldField(ctx context.Context, name string) (ent.Value, e
 		return m.OldAmountCents(ctx)
 	case order.FieldStatus:
 		return m.OldStatus(ctx)
+	case order.FieldPaymentDueAt:
+		return m.OldPaymentDueAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown Order field %s", name)
 }
@@ -1473,6 +1517,13 @@ func (m *OrderMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetStatus(v)
+		return nil
+	case order.FieldPaymentDueAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPaymentDueAt(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Order field %s", name)
@@ -1570,6 +1621,9 @@ func (m *OrderMutation) ResetField(name string) error {
 		return nil
 	case order.FieldStatus:
 		m.ResetStatus()
+		return nil
+	case order.FieldPaymentDueAt:
+		m.ResetPaymentDueAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Order field %s", name)

@@ -34,6 +34,8 @@ type Order struct {
 	AmountCents int64 `json:"amount_cents,omitempty"`
 	// Status holds the value of the "status" field.
 	Status order.Status `json:"status,omitempty"`
+	// PaymentDueAt holds the value of the "payment_due_at" field.
+	PaymentDueAt time.Time `json:"payment_due_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the OrderQuery when eager-loading is set.
 	Edges        OrderEdges `json:"edges"`
@@ -93,7 +95,7 @@ func (*Order) scanValues(columns []string) ([]any, error) {
 			values[i] = new(sql.NullInt64)
 		case order.FieldStatus:
 			values[i] = new(sql.NullString)
-		case order.FieldCreatedAt, order.FieldUpdatedAt:
+		case order.FieldCreatedAt, order.FieldUpdatedAt, order.FieldPaymentDueAt:
 			values[i] = new(sql.NullTime)
 		case order.FieldID, order.FieldHoldID:
 			values[i] = new(uuid.UUID)
@@ -159,6 +161,12 @@ func (_m *Order) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field status", values[i])
 			} else if value.Valid {
 				_m.Status = order.Status(value.String)
+			}
+		case order.FieldPaymentDueAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field payment_due_at", values[i])
+			} else if value.Valid {
+				_m.PaymentDueAt = value.Time
 			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
@@ -231,6 +239,9 @@ func (_m *Order) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("status=")
 	builder.WriteString(fmt.Sprintf("%v", _m.Status))
+	builder.WriteString(", ")
+	builder.WriteString("payment_due_at=")
+	builder.WriteString(_m.PaymentDueAt.Format(time.ANSIC))
 	builder.WriteByte(')')
 	return builder.String()
 }

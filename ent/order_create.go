@@ -90,6 +90,12 @@ func (_c *OrderCreate) SetNillableStatus(v *order.Status) *OrderCreate {
 	return _c
 }
 
+// SetPaymentDueAt sets the "payment_due_at" field.
+func (_c *OrderCreate) SetPaymentDueAt(v time.Time) *OrderCreate {
+	_c.mutation.SetPaymentDueAt(v)
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *OrderCreate) SetID(v uuid.UUID) *OrderCreate {
 	_c.mutation.SetID(v)
@@ -220,6 +226,9 @@ func (_c *OrderCreate) check() error {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Order.status": %w`, err)}
 		}
 	}
+	if _, ok := _c.mutation.PaymentDueAt(); !ok {
+		return &ValidationError{Name: "payment_due_at", err: errors.New(`ent: missing required field "Order.payment_due_at"`)}
+	}
 	if len(_c.mutation.HoldIDs()) == 0 {
 		return &ValidationError{Name: "hold", err: errors.New(`ent: missing required edge "Order.hold"`)}
 	}
@@ -280,6 +289,10 @@ func (_c *OrderCreate) createSpec() (*Order, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.Status(); ok {
 		_spec.SetField(order.FieldStatus, field.TypeEnum, value)
 		_node.Status = value
+	}
+	if value, ok := _c.mutation.PaymentDueAt(); ok {
+		_spec.SetField(order.FieldPaymentDueAt, field.TypeTime, value)
+		_node.PaymentDueAt = value
 	}
 	if nodes := _c.mutation.HoldIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{

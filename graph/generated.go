@@ -61,14 +61,15 @@ type ComplexityRoot struct {
 	}
 
 	Order struct {
-		AmountCents func(childComplexity int) int
-		CreatedAt   func(childComplexity int) int
-		Hold        func(childComplexity int) int
-		ID          func(childComplexity int) int
-		Product     func(childComplexity int) int
-		Qty         func(childComplexity int) int
-		Status      func(childComplexity int) int
-		UpdatedAt   func(childComplexity int) int
+		AmountCents  func(childComplexity int) int
+		CreatedAt    func(childComplexity int) int
+		Hold         func(childComplexity int) int
+		ID           func(childComplexity int) int
+		PaymentDueAt func(childComplexity int) int
+		Product      func(childComplexity int) int
+		Qty          func(childComplexity int) int
+		Status       func(childComplexity int) int
+		UpdatedAt    func(childComplexity int) int
 	}
 
 	PageInfo struct {
@@ -251,6 +252,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Order.ID(childComplexity), true
+	case "Order.paymentDueAt":
+		if e.ComplexityRoot.Order.PaymentDueAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Order.PaymentDueAt(childComplexity), true
 	case "Order.product":
 		if e.ComplexityRoot.Order.Product == nil {
 			break
@@ -593,6 +600,8 @@ type Order {
   status: OrderStatus!
   createdAt: Time!
   updatedAt: Time!
+  "When a PENDING_PAYMENT order is cancelled if no payment arrived (createdAt + PAYMENT_TIMEOUT)."
+  paymentDueAt: Time!
 }
 `, BuiltIn: false},
 }
@@ -640,6 +649,8 @@ func (ec *executionContext) childFields_Order(ctx context.Context, field graphql
 		return ec.fieldContext_Order_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_Order_updatedAt(ctx, field)
+	case "paymentDueAt":
+		return ec.fieldContext_Order_paymentDueAt(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Order", field.Name)
 }
@@ -1522,6 +1533,29 @@ func (ec *executionContext) _Order_updatedAt(ctx context.Context, field graphql.
 	)
 }
 func (ec *executionContext) fieldContext_Order_updatedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Order", field, false, false, "Time")
+}
+
+func (ec *executionContext) _Order_paymentDueAt(ctx context.Context, field graphql.CollectedField, obj *ent.Order) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Order_paymentDueAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PaymentDueAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Order_paymentDueAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Order", field, false, false, "Time")
 }
 
@@ -3412,6 +3446,11 @@ func (ec *executionContext) _Order(ctx context.Context, sel ast.SelectionSet, ob
 			}
 		case "updatedAt":
 			out.Values[i] = ec._Order_updatedAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "paymentDueAt":
+			out.Values[i] = ec._Order_paymentDueAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}

@@ -22,11 +22,7 @@ func (s *Service) CreateHold(ctx context.Context, productID, qty int) (*ent.Hold
 	}
 	var h *ent.Hold
 	err := s.tx(ctx, "create hold", func(tx *ent.Tx) error {
-		now, err := s.now(ctx, tx)
-		if err != nil {
-			return err
-		}
-		p, err := s.lockProduct(ctx, tx, productID)
+		p, now, err := s.lockProduct(ctx, tx, productID)
 		if err != nil {
 			return err
 		}
@@ -75,11 +71,7 @@ func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID) (*ent.Order
 	}
 	var o *ent.Order
 	err = s.tx(ctx, "create order", func(tx *ent.Tx) error {
-		now, err := s.now(ctx, tx)
-		if err != nil {
-			return err
-		}
-		p, err := s.lockProduct(ctx, tx, h0.ProductID)
+		p, now, err := s.lockProduct(ctx, tx, h0.ProductID)
 		if err != nil {
 			return err
 		}
@@ -100,6 +92,7 @@ func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID) (*ent.Order
 			SetHoldID(h.ID).SetProductID(p.ID).SetQty(h.Qty).
 			SetAmountCents(p.PriceCents * int64(h.Qty)).
 			SetStatus(order.StatusPENDING_PAYMENT).
+			SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
 			SetCreatedAt(now).SetUpdatedAt(now).
 			Save(ctx)
 		if err != nil {

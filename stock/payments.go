@@ -101,11 +101,7 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 	}
 	var res PaymentResult
 	err = s.tx(ctx, "apply payment", func(tx *ent.Tx) error {
-		now, err := s.now(ctx, tx)
-		if err != nil {
-			return err
-		}
-		p, err := s.lockProduct(ctx, tx, o0.ProductID)
+		p, now, err := s.lockProduct(ctx, tx, o0.ProductID)
 		if err != nil {
 			return err
 		}

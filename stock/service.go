@@ -142,16 +142,24 @@ type querier interface {
 
 // lockProduct reads a product and, on MySQL, locks its row until the
 // transaction ends. Every stock transaction calls it first.
-func (s *Service) lockProduct(ctx context.Context, tx *ent.Tx, id int) (*ent.Product, error) {
+//
+// It also returns the database clock read once the lock is held: a
+// transaction may wait long for a hot product's lock, and expiry must be
+// judged when it decides, not when it started waiting.
+func (s *Service) lockProduct(ctx context.Context, tx *ent.Tx, id int) (*ent.Product, time.Time, error) {
 	q := tx.Product.Query().Where(product.ID(id))
 	if s.dialect == dialect.MySQL {
 		q = q.ForUpdate()
 	}
 	p, err := q.Only(ctx)
 	if ent.IsNotFound(err) {
-		return nil, fmt.Errorf("%w: no product with ID %d", ErrNotFound, id)
+		return nil, time.Time{}, fmt.Errorf("%w: no product with ID %d", ErrNotFound, id)
 	}
-	return p, err
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	now, err := s.now(ctx, tx)
+	return p, now, err
 }
 
 // lockHold and lockOrder add FOR UPDATE on MySQL; SQLite rejects it and
@@ -174,7 +182,7 @@ func (s *Service) lockOrder(q *ent.OrderQuery) *ent.OrderQuery {
 func Sellable(p *ent.Product) int { return p.StockAvailable - p.StockReserved }
 
 // releaseOverdue expires the product's ACTIVE holds past expires_at and
-// cancels its PENDING_PAYMENT orders older than the payment timeout, at most
+// cancels its PENDING_PAYMENT orders past payment_due_at, at most
 // limit of each. The caller holds the product's lock; p's counters are
 // updated in place. It returns how many holds and orders it released.
 func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, limit int) (holds, orders int, err error) {
@@ -199,8 +207,8 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 		}
 	}
 	os, err := s.lockOrder(tx.Order.Query().
-		Where(order.ProductID(p.ID), order.StatusEQ(order.StatusPENDING_PAYMENT), order.CreatedAtLTE(now.Add(-s.cfg.PaymentTimeout))).
-		Order(order.ByCreatedAt()).
+		Where(order.ProductID(p.ID), order.StatusEQ(order.StatusPENDING_PAYMENT), order.PaymentDueAtLTE(now)).
+		Order(order.ByPaymentDueAt()).
 		Limit(limit)).
 		All(ctx)
 	if err != nil {

@@ -40,11 +40,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		for _, id := range products {
 			var hs, os int
 			err := s.tx(ctx, "sweep", func(tx *ent.Tx) error {
-				now, err := s.now(ctx, tx)
-				if err != nil {
-					return err
-				}
-				p, err := s.lockProduct(ctx, tx, id)
+				p, now, err := s.lockProduct(ctx, tx, id)
 				if err != nil {
 					return err
 				}
@@ -76,7 +72,7 @@ func (s *Service) overdueProducts(ctx context.Context) ([]int, error) {
 		return nil, err
 	}
 	orders, err := s.client.Order.Query().
-		Where(order.StatusEQ(order.StatusPENDING_PAYMENT), order.CreatedAtLTE(now.Add(-s.cfg.PaymentTimeout))).
+		Where(order.StatusEQ(order.StatusPENDING_PAYMENT), order.PaymentDueAtLTE(now)).
 		Limit(s.cfg.SweepBatch).
 		Select(order.FieldProductID).Ints(ctx)
 	if err != nil {

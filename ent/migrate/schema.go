@@ -53,6 +53,7 @@ var (
 		{Name: "qty", Type: field.TypeInt},
 		{Name: "amount_cents", Type: field.TypeInt64},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED"}, Default: "PENDING_PAYMENT"},
+		{Name: "payment_due_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "hold_id", Type: field.TypeUUID, Unique: true, SchemaType: map[string]string{"mysql": "char(36)"}},
 		{Name: "product_id", Type: field.TypeInt},
 	}
@@ -64,27 +65,27 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "orders_holds_order",
-				Columns:    []*schema.Column{OrdersColumns[6]},
+				Columns:    []*schema.Column{OrdersColumns[7]},
 				RefColumns: []*schema.Column{HoldsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 			{
 				Symbol:     "orders_products_orders",
-				Columns:    []*schema.Column{OrdersColumns[7]},
+				Columns:    []*schema.Column{OrdersColumns[8]},
 				RefColumns: []*schema.Column{ProductsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 		},
 		Indexes: []*schema.Index{
 			{
-				Name:    "order_status_created_at",
+				Name:    "order_status_payment_due_at",
 				Unique:  false,
-				Columns: []*schema.Column{OrdersColumns[5], OrdersColumns[1]},
+				Columns: []*schema.Column{OrdersColumns[5], OrdersColumns[6]},
 			},
 			{
-				Name:    "order_product_id_status_created_at",
+				Name:    "order_product_id_status_payment_due_at",
 				Unique:  false,
-				Columns: []*schema.Column{OrdersColumns[7], OrdersColumns[5], OrdersColumns[1]},
+				Columns: []*schema.Column{OrdersColumns[8], OrdersColumns[5], OrdersColumns[6]},
 			},
 		},
 	}

@@ -30,6 +30,8 @@ const (
 	FieldAmountCents = "amount_cents"
 	// FieldStatus holds the string denoting the status field in the database.
 	FieldStatus = "status"
+	// FieldPaymentDueAt holds the string denoting the payment_due_at field in the database.
+	FieldPaymentDueAt = "payment_due_at"
 	// EdgeHold holds the string denoting the hold edge name in mutations.
 	EdgeHold = "hold"
 	// EdgeProduct holds the string denoting the product edge name in mutations.
@@ -71,6 +73,7 @@ var Columns = []string{
 	FieldQty,
 	FieldAmountCents,
 	FieldStatus,
+	FieldPaymentDueAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -165,6 +168,11 @@ func ByAmountCents(opts ...sql.OrderTermOption) OrderOption {
 // ByStatus orders the results by the status field.
 func ByStatus(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldStatus, opts...).ToFunc()
+}
+
+// ByPaymentDueAt orders the results by the payment_due_at field.
+func ByPaymentDueAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPaymentDueAt, opts...).ToFunc()
 }
 
 // ByHoldField orders the results by hold field.

@@ -86,6 +86,11 @@ func AmountCents(v int64) predicate.Order {
 	return predicate.Order(sql.FieldEQ(FieldAmountCents, v))
 }
 
+// PaymentDueAt applies equality check predicate on the "payment_due_at" field. It's identical to PaymentDueAtEQ.
+func PaymentDueAt(v time.Time) predicate.Order {
+	return predicate.Order(sql.FieldEQ(FieldPaymentDueAt, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Order {
 	return predicate.Order(sql.FieldEQ(FieldCreatedAt, v))
@@ -304,6 +309,46 @@ func StatusIn(vs ...Status) predicate.Order {
 // StatusNotIn applies the NotIn predicate on the "status" field.
 func StatusNotIn(vs ...Status) predicate.Order {
 	return predicate.Order(sql.FieldNotIn(FieldStatus, vs...))
+}
+
+// PaymentDueAtEQ applies the EQ predicate on the "payment_due_at" field.
+func PaymentDueAtEQ(v time.Time) predicate.Order {
+	return predicate.Order(sql.FieldEQ(FieldPaymentDueAt, v))
+}
+
+// PaymentDueAtNEQ applies the NEQ predicate on the "payment_due_at" field.
+func PaymentDueAtNEQ(v time.Time) predicate.Order {
+	return predicate.Order(sql.FieldNEQ(FieldPaymentDueAt, v))
+}
+
+// PaymentDueAtIn applies the In predicate on the "payment_due_at" field.
+func PaymentDueAtIn(vs ...time.Time) predicate.Order {
+	return predicate.Order(sql.FieldIn(FieldPaymentDueAt, vs...))
+}
+
+// PaymentDueAtNotIn applies the NotIn predicate on the "payment_due_at" field.
+func PaymentDueAtNotIn(vs ...time.Time) predicate.Order {
+	return predicate.Order(sql.FieldNotIn(FieldPaymentDueAt, vs...))
+}
+
+// PaymentDueAtGT applies the GT predicate on the "payment_due_at" field.
+func PaymentDueAtGT(v time.Time) predicate.Order {
+	return predicate.Order(sql.FieldGT(FieldPaymentDueAt, v))
+}
+
+// PaymentDueAtGTE applies the GTE predicate on the "payment_due_at" field.
+func PaymentDueAtGTE(v time.Time) predicate.Order {
+	return predicate.Order(sql.FieldGTE(FieldPaymentDueAt, v))
+}
+
+// PaymentDueAtLT applies the LT predicate on the "payment_due_at" field.
+func PaymentDueAtLT(v time.Time) predicate.Order {
+	return predicate.Order(sql.FieldLT(FieldPaymentDueAt, v))
+}
+
+// PaymentDueAtLTE applies the LTE predicate on the "payment_due_at" field.
+func PaymentDueAtLTE(v time.Time) predicate.Order {
+	return predicate.Order(sql.FieldLTE(FieldPaymentDueAt, v))
 }
 
 // HasHold applies the HasEdge predicate on the "hold" edge.

@@ -29,6 +29,9 @@ func (Order) Fields() []ent.Field {
 		field.Int("qty").Positive().Immutable(),
 		field.Int64("amount_cents").NonNegative().Immutable(),
 		field.Enum("status").Values("PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED").Default("PENDING_PAYMENT"),
+		// Fixed when the order is made (created_at + PAYMENT_TIMEOUT), so every
+		// server agrees on it whatever its own setting.
+		field.Time("payment_due_at").Immutable().SchemaType(mysqlTime),
 	}
 }
 
@@ -42,8 +45,8 @@ func (Order) Edges() []ent.Edge {
 
 func (Order) Indexes() []ent.Index {
 	return []ent.Index{
-		// The payment-timeout sweep: PENDING_PAYMENT orders by age.
-		index.Fields("status", "created_at"),
-		index.Fields("product_id", "status", "created_at"),
+		// The payment-timeout sweep: PENDING_PAYMENT orders by due time.
+		index.Fields("status", "payment_due_at"),
+		index.Fields("product_id", "status", "payment_due_at"),
 	}
 }
