@@ -26,15 +26,17 @@ pid=$!
 for _ in $(seq 100); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fs "$base/readyz" >/dev/null || { cat "$work/log"; echo "server did not become ready"; exit 1; }
 
-fail() { echo "FAIL: $*"; cat "$work/log" | tail -20; exit 1; }
+fail() { echo "FAIL: $*"; tail -20 "$work/log"; echo "smoke: $passed passed, 1 failed"; exit 1; }
 gql() { # gql QUERY [VARIABLES_JSON] [extra curl args...]
 	local q=$1 v=${2:-'{}'}; shift 2 || shift $#
 	curl -s "$base/graphql" -H 'Content-Type: application/json' "$@" \
 		-d "$(jq -nc --arg q "$q" --argjson v "$v" '{query: $q, variables: $v}')"
 }
+passed=0
+ok() { passed=$((passed + 1)); echo "ok  $1"; }
 expect() { # expect NAME JSON JQ_FILTER
 	if [ "$(jq -r "$3" <<<"$2")" != "true" ]; then fail "$1: $2"; fi
-	echo "ok  $1"
+	ok "$1"
 }
 webhook() { # webhook BODY [SIGNATURE]
 	local id=msg_$RANDOM ts sig
@@ -76,11 +78,11 @@ expect "webhook success" "$(head -1 <<<"$r")" '.order_status == "PAID" and .dupl
 r=$(webhook "$body")
 expect "webhook duplicate" "$(head -1 <<<"$r")" '.duplicate == true'
 r=$(webhook "${body/success/failure}")
-[ "$(tail -1 <<<"$r")" = 409 ] || fail "reused key: $r"; echo "ok  reused key is 409"
+[ "$(tail -1 <<<"$r")" = 409 ] || fail "reused key: $r"; ok "reused key is 409"
 r=$(webhook "$body" "v1,AAAA")
-[ "$(tail -1 <<<"$r")" = 401 ] || fail "bad signature: $r"; echo "ok  bad signature is 401"
+[ "$(tail -1 <<<"$r")" = 401 ] || fail "bad signature: $r"; ok "bad signature is 401"
 r=$(webhook '{"idempotency_key":"k","order_id":"x","status":"maybe"}')
-[ "$(tail -1 <<<"$r")" = 400 ] || fail "bad status: $r"; echo "ok  bad status is 400"
+[ "$(tail -1 <<<"$r")" = 400 ] || fail "bad status: $r"; ok "bad status is 400"
 
 r=$(curl -s "$base/graphql?query=$(jq -rn --arg q "{ product(id: \"$pid_\") { stockAvailable stockReserved stockSellable } }" '$q|@uri')")
 expect "stock after payment" "$r" '.data.product == {"stockAvailable":1,"stockReserved":0,"stockSellable":1}'
@@ -89,5 +91,5 @@ kill -TERM "$pid"
 wait "$pid" || fail "server exited non-zero after SIGTERM"
 pid=
 grep -q 'msg=stopped' "$work/log" || fail "no graceful stop in the log"
-echo "ok  graceful shutdown on SIGTERM"
-echo "smoke: all passed"
+ok "graceful shutdown on SIGTERM"
+echo "smoke: $passed passed, 0 failed"
