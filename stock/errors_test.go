@@ -1,0 +1,46 @@
+package stock
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net"
+	"syscall"
+	"testing"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+func TestClassify(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		err   error
+		retry bool
+		want  error // the kind classify must keep or give; nil: none (internal)
+	}{
+		{"deadlock", &mysql.MySQLError{Number: 1213}, true, ErrUnavailable},
+		{"lock wait timeout", fmt.Errorf("x: %w", &mysql.MySQLError{Number: 1205}), true, ErrUnavailable},
+		{"too many connections", &mysql.MySQLError{Number: 1040}, false, ErrUnavailable},
+		{"bad conn", driver.ErrBadConn, false, ErrUnavailable},
+		{"invalid conn", mysql.ErrInvalidConn, false, ErrUnavailable},
+		{"refused", &net.OpError{Op: "dial", Err: syscall.ECONNREFUSED}, false, ErrUnavailable},
+		{"deadline", context.DeadlineExceeded, false, ErrUnavailable},
+		{"caller gone", context.Canceled, false, ErrUnavailable},
+		{"duplicate key", &mysql.MySQLError{Number: 1062}, false, nil},
+		{"no such table", &mysql.MySQLError{Number: 1146}, false, nil},
+		{"domain kind kept", fmt.Errorf("%w: 3 requested", ErrInsufficientStock), false, ErrInsufficientStock},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := retryable(tc.err); got != tc.retry {
+				t.Errorf("retryable = %v, want %v", got, tc.retry)
+			}
+			got := classify("op", tc.err)
+			for _, k := range domainErrors {
+				if errors.Is(got, k) != (k == tc.want) {
+					t.Errorf("classify(%v) = %v: errors.Is(%v) = %v", tc.err, got, k, errors.Is(got, k))
+				}
+			}
+		})
+	}
+}
