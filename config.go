@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"flashsale/graph"
 )
 
 // config is the server's configuration, read from the environment.
@@ -22,6 +25,8 @@ type config struct {
 	DBMaxConns     int
 	// Beyond the contract:
 	RequestTimeout  time.Duration // bound on one request's database work
+	GraphQLLimits   graph.Limits
+	CORSOrigins     []string      // origins allowed to call /graphql from a browser
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
 	LogLevel        slog.Level
 	LogFormat       string // text or json
@@ -42,6 +47,10 @@ var envVars = []envVar{
 	{"DB_MAX_CONNS", "20", "most database connections this process opens"},
 	{"REQUEST_TIMEOUT", "10s", "longest a request may wait for the database before UNAVAILABLE/503"},
 	{"SHUTDOWN_TIMEOUT", "30s", "how long in-flight requests may finish after SIGTERM"},
+	{"GRAPHQL_MAX_QUERY_BYTES", "16384", "longest GraphQL query text accepted"},
+	{"GRAPHQL_MAX_DEPTH", "15", "deepest field nesting a GraphQL query may have"},
+	{"GRAPHQL_MAX_COMPLEXITY", "1000", "most gqlgen complexity one query may have (a page of products costs first x its fields)"},
+	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://shop.example) allowed to call /graphql from browsers, or *; unset: none"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 }
@@ -87,6 +96,20 @@ func loadConfig(getenv func(string) string) (config, error) {
 		RequestTimeout:  durVar("REQUEST_TIMEOUT", 100*time.Millisecond, 10*time.Minute),
 		ShutdownTimeout: durVar("SHUTDOWN_TIMEOUT", 0, 10*time.Minute),
 		LogFormat:       get("LOG_FORMAT"),
+		GraphQLLimits: graph.Limits{
+			MaxQueryBytes: intVar("GRAPHQL_MAX_QUERY_BYTES", 256, graph.MaxBody),
+			MaxDepth:      intVar("GRAPHQL_MAX_DEPTH", 2, 1000),
+			MaxComplexity: intVar("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000),
+		},
+	}
+	for _, o := range strings.Split(getenv("CORS_ALLOWED_ORIGINS"), ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if u, err := url.Parse(o); o != "*" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "") {
+			errs = append(errs, fmt.Errorf("CORS_ALLOWED_ORIGINS: %q is not an origin like https://shop.example or *", o))
+		}
+		c.CORSOrigins = append(c.CORSOrigins, o)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", getenv("LOG_LEVEL")))

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/cors"
+
 	"flashsale/database"
 	"flashsale/graph"
 	"flashsale/stock"
@@ -72,6 +74,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	defer db.Close()
+	log.Info("graphql limits", "limits", cfg.GraphQLLimits.String(), "cors_origins", cfg.CORSOrigins)
 	log.Info("database", "url", db.Redacted, "dialect", db.Dialect, "max_conns", cfg.DBMaxConns)
 	if err := waitForDatabase(ctx, db, log); err != nil {
 		return err
@@ -104,7 +107,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", graph.Playground("/graphql"))
-	mux.Handle("/graphql", withTimeout(cfg.RequestTimeout, graph.NewHandler(&graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}, log)))
+	api := graph.NewHandler(&graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}, cfg.GraphQLLimits, log)
+	mux.Handle("/graphql", withCORS(cfg.CORSOrigins, withTimeout(cfg.RequestTimeout, api)))
 	mux.Handle("/api/payments/webhook", hook)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -218,6 +222,21 @@ func seedDemo(ctx context.Context, svc *stock.Service, log *slog.Logger) error {
 		log.Info("demo product added", "id", made.ID, "name", made.Name, "stock", made.StockAvailable)
 	}
 	return nil
+}
+
+// withCORS lets browser frontends on the configured origins call the API
+// (rs/cors gets the preflight and Vary details right). With no origins it
+// adds nothing, so browsers refuse cross-origin calls.
+func withCORS(origins []string, next http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return next
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: []string{http.MethodGet, http.MethodPost},
+		AllowedHeaders: []string{"Content-Type", "Authorization"},
+		MaxAge:         600,
+	}).Handler(next)
 }
 
 // withTimeout bounds the database work of each request, so that with the

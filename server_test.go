@@ -440,6 +440,8 @@ func TestConfigErrors(t *testing.T) {
 		{map[string]string{"DATABASE_URL": "mysql://root@127.0.0.1:3306/"}, "database name"},
 		{map[string]string{"WEBHOOK_SECRET": "whsec_%%%"}, "WEBHOOK_SECRET"},
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
+		{map[string]string{"CORS_ALLOWED_ORIGINS": "shop.example"}, "CORS_ALLOWED_ORIGINS"},
+		{map[string]string{"GRAPHQL_MAX_DEPTH": "1"}, "GRAPHQL_MAX_DEPTH"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			env := map[string]string{"DATABASE_URL": "sqlite://" + t.TempDir() + "/x.db", "PORT": "0"}

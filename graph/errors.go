@@ -11,6 +11,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"flashsale/graph/scalar"
 	"flashsale/stock"
 )
 
@@ -33,6 +34,7 @@ var codes = []struct {
 	code string
 }{
 	{stock.ErrInvalidInput, CodeBadUserInput},
+	{scalar.ErrInvalid, CodeBadUserInput},
 	{stock.ErrNotFound, CodeNotFound},
 	{stock.ErrInsufficientStock, CodeInsufficientStock},
 	{stock.ErrHoldExpired, CodeHoldExpired},

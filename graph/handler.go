@@ -16,15 +16,20 @@ import (
 )
 
 // NewHandler returns the GraphQL API handler (for /graphql): POST and GET
-// (queries only) transports, a parsed-query cache, and the error presenter.
-func NewHandler(r *Resolver, log *slog.Logger) http.Handler {
-	srv := handler.New(NewExecutableSchema(Config{Resolvers: r}))
+// (queries only) transports, a parsed-query cache, size, depth and
+// complexity limits, and the error presenter.
+func NewHandler(r *Resolver, limits Limits, log *slog.Logger) http.Handler {
+	limits = limits.withDefaults()
+	srv := handler.New(NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()}))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.Use(extension.Introspection{}) // the playground needs it
+	// Size limit first, so APQ never caches a query over it.
+	srv.Use(limitExtension{limits})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
 	srv.SetErrorPresenter(ErrorPresenter(log))
 	srv.SetRecoverFunc(RecoverFunc(log))
 	return checkRequest(WithBearer(srv))

@@ -3,6 +3,7 @@ package stock
 import (
 	"context"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 
 	"flashsale/ent"
@@ -29,6 +30,9 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 	switch {
 	case name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNameLen || len(name) > 4*maxNameLen:
 		return nil, invalidf("name must be 1 to %d characters of valid UTF-8", maxNameLen)
+	case strings.ContainsFunc(name, unicode.IsControl):
+		// NULs, newlines and escapes in a name break receipts, logs and feeds downstream.
+		return nil, invalidf("name must not contain control characters")
 	case in.PriceCents < 0 || in.PriceCents > maxPriceCents:
 		return nil, invalidf("priceCents must be between 0 and %d", int64(maxPriceCents))
 	case in.Stock < 0 || in.Stock > maxStock:

@@ -21,11 +21,11 @@ func MarshalTime(t time.Time) graphql.Marshaler {
 func UnmarshalTime(v any) (time.Time, error) {
 	s, ok := v.(string)
 	if !ok {
-		return time.Time{}, fmt.Errorf("time must be an RFC 3339 string")
+		return time.Time{}, fmt.Errorf("%w: time must be an RFC 3339 string", ErrInvalid)
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("time must be RFC 3339, e.g. 2026-11-25T13:00:00Z")
+		return time.Time{}, fmt.Errorf("%w: time must be RFC 3339, e.g. 2026-11-25T13:00:00Z", ErrInvalid)
 	}
 	return t.UTC(), nil
 }

@@ -1,0 +1,120 @@
+package graph
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
+)
+
+// Limits bound what one GraphQL request may ask of the server, so a hostile
+// or careless query cannot tie up the database or the CPU. The defaults let
+// the playground's own introspection query through.
+type Limits struct {
+	MaxQueryBytes int // longest query text (GRAPHQL_MAX_QUERY_BYTES)
+	MaxDepth      int // deepest field nesting (GRAPHQL_MAX_DEPTH)
+	MaxComplexity int // gqlgen complexity: one per field, lists times their `first` (GRAPHQL_MAX_COMPLEXITY)
+}
+
+// DefaultLimits are used for zero fields of Limits.
+var DefaultLimits = Limits{MaxQueryBytes: 16 << 10, MaxDepth: 15, MaxComplexity: 1000}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxQueryBytes <= 0 {
+		l.MaxQueryBytes = DefaultLimits.MaxQueryBytes
+	}
+	if l.MaxDepth <= 0 {
+		l.MaxDepth = DefaultLimits.MaxDepth
+	}
+	if l.MaxComplexity <= 0 {
+		l.MaxComplexity = DefaultLimits.MaxComplexity
+	}
+	return l
+}
+
+// Error codes of the limits (gqlgen's own for complexity).
+const (
+	CodeQueryTooLarge = "QUERY_TOO_LARGE"
+	CodeQueryTooDeep  = "QUERY_TOO_DEEP"
+)
+
+// limitExtension enforces MaxQueryBytes before parsing and MaxDepth after
+// validation (gqlgen's ComplexityLimit does complexity).
+type limitExtension struct{ Limits }
+
+var (
+	_ graphql.HandlerExtension          = limitExtension{}
+	_ graphql.OperationParameterMutator = limitExtension{}
+	_ graphql.OperationContextMutator   = limitExtension{}
+)
+
+func (limitExtension) ExtensionName() string                   { return "FlashsaleLimits" }
+func (limitExtension) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (e limitExtension) MutateOperationParameters(_ context.Context, p *graphql.RawParams) *gqlerror.Error {
+	if len(p.Query) > e.MaxQueryBytes {
+		err := gqlerror.Errorf("query is %d bytes, over the limit of %d", len(p.Query), e.MaxQueryBytes)
+		err.Extensions = map[string]any{"code": CodeQueryTooLarge}
+		return err
+	}
+	return nil
+}
+
+func (e limitExtension) MutateOperationContext(_ context.Context, op *graphql.OperationContext) *gqlerror.Error {
+	if op.Operation == nil {
+		return nil
+	}
+	memo := map[string]int{}
+	if d := depth(op.Operation.SelectionSet, memo); d > e.MaxDepth {
+		err := gqlerror.Errorf("query is nested %d levels deep, over the limit of %d", d, e.MaxDepth)
+		err.Extensions = map[string]any{"code": CodeQueryTooDeep}
+		return err
+	}
+	return nil
+}
+
+// depth is the deepest field nesting of a selection set, looking through
+// fragments. Validation has already rejected fragment cycles; memo keeps
+// many spreads of one fragment from costing more than one walk.
+func depth(set ast.SelectionSet, memo map[string]int) int {
+	deepest := 0
+	for _, sel := range set {
+		var d int
+		switch s := sel.(type) {
+		case *ast.Field:
+			d = 1 + depth(s.SelectionSet, memo)
+		case *ast.InlineFragment:
+			d = depth(s.SelectionSet, memo)
+		case *ast.FragmentSpread:
+			if s.Definition == nil {
+				continue
+			}
+			var ok bool
+			if d, ok = memo[s.Name]; !ok {
+				d = depth(s.Definition.SelectionSet, memo)
+				memo[s.Name] = d
+			}
+		}
+		deepest = max(deepest, d)
+	}
+	return deepest
+}
+
+// complexity makes a page of products cost what it fetches.
+func complexity() ComplexityRoot {
+	var c ComplexityRoot
+	c.Query.Products = func(child int, first *int, _ *string) int {
+		n := 20
+		if first != nil && *first > 0 {
+			n = *first
+		}
+		return 1 + n*child
+	}
+	return c
+}
+
+func (l Limits) String() string {
+	return fmt.Sprintf("query ≤ %d bytes, depth ≤ %d, complexity ≤ %d", l.MaxQueryBytes, l.MaxDepth, l.MaxComplexity)
+}
