@@ -13,46 +13,31 @@ import (
 
 // CreateHold reserves qty units of a product for the hold TTL.
 //
+// Concurrent calls for one product are committed together (see batch.go).
 // It refuses with ErrInsufficientStock when sellable stock is short; before
-// refusing it releases the product's overdue holds and orders, so stock that
-// has lapsed is sold again without waiting for the sweeper.
+// refusing, the batch releases the product's overdue holds and orders, so
+// stock that has lapsed is sold again without waiting for the sweeper. A
+// product this process just saw sold out is refused without a database
+// round trip for a short while (soldOutRecheck).
 func (s *Service) CreateHold(ctx context.Context, productID, qty int) (*ent.Hold, error) {
 	if qty < 1 || qty > s.cfg.MaxHoldQty {
 		return nil, invalidf("qty must be between 1 and %d", s.cfg.MaxHoldQty)
 	}
-	var h *ent.Hold
-	err := s.tx(ctx, "create hold", func(tx *ent.Tx) error {
-		p, now, err := s.lockProduct(ctx, tx, productID)
-		if err != nil {
-			return err
-		}
-		if Sellable(p) < qty {
-			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
-				return err
-			}
-			if Sellable(p) < qty {
-				return fmt.Errorf("%w: %d requested, %d sellable", ErrInsufficientStock, qty, max(Sellable(p), 0))
-			}
-		}
-		h, err = tx.Hold.Create().
-			SetProductID(p.ID).SetQty(qty).SetStatus(hold.StatusACTIVE).
-			SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now).
-			Save(ctx)
-		if err != nil {
-			return err
-		}
-		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(qty).SetUpdatedAt(now).Exec(ctx); err != nil {
-			return err
-		}
-		p.StockReserved += qty
-		p.UpdatedAt = now
-		h.Edges.Product = p
-		return nil
-	})
-	if err != nil {
+	if s.soldOut(productID) {
+		return nil, fmt.Errorf("%w: %d requested, product is sold out", ErrInsufficientStock, qty)
+	}
+	req := &holdRequest{ctx: ctx, qty: qty, done: make(chan holdResult, 1)}
+	if err := s.enqueue(productID, req); err != nil {
 		return nil, err
 	}
-	return h, nil
+	select {
+	case r := <-req.done:
+		return r.hold, r.err
+	case <-ctx.Done():
+		// The batch may still commit this hold; nobody learns its ID, so it
+		// simply expires after the hold TTL.
+		return nil, classify("create hold", ctx.Err())
+	}
 }
 
 // CreateOrder turns an ACTIVE, unexpired hold into a PENDING_PAYMENT order.

@@ -99,7 +99,10 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 	if err != nil {
 		return PaymentResult{}, classify("apply payment", err)
 	}
-	var res PaymentResult
+	var (
+		res     PaymentResult
+		product *ent.Product
+	)
 	err = s.tx(ctx, "apply payment", func(tx *ent.Tx) error {
 		p, now, err := s.lockProduct(ctx, tx, o0.ProductID)
 		if err != nil {
@@ -122,6 +125,9 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 				SetUpdatedAt(now).Exec(ctx); err != nil {
 				return err
 			}
+			p.StockAvailable += t.available
+			p.StockReserved += t.reserved
+			p.UpdatedAt = now
 		}
 		if t.to != o.Status {
 			if err := tx.Order.UpdateOneID(o.ID).SetStatus(t.to).SetUpdatedAt(now).Exec(ctx); err != nil {
@@ -143,6 +149,7 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 			return err
 		}
 		res = PaymentResult{OrderID: o.ID, OrderStatus: t.to, Outcome: t.outcome}
+		product = p
 		return nil
 	})
 	if err != nil && ent.IsConstraintError(err) {
@@ -154,6 +161,7 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 	if err != nil {
 		return PaymentResult{}, err
 	}
+	s.productChanged(product)
 	return res, nil
 }
 

@@ -50,16 +50,10 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 			Save(ctx)
 		return err
 	})
-	return p, err
-}
-
-// Product returns a product, or ErrNotFound.
-func (s *Service) Product(ctx context.Context, id int) (*ent.Product, error) {
-	p, err := s.client.Product.Get(ctx, id)
-	if ent.IsNotFound(err) {
-		return nil, ErrNotFound
+	if err == nil {
+		s.productChanged(p)
 	}
-	return p, classify("get product", err)
+	return p, err
 }
 
 // Products returns up to first products with an ID above after, oldest

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"entgo.io/ent/dialect"
@@ -46,6 +47,9 @@ type Service struct {
 	// no row locks; the DSN's BEGIN IMMEDIATE covers other processes on the
 	// file. A channel rather than a mutex, so waiting respects the context.
 	writeSem chan struct{}
+
+	queues sync.Map // product ID → *holdQueue (group commit, batch.go)
+	cache  productCache
 }
 
 // New returns a Service over client; d is dialect.MySQL or dialect.SQLite.
@@ -236,6 +240,7 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 			return 0, 0, err
 		}
 		p.StockReserved -= freed
+		p.UpdatedAt = now
 	}
 	return len(hs), len(os), nil
 }

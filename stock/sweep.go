@@ -38,17 +38,24 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 			return total, nil
 		}
 		for _, id := range products {
-			var hs, os int
+			var (
+				hs, os  int
+				product *ent.Product
+			)
 			err := s.tx(ctx, "sweep", func(tx *ent.Tx) error {
 				p, now, err := s.lockProduct(ctx, tx, id)
 				if err != nil {
 					return err
 				}
 				hs, os, err = s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
+				product = p
 				return err
 			})
 			if err != nil {
 				return total, err
+			}
+			if hs+os > 0 {
+				s.productChanged(product)
 			}
 			total.HoldsExpired += hs
 			total.OrdersCancelled += os

@@ -1,0 +1,123 @@
+package stock
+
+import (
+	"context"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"flashsale/ent"
+)
+
+const (
+	// productTTL is how long a product read from the database is served
+	// from memory. With the time a load takes, a product is never staler
+	// than the contract's 1 second; this process's own changes replace the
+	// entry at once.
+	productTTL = 500 * time.Millisecond
+	// soldOutRecheck is how long a product this process saw sold out is
+	// refused without asking the database. Stock freed by this process
+	// clears it at once; stock freed by another process is seen after this.
+	soldOutRecheck = 250 * time.Millisecond
+	// loadTimeout bounds one shared product load.
+	loadTimeout = 5 * time.Second
+)
+
+// productCache serves product reads from memory, collapsing concurrent
+// misses for one product into one database load (singleflight).
+type productCache struct {
+	mu      sync.Mutex
+	entries map[int]cachedProduct
+	loads   singleflight.Group
+	soldOut sync.Map // product ID → time it was seen sold out
+}
+
+type cachedProduct struct {
+	p      ent.Product // a copy: callers may not change the cache
+	loaded time.Time   // when the state was read (or committed)
+}
+
+// store keeps p unless a newer state of the product is already cached
+// (updated_at comes from the database clock under the row lock, so it
+// orders the product's changes).
+func (c *productCache) store(p *ent.Product, loaded time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.entries == nil {
+		c.entries = map[int]cachedProduct{}
+	}
+	if cur, ok := c.entries[p.ID]; ok && cur.p.UpdatedAt.After(p.UpdatedAt) {
+		return
+	}
+	cp := *p
+	cp.Edges = ent.ProductEdges{}
+	c.entries[p.ID] = cachedProduct{p: cp, loaded: loaded}
+}
+
+func (c *productCache) fresh(id int) (*ent.Product, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[id]
+	if !ok || time.Since(e.loaded) >= productTTL {
+		return nil, false
+	}
+	p := e.p
+	return &p, true
+}
+
+// productChanged records a product's state right after this process
+// committed a change to it: reads see it at once, and the sold-out mark
+// follows its sellable stock.
+func (s *Service) productChanged(p *ent.Product) {
+	if p == nil {
+		return
+	}
+	s.cache.store(p, time.Now())
+	if Sellable(p) <= 0 {
+		s.cache.soldOut.Store(p.ID, time.Now())
+	} else {
+		s.cache.soldOut.Delete(p.ID)
+	}
+}
+
+// soldOut reports whether the product was seen sold out very recently, so
+// a hold can be refused without a database round trip.
+func (s *Service) soldOut(id int) bool {
+	v, ok := s.cache.soldOut.Load(id)
+	return ok && time.Since(v.(time.Time)) < soldOutRecheck
+}
+
+// Product returns a product, or ErrNotFound. It is served from memory when
+// this process read or changed the product within productTTL.
+func (s *Service) Product(ctx context.Context, id int) (*ent.Product, error) {
+	if p, ok := s.cache.fresh(id); ok {
+		return p, nil
+	}
+	ch := s.cache.loads.DoChan(strconv.Itoa(id), func() (any, error) {
+		// Detached from the first caller, so its leaving does not fail the others.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+		defer cancel()
+		loaded := time.Now()
+		p, err := s.client.Product.Get(lctx, id)
+		if err != nil {
+			return nil, err
+		}
+		s.cache.store(p, loaded)
+		return p, nil
+	})
+	select {
+	case <-ctx.Done():
+		return nil, classify("get product", ctx.Err())
+	case r := <-ch:
+		if ent.IsNotFound(r.Err) {
+			return nil, ErrNotFound
+		}
+		if r.Err != nil {
+			return nil, classify("get product", r.Err)
+		}
+		cp := *r.Val.(*ent.Product)
+		return &cp, nil
+	}
+}
