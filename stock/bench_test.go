@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect"
+	"github.com/google/uuid"
 
 	"flashsale/database"
 	"flashsale/internal/testdb"
@@ -51,4 +52,88 @@ func BenchmarkCreateHold(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "holds/s")
 		})
 	}
+}
+
+// benchService opens a fresh MariaDB database with one product of ample stock.
+func benchService(b *testing.B) (*stock.Service, int) {
+	b.Helper()
+	db := testdb.Open(b, dialect.MySQL, database.Options{MaxConns: 32})
+	svc := stock.New(db.Ent, db.Dialect, stock.Config{HoldTTL: time.Hour, PaymentTimeout: time.Hour, MaxHoldQty: 10}, quietLog)
+	p, err := svc.CreateProduct(context.Background(), stock.NewProduct{Name: "bench", PriceCents: 100, Stock: 1_000_000_000})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return svc, p.ID
+}
+
+// BenchmarkCreateOrder redeems holds of one hot product, 32 buyers per core.
+func BenchmarkCreateOrder(b *testing.B) {
+	svc, pid := benchService(b)
+	ctx := context.Background()
+	holds := make(chan uuid.UUID, b.N)
+	for range b.N {
+		h, err := svc.CreateHold(ctx, pid, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		holds <- h.ID
+	}
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := svc.CreateOrder(ctx, <-holds); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "orders/s")
+}
+
+// BenchmarkApplyPayment pays orders of one hot product, 32 deliveries per core.
+func BenchmarkApplyPayment(b *testing.B) {
+	svc, pid := benchService(b)
+	ctx := context.Background()
+	orders := make(chan uuid.UUID, b.N)
+	for range b.N {
+		h, err := svc.CreateHold(ctx, pid, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		o, err := svc.CreateOrder(ctx, h.ID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		orders <- o.ID
+	}
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			id := <-orders
+			if _, err := svc.ApplyPayment(ctx, stock.Payment{Key: "evt_" + id.String(), OrderID: id, Status: stock.PaymentSuccess}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "payments/s")
+}
+
+// BenchmarkProduct reads one product, as the product query does.
+func BenchmarkProduct(b *testing.B) {
+	svc, pid := benchService(b)
+	ctx := context.Background()
+	b.SetParallelism(32)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := svc.Product(ctx, pid); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
 }
