@@ -107,8 +107,12 @@ func complexity() ComplexityRoot {
 	var c ComplexityRoot
 	c.Query.Products = func(child int, first *int, _ *string) int {
 		n := 20
-		if first != nil && *first > 0 {
+		if first != nil {
 			n = *first
+		}
+		if n < 1 || n > 100 {
+			// The resolver refuses it with BAD_USER_INPUT, as the contract says.
+			return 1
 		}
 		return 1 + n*child
 	}

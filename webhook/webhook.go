@@ -236,6 +236,9 @@ func parse(body []byte, ev *event) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return fmt.Errorf("%w: body must be a single JSON object with nothing after it", stock.ErrInvalidInput)
 	}
+	if err := exactFields(body); err != nil {
+		return err
+	}
 	for _, f := range []struct{ name, value string }{
 		{"idempotency_key", ev.IdempotencyKey},
 		{"order_id", ev.OrderID},
@@ -247,6 +250,39 @@ func parse(body []byte, ev *event) error {
 	}
 	if ev.Status != stock.PaymentSuccess && ev.Status != stock.PaymentFailure {
 		return fmt.Errorf("%w: status must be %q or %q", stock.ErrInvalidInput, stock.PaymentSuccess, stock.PaymentFailure)
+	}
+	return nil
+}
+
+// exactFields checks the object's member names, which encoding/json matches
+// case-insensitively, letting a repeated name override an earlier one: the
+// body {"status":"failure","Status":"success"} would be read as a success.
+// Names must be exactly the contract's, each at most once.
+func exactFields(body []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // the '{' that Decode already accepted
+		return fmt.Errorf("%w: body is not valid JSON", stock.ErrInvalidInput)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%w: body is not valid JSON", stock.ErrInvalidInput)
+		}
+		name, _ := tok.(string)
+		switch name {
+		case "idempotency_key", "order_id", "status":
+		default:
+			return fmt.Errorf("%w: unknown field %q", stock.ErrInvalidInput, clip(name))
+		}
+		if seen[name] {
+			return fmt.Errorf("%w: field %q appears more than once", stock.ErrInvalidInput, name)
+		}
+		seen[name] = true
+		var value json.RawMessage
+		if err := dec.Decode(&value); err != nil {
+			return fmt.Errorf("%w: body is not valid JSON", stock.ErrInvalidInput)
+		}
 	}
 	return nil
 }

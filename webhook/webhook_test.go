@@ -355,6 +355,12 @@ func TestDeliveries(t *testing.T) {
 		{name: "unknown field", body: func(f fixture) string {
 			return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","amount":5}`, f.key, f.orderID)
 		}, want: 400, wantErr: `unknown field "amount"`},
+		{name: "field name in other case", body: func(f fixture) string {
+			return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","Status":"success"}`, f.key, f.orderID)
+		}, want: 400, wantErr: `unknown field "Status"`},
+		{name: "field given twice", body: func(f fixture) string {
+			return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"failure","status":"success"}`, f.key, f.orderID)
+		}, want: 400, wantErr: `field "status" appears more than once`},
 		{name: "missing field", body: func(f fixture) string {
 			return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s"}`, f.key, f.orderID)
 		}, want: 400, wantErr: `"status" is required`},

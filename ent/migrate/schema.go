@@ -119,7 +119,7 @@ var (
 		{Name: "id", Type: field.TypeInt, Increment: true},
 		{Name: "created_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "updated_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
-		{Name: "name", Type: field.TypeString, Size: 200},
+		{Name: "name", Type: field.TypeString, SchemaType: map[string]string{"mysql": "varchar(200)"}},
 		{Name: "price_cents", Type: field.TypeInt64},
 		{Name: "stock_received", Type: field.TypeInt},
 		{Name: "stock_available", Type: field.TypeInt},

@@ -1,7 +1,11 @@
 package schema
 
 import (
+	"errors"
+	"unicode/utf8"
+
 	"entgo.io/ent"
+	"entgo.io/ent/dialect"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 )
@@ -14,7 +18,16 @@ func (Product) Mixin() []ent.Mixin { return []ent.Mixin{TimeMixin{}} }
 
 func (Product) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("name").NotEmpty().MaxLen(200),
+		// 200 characters: MaxLen would count bytes. MySQL's varchar(200)
+		// counts characters too.
+		field.String("name").NotEmpty().
+			Validate(func(s string) error {
+				if utf8.RuneCountInString(s) > 200 {
+					return errors.New("longer than 200 characters")
+				}
+				return nil
+			}).
+			SchemaType(map[string]string{dialect.MySQL: "varchar(200)"}),
 		field.Int64("price_cents").NonNegative(),
 		// Units ever received: initial stock plus restocks. With the PAID
 		// orders it lets an audit check stock_available.
