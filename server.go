@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log := newLogger(cfg, stdout)
 
-	db, err := database.Open(cfg.DatabaseURL, database.Options{MaxConns: cfg.DBMaxConns})
+	db, err := database.Open(cfg.DatabaseURL, database.Options{MaxConns: cfg.DBMaxConns, IOTimeout: cfg.RequestTimeout})
 	if err != nil {
 		return err
 	}
@@ -107,8 +107,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", graph.Playground("/graphql"))
-	api := graph.NewHandler(&graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}, cfg.GraphQLLimits, log)
-	mux.Handle("/graphql", withCORS(cfg.CORSOrigins, withTimeout(cfg.RequestTimeout, api)))
+	limits := cfg.GraphQLLimits
+	limits.Timeout = cfg.RequestTimeout
+	api := graph.NewHandler(&graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}, limits, log)
+	mux.Handle("/graphql", withCORS(cfg.CORSOrigins, api))
 	mux.Handle("/api/payments/webhook", hook)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -237,16 +239,6 @@ func withCORS(origins []string, next http.Handler) http.Handler {
 		AllowedHeaders: []string{"Content-Type", "Authorization"},
 		MaxAge:         600,
 	}).Handler(next)
-}
-
-// withTimeout bounds the database work of each request, so that with the
-// database away a caller gets UNAVAILABLE instead of waiting forever.
-func withTimeout(d time.Duration, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), d)
-		defer cancel()
-		next.ServeHTTP(w, r.WithContext(ctx))
-	})
 }
 
 // logRequests logs each request at debug level (webhook deliveries are

@@ -43,6 +43,10 @@ func (db *DB) Ping(ctx context.Context) error { return db.SQL.PingContext(ctx) }
 // Options tune the connection pool.
 type Options struct {
 	MaxConns int // most open connections (DB_MAX_CONNS)
+	// IOTimeout bounds each read and write on a MySQL connection (default
+	// 30s). The driver's COMMIT does not watch the context, so this is
+	// what keeps a commit to a frozen database from hanging a request.
+	IOTimeout time.Duration
 }
 
 // Open connects to rawURL (mysql://user:pass@host:3306/db or
@@ -64,7 +68,7 @@ func Open(rawURL string, opts Options) (*DB, error) {
 	switch scheme {
 	case "mysql":
 		var cfg *mysql.Config
-		cfg, err = mysqlConfig(rawURL)
+		cfg, err = mysqlConfig(rawURL, opts.IOTimeout)
 		if err != nil {
 			return nil, err
 		}
@@ -104,7 +108,7 @@ func (db *DB) Migrate(ctx context.Context, log *slog.Logger) error {
 
 // mysqlConfig turns mysql://user:pass@host:port/db?param=value into a driver
 // config. Query parameters are the driver's DSN parameters (tls=true, ...).
-func mysqlConfig(rawURL string) (*mysql.Config, error) {
+func mysqlConfig(rawURL string, ioTimeout time.Duration) (*mysql.Config, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Parse's message would echo the password.
@@ -133,11 +137,15 @@ func mysqlConfig(rawURL string) (*mysql.Config, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 3 * time.Second
 	}
+	// readTimeout/writeTimeout in the URL win over IOTimeout.
+	if ioTimeout <= 0 {
+		ioTimeout = 30 * time.Second
+	}
 	if cfg.ReadTimeout == 0 {
-		cfg.ReadTimeout = 30 * time.Second
+		cfg.ReadTimeout = ioTimeout
 	}
 	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = 30 * time.Second
+		cfg.WriteTimeout = ioTimeout
 	}
 	return cfg, nil
 }

@@ -19,7 +19,7 @@ func TestMySQLConfig(t *testing.T) {
 		{url: "mysql://root@127.0.0.1:3306/x?timeout=soon", wantErr: "DATABASE_URL"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
-			cfg, err := mysqlConfig(tc.url)
+			cfg, err := mysqlConfig(tc.url, 0)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)

@@ -1,12 +1,14 @@
 package graph
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
 
+	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
@@ -30,6 +32,16 @@ func NewHandler(r *Resolver, limits Limits, log *slog.Logger) http.Handler {
 	srv.Use(limitExtension{limits})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
+	if limits.Timeout > 0 {
+		// The deadline covers each root field's resolution (the database
+		// work), not the whole HTTP request: started before the body is read,
+		// it could expire before execution, and gqlgen then answers "null".
+		srv.AroundRootFields(func(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
+			ctx, cancel := context.WithTimeout(ctx, limits.Timeout)
+			defer cancel()
+			return next(ctx)
+		})
+	}
 	srv.SetErrorPresenter(ErrorPresenter(log))
 	srv.SetRecoverFunc(RecoverFunc(log))
 	return checkRequest(WithBearer(srv))

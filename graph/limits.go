@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -16,6 +17,8 @@ type Limits struct {
 	MaxQueryBytes int // longest query text (GRAPHQL_MAX_QUERY_BYTES)
 	MaxDepth      int // deepest field nesting (GRAPHQL_MAX_DEPTH)
 	MaxComplexity int // gqlgen complexity: one per field, lists times their `first` (GRAPHQL_MAX_COMPLEXITY)
+	// Timeout bounds each top-level field's work (REQUEST_TIMEOUT); zero: none.
+	Timeout time.Duration
 }
 
 // DefaultLimits are used for zero fields of Limits.
