@@ -1,0 +1,326 @@
+// Command loadtest is the project's own load tool: it drives a running
+// flash-sale server over HTTP with N concurrent clients, one scenario at a
+// time, prints throughput, latency percentiles and error counts per scenario,
+// the ratios the hot-product work is measured by, and then checks that the
+// run broke no stock invariant and oversold nothing.
+//
+//	go run ./loadtest -url http://127.0.0.1:8080 -token $ADMIN_TOKEN \
+//	    -secret $WEBHOOK_SECRET -db mysql://root@127.0.0.1:3306/flashsale \
+//	    -clients 256 -duration 10s
+//
+// It creates its own products (createProduct, with the admin token) and never
+// touches existing ones. It only talks to loopback addresses.
+package main
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+)
+
+// Scenario names, in the order they run.
+const (
+	scTypename    = "typename"
+	scHotHold     = "hot-hold"
+	scSellout     = "sellout"
+	scRead        = "read"
+	scLifecycle   = "lifecycle"
+	scDBForUpdate = "db-forupdate"
+)
+
+var allScenarios = []string{scTypename, scHotHold, scSellout, scRead, scLifecycle, scDBForUpdate}
+
+// Bounds on what one run may do.
+const (
+	maxClients   = 4096
+	minDuration  = 100 * time.Millisecond
+	maxDuration  = 10 * time.Minute
+	bigStock     = 1_000_000_000 // the largest stock createProduct accepts: never sells out
+	dbPoolLimit  = 64            // MariaDB's max_connections is 151, shared with the server
+	checkTimeout = 2 * time.Minute
+)
+
+// Exit codes.
+const (
+	exitOK          = 0
+	exitViolation   = 1 // an invariant violation, oversold product, or a failure to run
+	exitUsage       = 2
+	exitMiss        = 3 // -fail-on-miss and a ratio missed its target
+	exitInterrupted = 130
+)
+
+type options struct {
+	URL          string
+	Token        string
+	Secret       string
+	DB           string
+	Clients      int
+	Duration     time.Duration
+	Timeout      time.Duration
+	Scenarios    []string
+	SelloutStock int
+	HoldTTL      time.Duration
+	DBConns      int
+	MaxRequests  int64
+	JSONFile     string
+	FailOnMiss   bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-ctx.Done()
+		// A second Ctrl-C gets Go's default behaviour: exit at once.
+		stop()
+		fmt.Fprintln(os.Stderr, "loadtest: stopping: finishing the requests in flight, then reporting and checking (Ctrl-C again quits now)")
+	}()
+	os.Exit(run(ctx, os.Args, os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is the whole tool; ctx is cancelled by Ctrl-C, after which it stops
+// starting requests, lets those in flight finish, reports what it measured
+// and still runs the checks. It returns the exit code.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	opts, err := parseFlags(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return exitUsage
+	}
+	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "loadtest: "+format+"\n", a...) }
+
+	api, err := newAPI(opts.URL, opts.Token, opts.Secret, opts.Clients, opts.Timeout)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return exitUsage
+	}
+	defer api.close()
+
+	runID := randomHex(4)
+	rep := &report{
+		URL: opts.URL, RunID: runID, Clients: opts.Clients,
+		DurationSeconds: opts.Duration.Seconds(), RequestTimeout: opts.Timeout.String(),
+		Started: time.Now().UTC(), CPUs: runtime.NumCPU(), LoadAvgStart: loadAvg(),
+	}
+	if err := api.ping(context.Background()); err != nil {
+		fmt.Fprintf(stderr, "loadtest: %s does not answer GraphQL: %v\n", opts.URL, err)
+		return exitViolation
+	}
+
+	var base *baseline
+	if strings.HasPrefix(opts.DB, "mysql://") && slices.Contains(opts.Scenarios, scDBForUpdate) {
+		base, err = openBaseline(opts.DB, opts.Clients, opts.DBConns, opts.HoldTTL)
+		if err != nil {
+			fmt.Fprintln(stderr, "loadtest: -db:", err)
+			return exitViolation
+		}
+		defer base.close()
+		rep.DBPoolCap = base.pool
+	}
+
+	st := &state{opts: opts, api: api, base: base, runID: runID, progress: progress, stop: ctx}
+	var toRun []string
+	for _, name := range opts.Scenarios {
+		if name == scDBForUpdate && base == nil {
+			rep.Notes = append(rep.Notes, "db-forupdate skipped: it needs a MySQL/MariaDB -db (mysql://...)")
+			continue
+		}
+		toRun = append(toRun, name)
+	}
+	if err := st.createProducts(toRun); err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		if len(st.products) == 0 {
+			return exitViolation
+		}
+		rep.SetupFailed = true
+		toRun = nil // go straight to checking what was created
+	}
+	for _, name := range toRun {
+		if ctx.Err() != nil {
+			rep.Interrupted = true
+			break
+		}
+		res, err := st.runScenario(name)
+		if err != nil {
+			fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not run: %v", name, err))
+			rep.SetupFailed = true
+			continue
+		}
+		rep.Scenarios = append(rep.Scenarios, res)
+	}
+	if ctx.Err() != nil {
+		rep.Interrupted = true
+	}
+	rep.Ratios = computeRatios(rep.Scenarios)
+	rep.Products = st.products
+
+	progress("checking invariants")
+	cctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
+	rep.Checks = st.check(cctx)
+	cancel()
+
+	rep.LoadAvgEnd = loadAvg()
+	writeText(stdout, rep, opts)
+	if opts.JSONFile != "" {
+		if err := writeJSON(opts.JSONFile, rep); err != nil {
+			fmt.Fprintln(stderr, "loadtest: -json:", err)
+			return exitViolation
+		}
+	}
+	switch {
+	case len(rep.Checks.Violations) > 0 || rep.Checks.Failed || rep.SetupFailed:
+		return exitViolation
+	case rep.Interrupted:
+		return exitInterrupted
+	case opts.FailOnMiss && rep.anyMiss():
+		return exitMiss
+	}
+	return exitOK
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "server base URL (loopback only: 127.0.0.0/8, ::1 or localhost)")
+	fs.StringVar(&o.Token, "token", "", "admin bearer token, to create the tool's own products (default $ADMIN_TOKEN)")
+	fs.StringVar(&o.Secret, "secret", "", "webhook secret (whsec_...) the server uses; empty sends unsigned webhooks (default $WEBHOOK_SECRET)")
+	fs.StringVar(&o.DB, "db", "", "the server's DATABASE_URL (mysql://... or sqlite://...): enables db-forupdate and the database checks")
+	fs.IntVar(&o.Clients, "clients", 256, fmt.Sprintf("concurrent clients per scenario (1..%d)", maxClients))
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, fmt.Sprintf("how long each scenario runs (%s..%s)", minDuration, maxDuration))
+	fs.DurationVar(&o.Timeout, "timeout", 15*time.Second, "per-request timeout")
+	scen := fs.String("scenarios", "all", "comma-separated scenarios, run in this order: "+strings.Join(allScenarios, ","))
+	fs.IntVar(&o.SelloutStock, "sellout-stock", 100, "stock of the sellout scenario's product")
+	fs.DurationVar(&o.HoldTTL, "hold-ttl", 2*time.Minute, "expiry of the holds db-forupdate writes (use the server's HOLD_TTL)")
+	fs.IntVar(&o.DBConns, "db-conns", 0, fmt.Sprintf("database connections of db-forupdate (0: min(clients, %d); MariaDB's max_connections, 151, is shared with the server)", dbPoolLimit))
+	fs.Int64Var(&o.MaxRequests, "max-requests", 2_000_000, "most operations one scenario starts (requests; lifecycles in lifecycle): bounds memory, as every latency is kept")
+	fs.StringVar(&o.JSONFile, "json", "", "also write the figures to this file as JSON")
+	fs.BoolVar(&o.FailOnMiss, "fail-on-miss", false, fmt.Sprintf("exit %d when a ratio misses its target", exitMiss))
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s -url URL -token TOKEN [-secret whsec_...] [-db DATABASE_URL] [flags]\n\n", args[0])
+		fmt.Fprintf(stderr, "Load-tests a running flash-sale server with its own products, prints a table of\n"+
+			"figures and target ratios, then checks the stock invariants. Exit codes: %d ok, %d violation\n"+
+			"or failure, %d usage, %d target missed (-fail-on-miss), %d interrupted.\n\n",
+			exitOK, exitViolation, exitUsage, exitMiss, exitInterrupted)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	// From the environment when not given, like the server reads them (not
+	// as flag defaults, so -h never prints a secret).
+	o.Token = cmp.Or(o.Token, getenv("ADMIN_TOKEN"))
+	o.Secret = cmp.Or(o.Secret, getenv("WEBHOOK_SECRET"))
+	var errs []error
+	if o.Clients < 1 || o.Clients > maxClients {
+		errs = append(errs, fmt.Errorf("-clients %d: want 1..%d", o.Clients, maxClients))
+	}
+	if o.Duration < minDuration || o.Duration > maxDuration {
+		errs = append(errs, fmt.Errorf("-duration %s: want %s..%s", o.Duration, minDuration, maxDuration))
+	}
+	if o.Timeout < 100*time.Millisecond || o.Timeout > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("-timeout %s: want 100ms..5m", o.Timeout))
+	}
+	if o.SelloutStock < 1 || o.SelloutStock > 1_000_000 {
+		errs = append(errs, fmt.Errorf("-sellout-stock %d: want 1..1000000", o.SelloutStock))
+	}
+	if o.HoldTTL < time.Second || o.HoldTTL > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("-hold-ttl %s: want 1s..24h", o.HoldTTL))
+	}
+	if o.DBConns < 0 || o.DBConns > dbPoolLimit {
+		errs = append(errs, fmt.Errorf("-db-conns %d: want 0..%d", o.DBConns, dbPoolLimit))
+	}
+	if o.MaxRequests < 1 || o.MaxRequests > 50_000_000 {
+		errs = append(errs, fmt.Errorf("-max-requests %d: want 1..50000000", o.MaxRequests))
+	}
+	if _, err := loopbackURL(o.URL); err != nil {
+		errs = append(errs, fmt.Errorf("-url: %w", err))
+	}
+	if o.Token == "" {
+		errs = append(errs, errors.New("-token: the admin token is needed to create the tool's own products"))
+	}
+	if o.Secret != "" {
+		if _, err := newSigner(o.Secret); err != nil {
+			errs = append(errs, fmt.Errorf("-secret: %w", err))
+		}
+	}
+	if o.DB != "" {
+		if err := checkDBURL(o.DB); err != nil {
+			errs = append(errs, fmt.Errorf("-db: %w", err))
+		}
+	}
+	var err error
+	if o.Scenarios, err = parseScenarios(*scen); err != nil {
+		errs = append(errs, fmt.Errorf("-scenarios: %w", err))
+	} else if slices.Contains(o.Scenarios, scDBForUpdate) && *scen != "all" && !strings.HasPrefix(o.DB, "mysql://") {
+		errs = append(errs, errors.New("-scenarios: db-forupdate needs a MySQL/MariaDB -db (mysql://...)"))
+	}
+	return o, errors.Join(errs...)
+}
+
+// parseScenarios returns the named scenarios in their fixed order.
+func parseScenarios(s string) ([]string, error) {
+	if strings.TrimSpace(s) == "all" {
+		return slices.Clone(allScenarios), nil
+	}
+	want := map[string]bool{}
+	for _, n := range strings.Split(s, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		if !slices.Contains(allScenarios, n) {
+			return nil, fmt.Errorf("unknown scenario %q (want all, or some of %s)", n, strings.Join(allScenarios, ","))
+		}
+		want[n] = true
+	}
+	if len(want) == 0 {
+		return nil, errors.New("no scenario named")
+	}
+	var out []string
+	for _, n := range allScenarios {
+		if want[n] {
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
+// newSigner checks a Standard Webhooks secret and returns its signer.
+func newSigner(secret string) (*standardwebhooks.Webhook, error) {
+	key, ok := strings.CutPrefix(secret, "whsec_")
+	if !ok || key == "" {
+		return nil, errors.New(`want "whsec_" followed by the base64 key, as in the server's WEBHOOK_SECRET`)
+	}
+	wh, err := standardwebhooks.NewWebhook(secret)
+	if err != nil {
+		return nil, errors.New("the key after whsec_ is not valid base64")
+	}
+	return wh, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

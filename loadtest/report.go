@@ -1,0 +1,292 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// report is everything a run measured and checked; -json writes it as is.
+type report struct {
+	URL             string           `json:"url"`
+	RunID           string           `json:"run_id"`
+	Clients         int              `json:"clients"`
+	DurationSeconds float64          `json:"duration_seconds"` // per scenario
+	RequestTimeout  string           `json:"request_timeout"`
+	DBPoolCap       int              `json:"db_pool_cap,omitempty"`
+	Started         time.Time        `json:"started"`
+	Scenarios       []scenarioResult `json:"scenarios"`
+	Ratios          []ratio          `json:"ratios"`
+	Products        []createdProduct `json:"products"`
+	Checks          checkResult      `json:"checks"`
+	CPUs            int              `json:"cpus"`
+	LoadAvgStart    string           `json:"loadavg_start,omitempty"` // 1-minute load average, Linux only
+	LoadAvgEnd      string           `json:"loadavg_end,omitempty"`
+	Notes           []string         `json:"notes,omitempty"`
+	Interrupted     bool             `json:"interrupted"`
+	SetupFailed     bool             `json:"setup_failed"`
+}
+
+// scenarioResult is one scenario's figures.
+type scenarioResult struct {
+	Name           string           `json:"name"`
+	ProductID      string           `json:"product_id,omitempty"`
+	Clients        int              `json:"clients"`
+	ElapsedSeconds float64          `json:"elapsed_seconds"`
+	Requests       int64            `json:"requests"`
+	OK             int64            `json:"ok"`      // see okMeaning
+	Refused        int64            `json:"refused"` // INSUFFICIENT_STOCK
+	Errors         map[string]int64 `json:"errors"`  // by extensions.code, HTTP status or transport error
+	RequestsPerSec float64          `json:"requests_per_sec"`
+	OKPerSec       float64          `json:"ok_per_sec"`
+	RefusedPerSec  float64          `json:"refused_per_sec"`
+	Latency        latency          `json:"latency"`
+	Steps          []stepLatency    `json:"steps,omitempty"` // lifecycle: latency of each step
+	Extra          map[string]int64 `json:"extra,omitempty"`
+	Notes          []string         `json:"notes,omitempty"`
+	Capped         bool             `json:"capped"` // stopped by -max-requests
+	Interrupted    bool             `json:"interrupted"`
+}
+
+const okMeaning = "ok/s counts holds made (hot-hold, sellout, db-forupdate), answered queries (typename, read), " +
+	"complete lifecycles: hold, order, webhook answered as expected (lifecycle); refused/s counts INSUFFICIENT_STOCK. " +
+	"Latencies are of every single request, no sampling (lifecycle: each of its three requests, and by step below it)."
+
+// stepLatency is the latency of one step of the lifecycle.
+type stepLatency struct {
+	Step    string  `json:"step"`
+	Latency latency `json:"latency"`
+}
+
+// ratio is one of the figures the hot-product work is judged by.
+type ratio struct {
+	Name   string   `json:"name"`
+	Value  *float64 `json:"value"` // nil: a scenario it needs did not run or measured zero
+	Target string   `json:"target"`
+	Result string   `json:"result"` // PASS, MISS or n/a
+}
+
+func (r *report) anyMiss() bool {
+	return slices.ContainsFunc(r.Ratios, func(x ratio) bool { return x.Result == "MISS" })
+}
+
+// computeRatios derives the target ratios from the scenarios that ran.
+func computeRatios(rs []scenarioResult) []ratio {
+	get := func(name string) *scenarioResult {
+		for i := range rs {
+			if rs[i].Name == name {
+				return &rs[i]
+			}
+		}
+		return nil
+	}
+	tn, hot, sell, read, base := get(scTypename), get(scHotHold), get(scSellout), get(scRead), get(scDBForUpdate)
+	type def struct {
+		name   string
+		num    func() (float64, bool)
+		den    func() (float64, bool)
+		atMost bool
+		bound  float64
+	}
+	rate := func(s *scenarioResult, f func(*scenarioResult) float64) func() (float64, bool) {
+		return func() (float64, bool) {
+			if s == nil {
+				return 0, false
+			}
+			return f(s), true
+		}
+	}
+	okRate := func(s *scenarioResult) float64 { return s.OKPerSec }
+	reqRate := func(s *scenarioResult) float64 { return s.RequestsPerSec }
+	refRate := func(s *scenarioResult) float64 { return s.RefusedPerSec }
+	p99 := func(s *scenarioResult) float64 { return float64(s.Latency.P99) }
+	defs := []def{
+		{"hot-hold holds/s ÷ db-forupdate holds/s", rate(hot, okRate), rate(base, okRate), false, 3},
+		{"hot-hold holds/s ÷ typename req/s", rate(hot, okRate), rate(tn, reqRate), false, 0.5},
+		{"sellout refusals/s ÷ typename req/s", rate(sell, refRate), rate(tn, reqRate), false, 0.8},
+		{"read ok/s ÷ typename req/s", rate(read, okRate), rate(tn, reqRate), false, 0.8},
+		{"hot-hold p99 ÷ typename p99", rate(hot, p99), rate(tn, p99), true, 2},
+	}
+	out := make([]ratio, 0, len(defs))
+	for _, d := range defs {
+		r := ratio{Name: d.name, Target: fmt.Sprintf("≥ %g", d.bound), Result: "n/a"}
+		if d.atMost {
+			r.Target = fmt.Sprintf("≤ %g", d.bound)
+		}
+		n, okN := d.num()
+		m, okM := d.den()
+		if okN && okM && m > 0 {
+			v := n / m
+			r.Value = &v
+			pass := v >= d.bound
+			if d.atMost {
+				pass = v <= d.bound
+			}
+			r.Result = map[bool]string{true: "PASS", false: "MISS"}[pass]
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// writeText prints the report as plain aligned tables.
+func writeText(w io.Writer, r *report, o options) {
+	fmt.Fprintf(w, "flashsale load test %s: %s, %d clients, %s per scenario, request timeout %s\n",
+		r.RunID, r.URL, r.Clients, o.Duration, r.RequestTimeout)
+	if r.LoadAvgStart != "" {
+		// Tool, server and database share this machine: a busy one skews every figure.
+		fmt.Fprintf(w, "machine: %d CPUs, 1-minute load average %s at start, %s at end\n", r.CPUs, r.LoadAvgStart, r.LoadAvgEnd)
+	}
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "scenario\tproduct\trequests\treq/s\tok/s\trefused/s\tp50\tp95\tp99\tmax\terrors")
+	for _, s := range r.Scenarios {
+		name := s.Name
+		if s.Interrupted {
+			name += " (interrupted)"
+		} else if s.Capped {
+			name += " (capped)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name, cmp.Or(s.ProductID, "-"), s.Requests,
+			fmtRate(s.RequestsPerSec), fmtRate(s.OKPerSec), fmtRate(s.RefusedPerSec),
+			fmtDur(s.Latency.P50), fmtDur(s.Latency.P95), fmtDur(s.Latency.P99), fmtDur(s.Latency.Max), fmtErrors(s.Errors))
+		for _, st := range s.Steps {
+			l := st.Latency
+			fmt.Fprintf(tw, "  %s\t\t%d\t\t\t\t%s\t%s\t%s\t%s\n", st.Step, l.Count, fmtDur(l.P50), fmtDur(l.P95), fmtDur(l.P99), fmtDur(l.Max))
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, wrap(okMeaning, 100))
+	for _, s := range r.Scenarios {
+		for _, n := range s.Notes {
+			if !strings.HasPrefix(n, s.Name+":") {
+				n = s.Name + ": " + n
+			}
+			fmt.Fprintln(w, wrap(n, 100))
+		}
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintln(w, wrap(n, 100))
+	}
+
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ratio\tvalue\ttarget\tresult")
+	for _, x := range r.Ratios {
+		v := "-"
+		if x.Value != nil {
+			v = fmt.Sprintf("%.2f", *x.Value)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.Name, v, x.Target, x.Result)
+	}
+	tw.Flush()
+
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "checks:")
+	for _, l := range r.Checks.Lines {
+		fmt.Fprintln(w, "  "+l)
+	}
+	for _, v := range r.Checks.Violations {
+		fmt.Fprintln(w, "  VIOLATION: "+v)
+	}
+	switch {
+	case len(r.Checks.Violations) > 0:
+		fmt.Fprintf(w, "verdict: FAIL, %d violation(s)\n", len(r.Checks.Violations))
+	case r.Checks.Failed || r.SetupFailed:
+		fmt.Fprintln(w, "verdict: FAIL, a scenario or a check could not run (see above)")
+	case r.Interrupted:
+		fmt.Fprintln(w, "verdict: interrupted; no violation in what ran")
+	default:
+		fmt.Fprintln(w, "verdict: OK, no invariant violated, nothing oversold")
+	}
+}
+
+func writeJSON(path string, r *report) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+func fmtRate(x float64) string {
+	switch {
+	case x == 0:
+		return "0"
+	case x < 10:
+		return fmt.Sprintf("%.1f", x)
+	}
+	return fmt.Sprintf("%.0f", x)
+}
+
+func fmtDur(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case d == 0:
+		return "-"
+	case ms < 10:
+		return fmt.Sprintf("%.2fms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.1fms", ms)
+	}
+	return fmt.Sprintf("%.2fs", ms/1000)
+}
+
+// fmtErrors lists error classes, most frequent first.
+func fmtErrors(errs map[string]int64) string {
+	if len(errs) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(errs))
+	for k := range errs {
+		keys = append(keys, k)
+	}
+	slices.SortFunc(keys, func(a, b string) int { return cmp.Or(cmp.Compare(errs[b], errs[a]), cmp.Compare(a, b)) })
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, errs[k])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// wrap breaks a note into lines of at most width runes, at spaces.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	line := 0
+	for i, word := range strings.Fields(s) {
+		n := len([]rune(word))
+		if i > 0 {
+			if line+1+n > width {
+				b.WriteString("\n  ")
+				line = 2
+			} else {
+				b.WriteByte(' ')
+				line++
+			}
+		}
+		b.WriteString(word)
+		line += n
+	}
+	return b.String()
+}
+
+// loadAvg returns the 1-minute load average, or "" where /proc has none.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
+}

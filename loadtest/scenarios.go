@@ -1,0 +1,362 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// state is what the scenarios share: options, the HTTP client, and the
+// products the tool created (for the checks afterwards).
+type state struct {
+	opts     options
+	api      *api
+	base     *baseline // nil without a MySQL -db
+	runID    string
+	progress func(format string, a ...any)
+	stop     context.Context // done on Ctrl-C: start no more requests
+
+	products  []createdProduct
+	selloutOK int64 // successful holds on the sellout product
+}
+
+// createdProduct is one product the tool made, for the checks.
+type createdProduct struct {
+	Scenario string `json:"scenario"`
+	ID       string `json:"id"`
+	Stock    int    `json:"stock"`
+}
+
+// recorder is one worker's tally; workers never share one, and the
+// harness merges them when all have stopped.
+type recorder struct {
+	lat      []time.Duration // every request's duration: no sampling
+	requests int64
+	ok       int64 // successful operations (see the report's footnote)
+	refused  int64 // INSUFFICIENT_STOCK answers
+	errs     map[string]int64
+	extra    map[string]int64
+	steps    map[string][]time.Duration // lifecycle: latencies by step
+}
+
+func newRecorder() *recorder {
+	return &recorder{lat: make([]time.Duration, 0, 1024), errs: map[string]int64{}, extra: map[string]int64{}}
+}
+
+// request records one request's duration since start.
+func (r *recorder) request(start time.Time) {
+	r.lat = append(r.lat, time.Since(start))
+	r.requests++
+}
+
+// Steps of a lifecycle, whose latencies are also reported apart.
+const (
+	stepHold    = "createHold"
+	stepOrder   = "createOrder"
+	stepWebhook = "webhook"
+)
+
+var lifecycleSteps = []string{stepHold, stepOrder, stepWebhook}
+
+// step records one request of a multi-request operation, also under its
+// step's name.
+func (r *recorder) step(name string, start time.Time) {
+	d := time.Since(start)
+	r.lat = append(r.lat, d)
+	r.requests++
+	if r.steps == nil {
+		r.steps = map[string][]time.Duration{}
+	}
+	r.steps[name] = append(r.steps[name], d)
+}
+
+// opFunc runs one operation (one request, or one lifecycle) of worker w's
+// i-th iteration, tallying into r.
+type opFunc func(ctx context.Context, w, i int, r *recorder)
+
+// drive runs op in clients workers, each in a closed loop, until the
+// scenario's time is up, the operation budget is spent, or Ctrl-C. It then
+// merges the workers' tallies.
+func (st *state) drive(name, productID string, op opFunc) scenarioResult {
+	clients := st.opts.Clients
+	recs := make([]*recorder, clients)
+	var claimed atomic.Int64
+	var wg sync.WaitGroup
+	ctx := context.Background() // requests are bounded by the client's timeout, not Ctrl-C
+	start := time.Now()
+	deadline := start.Add(st.opts.Duration)
+	for w := range clients {
+		rec := newRecorder()
+		recs[w] = rec
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				if st.stop.Err() != nil || !time.Now().Before(deadline) || claimed.Add(1) > st.opts.MaxRequests {
+					return
+				}
+				op(ctx, w, i, rec)
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+
+	res := scenarioResult{Name: name, ProductID: productID, Clients: clients, ElapsedSeconds: elapsed.Seconds(),
+		Errors: map[string]int64{}, Extra: map[string]int64{}}
+	n := 0
+	for _, r := range recs {
+		n += len(r.lat)
+	}
+	all := make([]time.Duration, 0, n)
+	for _, r := range recs {
+		all = append(all, r.lat...)
+		res.Requests += r.requests
+		res.OK += r.ok
+		res.Refused += r.refused
+		for k, v := range r.errs {
+			res.Errors[k] += v
+		}
+		for k, v := range r.extra {
+			res.Extra[k] += v
+		}
+	}
+	if claimed.Load() > st.opts.MaxRequests {
+		res.Capped = true
+	}
+	res.Interrupted = st.stop.Err() != nil && elapsed < st.opts.Duration
+	res.Latency = summarize(all)
+	for _, name := range lifecycleSteps {
+		var d []time.Duration
+		for _, r := range recs {
+			d = append(d, r.steps[name]...)
+		}
+		if len(d) > 0 {
+			res.Steps = append(res.Steps, stepLatency{Step: name, Latency: summarize(d)})
+		}
+	}
+	secs := elapsed.Seconds()
+	res.RequestsPerSec = float64(res.Requests) / secs
+	res.OKPerSec = float64(res.OK) / secs
+	res.RefusedPerSec = float64(res.Refused) / secs
+	return res
+}
+
+// stockFor is the stock of each scenario's own product; typename has none.
+func (st *state) stockFor(scenario string) int {
+	switch scenario {
+	case scTypename:
+		return 0
+	case scSellout:
+		return st.opts.SelloutStock
+	case scRead:
+		return 1000
+	}
+	return bigStock
+}
+
+// createProducts makes each scenario's own product before any scenario
+// runs, so a wrong -token stops the tool at once.
+func (st *state) createProducts(scenarios []string) error {
+	for _, sc := range scenarios {
+		stock := st.stockFor(sc)
+		if stock == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
+		id, err := st.api.createProduct(ctx, fmt.Sprintf("loadtest %s %s", st.runID, sc), stock)
+		cancel()
+		if err != nil {
+			return err
+		}
+		st.products = append(st.products, createdProduct{Scenario: sc, ID: id, Stock: stock})
+	}
+	return nil
+}
+
+// productOf returns the ID and stock of a scenario's product.
+func (st *state) productOf(scenario string) (string, int, error) {
+	for _, p := range st.products {
+		if p.Scenario == scenario {
+			return p.ID, p.Stock, nil
+		}
+	}
+	return "", 0, fmt.Errorf("no product was created for %s", scenario)
+}
+
+// runScenario sets up and runs one scenario.
+func (st *state) runScenario(name string) (scenarioResult, error) {
+	a := st.api
+	switch name {
+	case scTypename:
+		st.progress("%s: %d clients for %s", name, st.opts.Clients, st.opts.Duration)
+		body := gqlBody(qTypename, nil)
+		return st.drive(name, "", func(ctx context.Context, _, _ int, r *recorder) {
+			t0 := time.Now()
+			c := a.post(ctx, "", body, nil)
+			r.request(t0)
+			r.tally(c)
+		}), nil
+
+	case scHotHold, scSellout:
+		id, stock, err := st.productOf(name)
+		if err != nil {
+			return scenarioResult{}, err
+		}
+		st.progress("%s: product %s (stock %d), %d clients for %s", name, id, stock, st.opts.Clients, st.opts.Duration)
+		body := gqlBody(qCreateHold, map[string]any{"p": id})
+		res := st.drive(name, id, func(ctx context.Context, _, _ int, r *recorder) {
+			var out struct {
+				CreateHold struct {
+					ID string `json:"id"`
+				} `json:"createHold"`
+			}
+			t0 := time.Now()
+			c := a.post(ctx, "", body, &out)
+			r.request(t0)
+			if c == "" && out.CreateHold.ID == "" {
+				c = "hold without id"
+			}
+			r.tally(c)
+		})
+		if name == scSellout {
+			st.selloutOK = res.OK
+		}
+		return res, nil
+
+	case scRead:
+		id, _, err := st.productOf(name)
+		if err != nil {
+			return scenarioResult{}, err
+		}
+		st.progress("%s: product %s, %d clients for %s", name, id, st.opts.Clients, st.opts.Duration)
+		body := gqlBody(qProduct, map[string]any{"p": id})
+		return st.drive(name, id, func(ctx context.Context, _, _ int, r *recorder) {
+			var out struct {
+				Product *productStock `json:"product"`
+			}
+			t0 := time.Now()
+			c := a.post(ctx, "", body, &out)
+			r.request(t0)
+			if c == "" && out.Product == nil {
+				c = "product null"
+			}
+			r.tally(c)
+		}), nil
+
+	case scLifecycle:
+		id, _, err := st.productOf(name)
+		if err != nil {
+			return scenarioResult{}, err
+		}
+		signed := "signed"
+		if a.signer == nil {
+			signed = "unsigned"
+		}
+		st.progress("%s: product %s, %d clients for %s, %s webhooks", name, id, st.opts.Clients, st.opts.Duration, signed)
+		holdBody := gqlBody(qCreateHold, map[string]any{"p": id})
+		res := st.drive(name, id, func(ctx context.Context, w, i int, r *recorder) {
+			var h struct {
+				CreateHold struct {
+					ID string `json:"id"`
+				} `json:"createHold"`
+			}
+			t0 := time.Now()
+			c := a.post(ctx, "", holdBody, &h)
+			r.step(stepHold, t0)
+			if c == "" && h.CreateHold.ID == "" {
+				c = "hold without id"
+			}
+			if c != "" {
+				r.fail("createHold: " + c)
+				return
+			}
+			var o struct {
+				CreateOrder struct {
+					ID string `json:"id"`
+				} `json:"createOrder"`
+			}
+			t0 = time.Now()
+			c = a.post(ctx, "", gqlBody(qCreateOrder, map[string]any{"h": h.CreateHold.ID}), &o)
+			r.step(stepOrder, t0)
+			if c == "" && o.CreateOrder.ID == "" {
+				c = "order without id"
+			}
+			if c != "" {
+				r.fail("createOrder: " + c)
+				return
+			}
+			// Three payments in four succeed; the rest fail and release the stock.
+			status, want := "success", "PAID"
+			if i%4 == 3 {
+				status, want = "failure", "CANCELLED"
+			}
+			key := "lt_" + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
+			t0 = time.Now()
+			ans, c := a.webhook(ctx, key, o.CreateOrder.ID, status)
+			r.step(stepWebhook, t0)
+			if c == "" && (ans.OrderStatus != want || ans.Duplicate || ans.OrderID != o.CreateOrder.ID) {
+				c = "webhook: order " + ans.OrderStatus + ", want " + want
+			}
+			if c != "" {
+				r.fail(c)
+				return
+			}
+			r.ok++
+			r.extra[want]++
+		})
+		res.Notes = append(res.Notes, fmt.Sprintf("%d PAID, %d CANCELLED by a payment failure; %s webhooks",
+			res.Extra["PAID"], res.Extra["CANCELLED"], signed))
+		if res.Errors["webhook HTTP 401"] > 0 {
+			res.Notes = append(res.Notes, "webhooks refused with 401: -secret must be the server's WEBHOOK_SECRET "+
+				"(their orders stay PENDING_PAYMENT until PAYMENT_TIMEOUT)")
+		}
+		return res, nil
+
+	case scDBForUpdate:
+		id, _, err := st.productOf(name)
+		if err != nil {
+			return scenarioResult{}, err
+		}
+		pid, err := strconv.ParseInt(id, 10, 64)
+		if err != nil {
+			return scenarioResult{}, fmt.Errorf("product id %q is not an integer", id)
+		}
+		b := st.base
+		st.progress("%s: product %s, %d goroutines over %d database connections for %s", name, id, st.opts.Clients, b.pool, st.opts.Duration)
+		res := st.drive(name, id, func(_ context.Context, _, _ int, r *recorder) {
+			ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
+			defer cancel()
+			t0 := time.Now()
+			refused, err := b.hold(ctx, pid)
+			r.request(t0)
+			switch {
+			case err != nil:
+				r.fail(dbErrClass(err))
+			case refused:
+				r.refused++
+			default:
+				r.ok++
+			}
+		})
+		res.Notes = append(res.Notes, b.note())
+		return res, nil
+	}
+	return scenarioResult{}, fmt.Errorf("unknown scenario %q", name)
+}
+
+// tally counts a single-request operation: success, an INSUFFICIENT_STOCK
+// refusal, or an error of class c.
+func (r *recorder) tally(c string) {
+	switch c {
+	case "":
+		r.ok++
+	case "INSUFFICIENT_STOCK":
+		r.refused++
+	default:
+		r.errs[c]++
+	}
+}
+
+func (r *recorder) fail(c string) { r.errs[c]++ }
