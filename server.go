@@ -244,6 +244,9 @@ func withCORS(origins []string, next http.Handler) http.Handler {
 // logRequests logs each request at debug level (webhook deliveries are
 // logged by their handler at info).
 func logRequests(log *slog.Logger, next http.Handler) http.Handler {
+	if !log.Enabled(context.Background(), slog.LevelDebug) {
+		return next // no wrapper, no allocations on the hot path
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
