@@ -163,10 +163,18 @@ func TestCluster(t *testing.T) {
 
 	results := c.rec.all()
 	r := analyze(results, f, stalls.list())
-	t.Log(summary(summaryInput{
+	text := summary(summaryInput{
 		dur: loadEnd.Sub(start), drain: drainedAt.Sub(loadEnd), drained: drained,
 		results: results, products: l.allProducts(), a: r, f: f, db: ck.counts(), start: start, stalls: stalls.list(),
-	}))
+	})
+	t.Log(text)
+	// go test shows a passing test's log only with -v; CI asks for the
+	// summary in a file so that every run's figures are printed.
+	if path := os.Getenv("CLUSTER_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Errorf("CLUSTER_REPORT: %v", err)
+		}
+	}
 
 	if !drained {
 		t.Errorf("webhook deliveries still retrying %s after the load stopped", 45*time.Second)
