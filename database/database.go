@@ -129,6 +129,12 @@ func mysqlConfig(rawURL string, ioTimeout time.Duration) (*mysql.Config, error) 
 	if cfg.DBName == "" {
 		return nil, fmt.Errorf("DATABASE_URL: mysql:// needs a database name, e.g. mysql://root@127.0.0.1:3306/flashsale")
 	}
+	// Send each query with its arguments in one round trip instead of
+	// PREPARE + EXECUTE: safe with the utf8mb4 connection charset, and it
+	// halves the round trips of every stock transaction.
+	if !strings.Contains(u.RawQuery, "interpolateParams") {
+		cfg.InterpolateParams = true
+	}
 	// Times are stored and read as UTC; the database clock is read with UTC_TIMESTAMP.
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC

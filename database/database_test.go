@@ -30,7 +30,7 @@ func TestMySQLConfig(t *testing.T) {
 				t.Fatal(err)
 			}
 			if cfg.User != tc.user || cfg.Passwd != tc.pass || cfg.Addr != tc.addr || cfg.DBName != tc.db ||
-				cfg.TLSConfig != tc.tls || cfg.Timeout != tc.timeout || !cfg.ParseTime || cfg.Loc != time.UTC {
+				cfg.TLSConfig != tc.tls || cfg.Timeout != tc.timeout || !cfg.ParseTime || cfg.Loc != time.UTC || !cfg.InterpolateParams {
 				t.Fatalf("got %+v", cfg)
 			}
 		})
