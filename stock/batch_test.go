@@ -1,14 +1,11 @@
 package stock_test
 
 import (
-	"context"
 	"errors"
 	"sync"
 	"sync/atomic"
 	"testing"
 
-	"flashsale/database"
-	"flashsale/internal/testdb"
 	"flashsale/stock"
 )
 
@@ -18,22 +15,8 @@ import (
 func TestGroupCommitAcrossServers(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const initial, buyers = 100, 400
-		u := testdb.URL(t, d)
-		open := func() *database.DB {
-			db, err := database.Open(u, database.Options{MaxConns: 10})
-			if err != nil {
-				t.Fatalf("open: %v", err)
-			}
-			t.Cleanup(func() { db.Close() })
-			return db
-		}
-		db1, db2 := open(), open()
-		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-		defer cancel()
-		if err := db1.Migrate(ctx, quietLog); err != nil {
-			t.Fatalf("migrate: %v", err)
-		}
-		e := &env{t: t, ctx: ctx, db: db1, svc: newService(db1, stock.Config{})}
+		e, db2 := newTwoServerEnv(t, d)
+		e.svc = newService(e.db, stock.Config{})
 		second := newService(db2, stock.Config{})
 		p := e.newProduct(initial)
 		var ok, refused atomic.Int64

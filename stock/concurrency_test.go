@@ -1,7 +1,6 @@
 package stock_test
 
 import (
-	"context"
 	"errors"
 	"math/rand/v2"
 	"sync"
@@ -10,11 +9,9 @@ import (
 
 	"github.com/google/uuid"
 
-	"flashsale/database"
 	"flashsale/ent"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
-	"flashsale/internal/testdb"
 	"flashsale/stock"
 )
 
@@ -140,22 +137,8 @@ func TestConcurrentSweepersReleaseOnce(t *testing.T) {
 			holdsPerProduct = 100
 			ordersPerProd   = 10
 		)
-		u := testdb.URL(t, d)
-		open := func() *database.DB {
-			db, err := database.Open(u, database.Options{MaxConns: 10})
-			if err != nil {
-				t.Fatalf("open: %v", err)
-			}
-			t.Cleanup(func() { db.Close() })
-			return db
-		}
-		db1, db2 := open(), open()
-		ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
-		defer cancel()
-		e := &env{t: t, ctx: ctx, db: db1}
-		if err := db1.Migrate(e.ctx, quietLog); err != nil {
-			t.Fatalf("migrate: %v", err)
-		}
+		e, db2 := newTwoServerEnv(t, d)
+		db1 := e.db
 		short := stock.Config{HoldTTL: time.Second, PaymentTimeout: time.Second}
 		e.svc = newService(db1, short)
 

@@ -52,6 +52,29 @@ func newEnv(t *testing.T, d string, cfg stock.Config) *env {
 	return &env{t: t, ctx: ctx, db: db, svc: newService(db, cfg)}
 }
 
+// newTwoServerEnv opens one fresh database through two connection pools, as
+// two server processes would: e (without a service) over the first pool,
+// and the second pool for another service.
+func newTwoServerEnv(t *testing.T, d string) (*env, *database.DB) {
+	t.Helper()
+	u := testdb.URL(t, d)
+	open := func() *database.DB {
+		db, err := database.Open(u, database.Options{MaxConns: 10})
+		if err != nil {
+			t.Fatalf("open: %v", err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return db
+	}
+	db1, db2 := open(), open()
+	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
+	t.Cleanup(cancel)
+	if err := db1.Migrate(ctx, quietLog); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	return &env{t: t, ctx: ctx, db: db1}, db2
+}
+
 // newService builds a Service with the tests' defaults filled in.
 func newService(db *database.DB, cfg stock.Config) *stock.Service {
 	if cfg.HoldTTL == 0 {
