@@ -3,6 +3,7 @@ package stock
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -91,6 +92,19 @@ func (s *Service) drain(productID int, q *holdQueue) {
 
 // holdBatch runs one batch transaction and answers every request in it.
 func (s *Service) holdBatch(productID int, batch []*holdRequest) {
+	defer func() {
+		// A bug here must not leave the product's queue stuck: answer
+		// whoever has no answer yet, and let the drain go on.
+		if v := recover(); v != nil {
+			s.log.Error("create hold: panic in batch", "product_id", productID, "panic", v, "stack", string(debug.Stack()))
+			for _, r := range batch {
+				select {
+				case r.done <- holdResult{err: fmt.Errorf("create hold: batch failed: %v", v)}:
+				default: // already answered
+				}
+			}
+		}
+	}()
 	// Callers that gave up while queued are not served.
 	live := batch[:0]
 	for _, r := range batch {
