@@ -103,6 +103,8 @@ func TestHostileInput(t *testing.T) {
 		{name: "product ID quote", query: hold, vars: map[string]any{"p": "1' OR '1'='1", "q": 1}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "product ID huge", query: hold, vars: map[string]any{"p": "99999999999999999999999", "q": 1}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "product ID negative", query: hold, vars: map[string]any{"p": "-1", "q": 1}, status: 200, code: "BAD_USER_INPUT"},
+		{name: "product ID with plus", query: hold, vars: map[string]any{"p": "+" + p.ID, "q": 1}, status: 200, code: "BAD_USER_INPUT"},
+		{name: "product ID with leading zero", query: hold, vars: map[string]any{"p": "0" + p.ID, "q": 1}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "product ID unicode digits", query: hold, vars: map[string]any{"p": "١٢", "q": 1}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "hold ID is an int", query: `mutation { createOrder(holdId: "1") { id } }`, status: 200, code: "BAD_USER_INPUT"},
 		{name: "hold ID with NUL", query: `mutation($h: ID!) { createOrder(holdId: $h) { id } }`, vars: map[string]any{"h": holdID[:35] + "\x00"}, status: 200, code: "BAD_USER_INPUT"},

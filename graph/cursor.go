@@ -20,7 +20,7 @@ func decodeCursor(c string) (int, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err == nil {
 		if s, ok := strings.CutPrefix(string(b), cursorPrefix); ok {
-			if id, err := strconv.Atoi(s); err == nil && id > 0 {
+			if id, err := strconv.Atoi(s); err == nil && id > 0 && strconv.Itoa(id) == s {
 				return id, nil
 			}
 		}

@@ -17,7 +17,7 @@ func TestCursorRoundTrip(t *testing.T) {
 }
 
 func TestCursorMalformed(t *testing.T) {
-	for _, c := range []string{"", "!!", "cHJvZHVjdDo", "cHJvZHVjdDow", "cHJvZHVjdDot1", "aG9sZDox", "cHJvZHVjdDp4"} {
+	for _, c := range []string{"", "!!", "cHJvZHVjdDo", "cHJvZHVjdDow", "cHJvZHVjdDot1", "aG9sZDox", "cHJvZHVjdDp4", "cHJvZHVjdDowMQ"} { // the last is "product:01"
 		if _, err := decodeCursor(c); !errors.Is(err, stock.ErrInvalidInput) {
 			t.Errorf("decodeCursor(%q) = %v, want ErrInvalidInput", c, err)
 		}

@@ -310,7 +310,7 @@ func FuzzGraphQLInputs(f *testing.F) {
 		ctx := context.Background()
 		pidWire := wire(productID)
 		pid, perr := strconv.ParseInt(pidWire, 10, 64)
-		badPID := perr != nil || pid < 1
+		badPID := perr != nil || pid < 1 || strconv.FormatInt(pid, 10) != pidWire
 
 		// createHold.
 		var want string // the code the refusal must have; "" for success
@@ -503,7 +503,7 @@ func FuzzGraphQLInputs(f *testing.F) {
 			badCursor = true
 		} else if s, ok := strings.CutPrefix(string(b), "product:"); !ok {
 			badCursor = true
-		} else if afterID, err = strconv.Atoi(s); err != nil || afterID < 1 {
+		} else if afterID, err = strconv.Atoi(s); err != nil || afterID < 1 || strconv.Itoa(afterID) != s {
 			badCursor = true
 		}
 		resp = e.call(t, `query($first: Int, $after: String) {

@@ -6,10 +6,11 @@ import (
 	"github.com/google/uuid"
 )
 
-// ParseProductID parses a product ID as the API shows it (a positive integer).
+// ParseProductID parses a product ID as the API shows it: a positive
+// integer in canonical form, so "+1" or "01" is not another name for "1".
 func ParseProductID(s string) (int, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || id < 1 {
+	if err != nil || id < 1 || strconv.FormatInt(id, 10) != s {
 		return 0, invalidf("malformed product ID %q", truncate(s))
 	}
 	return int(id), nil
