@@ -42,6 +42,7 @@ import (
 	"flashsale/ent/product"
 	"flashsale/graph"
 	"flashsale/internal/testdb"
+	"flashsale/internal/testkit"
 	"flashsale/stock"
 )
 
@@ -246,13 +247,7 @@ func (e *gqlFuzzEnv) unchanged(t *testing.T, what string, before []any) {
 
 func (e *gqlFuzzEnv) audit(t *testing.T) {
 	t.Helper()
-	bad, err := e.svc.Audit(context.Background())
-	if err != nil {
-		t.Fatalf("audit: %v", err)
-	}
-	if len(bad) > 0 {
-		t.Fatalf("audit violations:\n%s", strings.Join(bad, "\n"))
-	}
+	testkit.MustAudit(t, context.Background(), e.svc)
 }
 
 // wire returns s as the server sees it after JSON: invalid UTF-8 becomes U+FFFD.

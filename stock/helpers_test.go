@@ -17,6 +17,7 @@ import (
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/internal/testdb"
+	"flashsale/internal/testkit"
 	"flashsale/stock"
 )
 
@@ -240,18 +241,7 @@ func (e *env) eventsOfKey(key string) []*ent.PaymentEvent {
 // audit fails the test for every invariant violation Audit reports.
 func (e *env) audit() {
 	e.t.Helper()
-	auditService(e.t, e.ctx, e.svc)
-}
-
-func auditService(t *testing.T, ctx context.Context, svc *stock.Service) {
-	t.Helper()
-	bad, err := svc.Audit(ctx)
-	if err != nil {
-		t.Fatalf("Audit: %v", err)
-	}
-	for _, b := range bad {
-		t.Errorf("invariant violated: %s", b)
-	}
+	testkit.MustAudit(e.t, e.ctx, e.svc)
 }
 
 // dbNow reads the clock that decides expiry: the database's on MySQL, the

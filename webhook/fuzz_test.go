@@ -40,6 +40,7 @@ import (
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
 	"flashsale/internal/testdb"
+	"flashsale/internal/testkit"
 	"flashsale/stock"
 	"flashsale/webhook"
 )
@@ -208,13 +209,7 @@ func (e *fuzzEnv) state(t *testing.T) fuzzState {
 
 func (e *fuzzEnv) audit(t *testing.T) {
 	t.Helper()
-	bad, err := e.svc.Audit(context.Background())
-	if err != nil {
-		t.Fatalf("audit: %v", err)
-	}
-	if len(bad) > 0 {
-		t.Fatalf("audit violations:\n%s", strings.Join(bad, "\n"))
-	}
+	testkit.MustAudit(t, context.Background(), e.svc)
 }
 
 // sign returns a correct webhook-signature value for the message.

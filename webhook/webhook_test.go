@@ -22,6 +22,7 @@ import (
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
 	"flashsale/internal/testdb"
+	"flashsale/internal/testkit"
 	"flashsale/stock"
 	"flashsale/webhook"
 )
@@ -121,13 +122,7 @@ func (e *env) state(t *testing.T, f fixture) state {
 
 func (e *env) audit(t *testing.T) {
 	t.Helper()
-	bad, err := e.svc.Audit(context.Background())
-	if err != nil {
-		t.Fatalf("audit: %v", err)
-	}
-	if len(bad) > 0 {
-		t.Fatalf("audit violations:\n%s", strings.Join(bad, "\n"))
-	}
+	testkit.MustAudit(t, context.Background(), e.svc)
 }
 
 // apply records an event directly through the service, as an earlier delivery would.
