@@ -32,9 +32,7 @@ var (
 var domainErrors = []error{ErrInvalidInput, ErrNotFound, ErrInsufficientStock, ErrHoldExpired, ErrHoldNotActive, ErrKeyReused, ErrUnavailable}
 
 // InvalidInput returns an ErrInvalidInput with a message for the caller.
-func InvalidInput(format string, args ...any) error { return invalidf(format, args...) }
-
-func invalidf(format string, args ...any) error {
+func InvalidInput(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
 }
 

@@ -21,7 +21,7 @@ import (
 // round trip for a short while (soldOutRecheck).
 func (s *Service) CreateHold(ctx context.Context, productID, qty int) (*ent.Hold, error) {
 	if qty < 1 || qty > s.cfg.MaxHoldQty {
-		return nil, invalidf("qty must be between 1 and %d", s.cfg.MaxHoldQty)
+		return nil, InvalidInput("qty must be between 1 and %d", s.cfg.MaxHoldQty)
 	}
 	if s.soldOut(productID) {
 		return nil, fmt.Errorf("%w: %d requested, product is sold out", ErrInsufficientStock, qty)

@@ -11,7 +11,7 @@ import (
 func ParseProductID(s string) (int, error) {
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 || strconv.FormatInt(id, 10) != s {
-		return 0, invalidf("malformed product ID %q", truncate(s))
+		return 0, InvalidInput("malformed product ID %q", truncate(s))
 	}
 	return int(id), nil
 }
@@ -20,7 +20,7 @@ func ParseProductID(s string) (int, error) {
 func ParseID(kind, s string) (uuid.UUID, error) {
 	id, err := uuid.Parse(s)
 	if err != nil || len(s) != 36 {
-		return uuid.Nil, invalidf("malformed %s ID %q", kind, truncate(s))
+		return uuid.Nil, InvalidInput("malformed %s ID %q", kind, truncate(s))
 	}
 	return id, nil
 }

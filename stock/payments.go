@@ -84,10 +84,10 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 	// MySQL ignores trailing spaces in comparisons, so "k" and "k " would be
 	// one key there and two on SQLite: refuse such keys outright.
 	if pay.Key == "" || len(pay.Key) > maxKeyLen || strings.TrimSpace(pay.Key) != pay.Key || !utf8.ValidString(pay.Key) {
-		return PaymentResult{}, invalidf("idempotency_key must be 1 to %d bytes of UTF-8 without surrounding spaces", maxKeyLen)
+		return PaymentResult{}, InvalidInput("idempotency_key must be 1 to %d bytes of UTF-8 without surrounding spaces", maxKeyLen)
 	}
 	if pay.Status != PaymentSuccess && pay.Status != PaymentFailure {
-		return PaymentResult{}, invalidf("status must be %q or %q", PaymentSuccess, PaymentFailure)
+		return PaymentResult{}, InvalidInput("status must be %q or %q", PaymentSuccess, PaymentFailure)
 	}
 	if res, ok, err := s.seenPayment(ctx, pay); ok || err != nil {
 		return res, err

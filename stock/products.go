@@ -29,14 +29,14 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 	name := strings.TrimSpace(in.Name)
 	switch {
 	case name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNameLen || len(name) > 4*maxNameLen:
-		return nil, invalidf("name must be 1 to %d characters of valid UTF-8", maxNameLen)
+		return nil, InvalidInput("name must be 1 to %d characters of valid UTF-8", maxNameLen)
 	case strings.ContainsFunc(name, unicode.IsControl):
 		// NULs, newlines and escapes in a name break receipts, logs and feeds downstream.
-		return nil, invalidf("name must not contain control characters")
+		return nil, InvalidInput("name must not contain control characters")
 	case in.PriceCents < 0 || in.PriceCents > maxPriceCents:
-		return nil, invalidf("priceCents must be between 0 and %d", int64(maxPriceCents))
+		return nil, InvalidInput("priceCents must be between 0 and %d", int64(maxPriceCents))
 	case in.Stock < 0 || in.Stock > maxStock:
-		return nil, invalidf("stock must be between 0 and %d", maxStock)
+		return nil, InvalidInput("stock must be between 0 and %d", maxStock)
 	}
 	var p *ent.Product
 	err := s.tx(ctx, "create product", func(tx *ent.Tx) error {
@@ -60,7 +60,7 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 // first, and whether more follow.
 func (s *Service) Products(ctx context.Context, first, after int) ([]*ent.Product, bool, error) {
 	if first < 1 || first > 100 {
-		return nil, false, invalidf("first must be between 1 and 100")
+		return nil, false, InvalidInput("first must be between 1 and 100")
 	}
 	ps, err := s.client.Product.Query().
 		Where(product.IDGT(after)).

@@ -60,9 +60,6 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 	return &Service{client: client, dialect: d, cfg: cfg, log: log, writeSem: make(chan struct{}, 1)}
 }
 
-// Config returns the rules the service runs with.
-func (s *Service) Config() Config { return s.cfg }
-
 const maxAttempts = 5
 
 // tx runs fn in one transaction, retrying it from the start when MySQL
