@@ -212,15 +212,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ev *event) (stoc
 
 func checkContentType(ct string) error {
 	if ct == "" {
-		return fmt.Errorf("%w: Content-Type must be application/json", stock.ErrInvalidInput)
+		return stock.InvalidInput("Content-Type must be application/json")
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil || mt != "application/json" {
-		return fmt.Errorf("%w: Content-Type must be application/json", stock.ErrInvalidInput)
+		return stock.InvalidInput("Content-Type must be application/json")
 	}
 	// JSON is UTF-8 (RFC 8259); a body declared otherwise would be misread.
 	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
-		return fmt.Errorf("%w: charset must be utf-8", stock.ErrInvalidInput)
+		return stock.InvalidInput("charset must be utf-8")
 	}
 	return nil
 }
@@ -231,10 +231,10 @@ func parse(body []byte, ev *event) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(ev); err != nil {
-		return fmt.Errorf("%w: %s", stock.ErrInvalidInput, jsonProblem(err))
+		return stock.InvalidInput("%s", jsonProblem(err))
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("%w: body must be a single JSON object with nothing after it", stock.ErrInvalidInput)
+		return stock.InvalidInput("body must be a single JSON object with nothing after it")
 	}
 	if err := exactFields(body); err != nil {
 		return err
@@ -245,11 +245,11 @@ func parse(body []byte, ev *event) error {
 		{"status", ev.Status},
 	} {
 		if f.value == "" {
-			return fmt.Errorf("%w: field %q is required and must be a non-empty string", stock.ErrInvalidInput, f.name)
+			return stock.InvalidInput("field %q is required and must be a non-empty string", f.name)
 		}
 	}
 	if ev.Status != stock.PaymentSuccess && ev.Status != stock.PaymentFailure {
-		return fmt.Errorf("%w: status must be %q or %q", stock.ErrInvalidInput, stock.PaymentSuccess, stock.PaymentFailure)
+		return stock.InvalidInput("status must be %q or %q", stock.PaymentSuccess, stock.PaymentFailure)
 	}
 	return nil
 }
@@ -261,27 +261,27 @@ func parse(body []byte, ev *event) error {
 func exactFields(body []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if _, err := dec.Token(); err != nil { // the '{' that Decode already accepted
-		return fmt.Errorf("%w: body is not valid JSON", stock.ErrInvalidInput)
+		return stock.InvalidInput("body is not valid JSON")
 	}
 	seen := map[string]bool{}
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return fmt.Errorf("%w: body is not valid JSON", stock.ErrInvalidInput)
+			return stock.InvalidInput("body is not valid JSON")
 		}
 		name, _ := tok.(string)
 		switch name {
 		case "idempotency_key", "order_id", "status":
 		default:
-			return fmt.Errorf("%w: unknown field %q", stock.ErrInvalidInput, clip(name))
+			return stock.InvalidInput("unknown field %q", clip(name))
 		}
 		if seen[name] {
-			return fmt.Errorf("%w: field %q appears more than once", stock.ErrInvalidInput, name)
+			return stock.InvalidInput("field %q appears more than once", name)
 		}
 		seen[name] = true
 		var value json.RawMessage
 		if err := dec.Decode(&value); err != nil {
-			return fmt.Errorf("%w: body is not valid JSON", stock.ErrInvalidInput)
+			return stock.InvalidInput("body is not valid JSON")
 		}
 	}
 	return nil
