@@ -19,6 +19,7 @@ import (
 
 	"flashsale/database"
 	"flashsale/internal/testdb"
+	"flashsale/internal/testkit"
 )
 
 const (
@@ -43,7 +44,7 @@ func startServer(t *testing.T, d string, env map[string]string) *testServer {
 	if dsn == "" {
 		dsn = testdb.URL(t, d)
 	}
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	vars := map[string]string{
 		"PORT":           fmt.Sprint(port),
 		"DATABASE_URL":   dsn,
@@ -98,16 +99,6 @@ func startServer(t *testing.T, d string, env map[string]string) *testServer {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 type gqlError struct {

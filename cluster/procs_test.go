@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+
+	"flashsale/internal/testkit"
 )
 
 // proc is one child process whose stdout and stderr go to a log file.
@@ -130,16 +132,6 @@ func dataRace(path string) string {
 	return "WARNING: DATA RACE" + report
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // findBin looks name up in PATH, then at the Debian location.
 func findBin(t *testing.T, name, fallback string) string {
 	t.Helper()
@@ -169,7 +161,7 @@ type mariaDB struct {
 func startMariaDB(t *testing.T) *mariaDB {
 	t.Helper()
 	installDB := findBin(t, "mariadb-install-db", "/usr/bin/mariadb-install-db")
-	m := &mariaDB{bin: findBin(t, "mariadbd", "/usr/sbin/mariadbd"), port: freePort(t)}
+	m := &mariaDB{bin: findBin(t, "mariadbd", "/usr/sbin/mariadbd"), port: testkit.FreePort(t)}
 	// A short path: the socket's must fit in 107 bytes.
 	dir, err := os.MkdirTemp("", "fsdb")
 	if err != nil {
@@ -326,7 +318,7 @@ type server struct {
 // (killed if that does not work); stopAll reports how that went.
 func startServer(t *testing.T, bin string, idx int, settings map[string]string) *server {
 	t.Helper()
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	s := &server{idx: idx, url: fmt.Sprintf("http://127.0.0.1:%d", port), bin: bin,
 		logPath: filepath.Join(logDir(t), fmt.Sprintf("server%d.log", idx))}
 	s.env = append(os.Environ(), "PORT="+strconv.Itoa(port), "GORACE=halt_on_error=0")

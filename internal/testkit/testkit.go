@@ -3,6 +3,7 @@ package testkit
 
 import (
 	"context"
+	"net"
 	"strings"
 	"testing"
 
@@ -20,4 +21,16 @@ func MustAudit(t testing.TB, ctx context.Context, svc *stock.Service) {
 	if len(bad) > 0 {
 		t.Fatalf("invariants violated:\n%s", strings.Join(bad, "\n"))
 	}
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago, for a
+// server the test starts itself.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
