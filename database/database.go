@@ -3,9 +3,9 @@
 package database
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"log/slog"
 	"net"
@@ -49,48 +49,79 @@ type Options struct {
 	IOTimeout time.Duration
 }
 
-// Open connects to rawURL (mysql://user:pass@host:3306/db or
-// sqlite://path/to/file.db) and sets up the pool. It does not migrate.
-func Open(rawURL string, opts Options) (*DB, error) {
+// Source is a parsed DATABASE_URL: where the database is and how to
+// reach it. Parsing does not connect.
+type Source struct {
+	Dialect  string // dialect.MySQL or dialect.SQLite
+	Redacted string // where it is, without credentials, for logs
+	mysql    *mysql.Config
+	sqlite   string // the SQLite driver's DSN
+}
+
+// Embedded reports whether the source is the embedded SQLite database, which
+// serves one process on this machine, for local trials.
+func (s Source) Embedded() bool { return s.Dialect == dialect.SQLite }
+
+// ParseURL checks rawURL (mysql://user:pass@host:3306/db or
+// sqlite://path/to/file.db; empty means DefaultURL). Its errors never
+// contain the password.
+func ParseURL(rawURL string) (Source, error) {
 	if rawURL == "" {
 		rawURL = DefaultURL
 	}
 	scheme, rest, ok := strings.Cut(rawURL, "://")
 	if !ok {
-		return nil, fmt.Errorf("DATABASE_URL: want mysql://user:pass@host:3306/db or sqlite://path/to/file.db")
+		return Source{}, fmt.Errorf("DATABASE_URL: want mysql://user:pass@host:3306/db or sqlite://path/to/file.db")
 	}
-	var (
-		db       *sql.DB
-		d        string
-		redacted string
-		err      error
-	)
 	switch scheme {
 	case "mysql":
-		var cfg *mysql.Config
-		cfg, err = mysqlConfig(rawURL, opts.IOTimeout)
+		cfg, err := mysqlConfig(rawURL)
 		if err != nil {
-			return nil, err
+			return Source{}, err
 		}
-		var conn driver.Connector
-		conn, err = mysql.NewConnector(cfg)
-		if err != nil {
-			return nil, fmt.Errorf("DATABASE_URL: %w", err)
-		}
-		db, d = sql.OpenDB(conn), dialect.MySQL
-		redacted = fmt.Sprintf("mysql://%s@%s/%s", cfg.User, cfg.Addr, cfg.DBName)
+		return Source{Dialect: dialect.MySQL, Redacted: fmt.Sprintf("mysql://%s@%s/%s", cfg.User, cfg.Addr, cfg.DBName), mysql: cfg}, nil
 	case "sqlite":
 		path, query, _ := strings.Cut(rest, "?")
 		if path == "" {
-			return nil, fmt.Errorf("DATABASE_URL: sqlite:// needs a file path")
+			return Source{}, fmt.Errorf("DATABASE_URL: sqlite:// needs a file path")
 		}
-		db, err = sql.Open("sqlite", sqliteDSN(path, query))
+		return Source{Dialect: dialect.SQLite, Redacted: "sqlite://" + path, sqlite: sqliteDSN(path, query)}, nil
+	default:
+		return Source{}, fmt.Errorf("DATABASE_URL: unsupported scheme %q (want mysql or sqlite)", scheme)
+	}
+}
+
+// Open connects to rawURL (see ParseURL) and sets up the pool. It does not migrate.
+func Open(rawURL string, opts Options) (*DB, error) {
+	src, err := ParseURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return src.Open(opts)
+}
+
+// Open sets up the connection pool. It does not connect or migrate.
+func (s Source) Open(opts Options) (*DB, error) {
+	var db *sql.DB
+	switch s.Dialect {
+	case dialect.MySQL:
+		cfg := s.mysql.Clone()
+		// readTimeout/writeTimeout in the URL win over IOTimeout.
+		io := cmp.Or(opts.IOTimeout, 30*time.Second)
+		cfg.ReadTimeout = cmp.Or(cfg.ReadTimeout, io)
+		cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, io)
+		conn, err := mysql.NewConnector(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
-		d, redacted = dialect.SQLite, "sqlite://"+path
+		db = sql.OpenDB(conn)
+	case dialect.SQLite:
+		var err error
+		if db, err = sql.Open("sqlite", s.sqlite); err != nil {
+			return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		}
 	default:
-		return nil, fmt.Errorf("DATABASE_URL: unsupported scheme %q (want mysql or sqlite)", scheme)
+		return nil, fmt.Errorf("database: source not parsed with ParseURL")
 	}
 	if opts.MaxConns > 0 {
 		db.SetMaxOpenConns(opts.MaxConns)
@@ -98,7 +129,7 @@ func Open(rawURL string, opts Options) (*DB, error) {
 	}
 	db.SetConnMaxLifetime(5 * time.Minute)
 	db.SetConnMaxIdleTime(time.Minute)
-	return &DB{SQL: db, Ent: ent.NewClient(ent.Driver(entsql.OpenDB(d, db))), Dialect: d, Redacted: redacted}, nil
+	return &DB{SQL: db, Ent: ent.NewClient(ent.Driver(entsql.OpenDB(s.Dialect, db))), Dialect: s.Dialect, Redacted: s.Redacted}, nil
 }
 
 // Migrate applies the pending migrations.
@@ -108,7 +139,7 @@ func (db *DB) Migrate(ctx context.Context, log *slog.Logger) error {
 
 // mysqlConfig turns mysql://user:pass@host:port/db?param=value into a driver
 // config. Query parameters are the driver's DSN parameters (tls=true, ...).
-func mysqlConfig(rawURL string, ioTimeout time.Duration) (*mysql.Config, error) {
+func mysqlConfig(rawURL string) (*mysql.Config, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		// url.Parse's message would echo the password.
@@ -117,6 +148,15 @@ func mysqlConfig(rawURL string, ioTimeout time.Duration) (*mysql.Config, error) 
 	cfg, err := mysql.ParseDSN("/?" + u.RawQuery)
 	if err != nil {
 		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	// Driver options that open something up are refused rather than obeyed.
+	switch {
+	case cfg.AllowAllFiles:
+		return nil, fmt.Errorf("DATABASE_URL: allowAllFiles lets the database server read any file this process can; remove it")
+	case cfg.MultiStatements:
+		return nil, fmt.Errorf("DATABASE_URL: multiStatements is not needed here and would turn any SQL injection into arbitrary SQL; remove it")
+	case cfg.AllowCleartextPasswords && (cfg.TLSConfig == "" || cfg.TLSConfig == "false" || cfg.TLSConfig == "preferred"):
+		return nil, fmt.Errorf("DATABASE_URL: allowCleartextPasswords without tls=true would send the password in the clear; add tls=true")
 	}
 	cfg.User = u.User.Username()
 	cfg.Passwd, _ = u.User.Password()
@@ -142,16 +182,6 @@ func mysqlConfig(rawURL string, ioTimeout time.Duration) (*mysql.Config, error) 
 	// instead of hanging; each request also carries its own deadline.
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 3 * time.Second
-	}
-	// readTimeout/writeTimeout in the URL win over IOTimeout.
-	if ioTimeout <= 0 {
-		ioTimeout = 30 * time.Second
-	}
-	if cfg.ReadTimeout == 0 {
-		cfg.ReadTimeout = ioTimeout
-	}
-	if cfg.WriteTimeout == 0 {
-		cfg.WriteTimeout = ioTimeout
 	}
 	return cfg, nil
 }

@@ -17,9 +17,14 @@ func TestMySQLConfig(t *testing.T) {
 		{url: "mysql://app:p%40ss%3Aw@db.internal/shop?tls=skip-verify&timeout=1s", user: "app", pass: "p@ss:w", addr: "db.internal:3306", db: "shop", tls: "skip-verify", timeout: time.Second},
 		{url: "mysql://root@127.0.0.1:3306/", wantErr: "database name"},
 		{url: "mysql://root@127.0.0.1:3306/x?timeout=soon", wantErr: "DATABASE_URL"},
+		{url: "mysql://root@127.0.0.1:3306/x?allowAllFiles=true", wantErr: "allowAllFiles"},
+		{url: "mysql://root@127.0.0.1:3306/x?multiStatements=true", wantErr: "multiStatements"},
+		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true", wantErr: "allowCleartextPasswords"},
+		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true&tls=preferred", wantErr: "allowCleartextPasswords"},
+		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true&tls=true", user: "root", addr: "127.0.0.1:3306", db: "x", tls: "true", timeout: 3 * time.Second},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
-			cfg, err := mysqlConfig(tc.url, 0)
+			cfg, err := mysqlConfig(tc.url)
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
@@ -34,6 +39,23 @@ func TestMySQLConfig(t *testing.T) {
 				t.Fatalf("got %+v", cfg)
 			}
 		})
+	}
+}
+
+func TestEmbedded(t *testing.T) {
+	for url, want := range map[string]bool{
+		"":                       true,
+		DefaultURL:               true,
+		"sqlite:///tmp/x.db":     true,
+		"mysql://root@h:3306/db": false,
+	} {
+		src, err := ParseURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := src.Embedded(); got != want {
+			t.Errorf("ParseURL(%q).Embedded() = %v, want %v", url, got, want)
+		}
 	}
 }
 
