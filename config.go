@@ -8,19 +8,26 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
+	"entgo.io/ent/dialect"
+
+	"flashsale/database"
 	"flashsale/graph"
+	"flashsale/webhook"
 )
 
 // config is the server's configuration, read from the environment.
 type config struct {
 	Port           int
-	DatabaseURL    string
+	DatabaseURL    string          // as given (DefaultURL when unset)
+	Database       database.Source // DatabaseURL, parsed
 	HoldTTL        time.Duration
 	PaymentTimeout time.Duration
 	SweepInterval  time.Duration
 	MaxHoldQty     int
-	WebhookSecret  string
+	WebhookKey     []byte // decoded WEBHOOK_SECRET; nil: unsigned webhooks (embedded database only)
 	AdminToken     string
 	DBMaxConns     int
 	// Beyond the contract:
@@ -42,8 +49,8 @@ var envVars = []envVar{
 	{"PAYMENT_TIMEOUT", "15m", "how long an order may wait for payment"},
 	{"SWEEP_INTERVAL", "1s", "how often expired holds and unpaid orders are released"},
 	{"MAX_HOLD_QTY", "10", "largest qty one hold may take"},
-	{"WEBHOOK_SECRET", "", "webhook signing secret (whsec_ + base64); unset accepts unsigned webhooks"},
-	{"ADMIN_TOKEN", "", "bearer token for operator mutations; unset disables them"},
+	{"WEBHOOK_SECRET", "", "webhook signing secret (whsec_ + base64 of at least 24 random bytes); required with MySQL, unset on the embedded database accepts unsigned webhooks"},
+	{"ADMIN_TOKEN", "", "bearer token for operator mutations (at least 32 characters); unset disables them"},
 	{"DB_MAX_CONNS", "20", "most database connections this process opens"},
 	{"REQUEST_TIMEOUT", "10s", "longest a request may wait for the database before UNAVAILABLE/503"},
 	{"SHUTDOWN_TIMEOUT", "30s", "how long in-flight requests may finish after SIGTERM"},
@@ -90,8 +97,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 		PaymentTimeout:  durVar("PAYMENT_TIMEOUT", time.Second, 7*24*time.Hour),
 		SweepInterval:   durVar("SWEEP_INTERVAL", 10*time.Millisecond, time.Hour),
 		MaxHoldQty:      intVar("MAX_HOLD_QTY", 1, 1_000_000),
-		WebhookSecret:   getenv("WEBHOOK_SECRET"),
-		AdminToken:      getenv("ADMIN_TOKEN"),
 		DBMaxConns:      intVar("DB_MAX_CONNS", 1, 10_000),
 		RequestTimeout:  durVar("REQUEST_TIMEOUT", 100*time.Millisecond, 10*time.Minute),
 		ShutdownTimeout: durVar("SHUTDOWN_TIMEOUT", 0, 10*time.Minute),
@@ -102,6 +107,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 			MaxComplexity: intVar("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000),
 		},
 	}
+	var err error
+	if c.Database, err = database.ParseURL(c.DatabaseURL); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.loadSecrets(getenv)...)
 	for _, o := range strings.Split(getenv("CORS_ALLOWED_ORIGINS"), ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
@@ -121,4 +131,42 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))
 	}
 	return c, nil
+}
+
+// minAdminTokenLen is the shortest ADMIN_TOKEN accepted (the contract's rule).
+const minAdminTokenLen = 32
+
+// loadSecrets reads WEBHOOK_SECRET and ADMIN_TOKEN. Both fail closed: a
+// missing webhook secret on a real database, or a short or malformed
+// token, stops the server rather than opening the API. No error quotes a
+// secret.
+func (c *config) loadSecrets(getenv func(string) string) []error {
+	var errs []error
+	secret := getenv("WEBHOOK_SECRET")
+	switch {
+	case secret != "":
+		key, err := webhook.ParseSecret(secret)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("WEBHOOK_SECRET: %w", err))
+		}
+		c.WebhookKey = key
+	case c.Database.Dialect == dialect.MySQL:
+		// Unsigned, anyone who learns an order ID could mark it paid.
+		errs = append(errs, fmt.Errorf("WEBHOOK_SECRET is required with a MySQL DATABASE_URL (it signs the payment webhook); %s and give the same secret to the payment provider", webhook.HowToMakeSecret))
+	}
+	c.AdminToken = getenv("ADMIN_TOKEN")
+	const howToken = `make one with: openssl rand -base64 32`
+	switch tok := c.AdminToken; {
+	case tok == "":
+		// Operator fields are disabled: closed.
+	case utf8.RuneCountInString(tok) < minAdminTokenLen:
+		errs = append(errs, fmt.Errorf("ADMIN_TOKEN is %d characters, want at least %d random ones; %s", utf8.RuneCountInString(tok), minAdminTokenLen, howToken))
+	case strings.ContainsFunc(tok, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r > unicode.MaxASCII }):
+		// Such a token cannot be sent intact in an HTTP header.
+		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must be printable ASCII without spaces; %s", howToken))
+	case strings.TrimSpace(secret) == tok:
+		// The payment provider knows the webhook secret; it must not be an operator.
+		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as WEBHOOK_SECRET; %s", howToken))
+	}
+	return errs
 }

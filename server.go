@@ -69,7 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log := newLogger(cfg, stdout)
 
-	db, err := database.Open(cfg.DatabaseURL, database.Options{MaxConns: cfg.DBMaxConns, IOTimeout: cfg.RequestTimeout})
+	db, err := cfg.Database.Open(database.Options{MaxConns: cfg.DBMaxConns, IOTimeout: cfg.RequestTimeout})
 	if err != nil {
 		return err
 	}
@@ -94,15 +94,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}
 	}
 
-	if cfg.WebhookSecret == "" {
-		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls; set it in production")
+	if cfg.WebhookKey == nil {
+		// loadConfig allows this only on the embedded database.
+		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls; this is for local trials only, and a MySQL DATABASE_URL refuses to start without it")
 	}
 	if cfg.AdminToken == "" {
 		log.Info("ADMIN_TOKEN is not set: operator mutations (createProduct) are disabled")
 	}
-	hook, err := webhook.New(svc, webhook.Options{Secret: cfg.WebhookSecret, Timeout: cfg.RequestTimeout, Logger: log})
+	hook, err := webhook.New(svc, webhook.Options{Key: cfg.WebhookKey, Timeout: cfg.RequestTimeout, Logger: log})
 	if err != nil {
-		return fmt.Errorf("WEBHOOK_SECRET: %w", err)
+		return err
 	}
 
 	mux := http.NewServeMux()

@@ -3,29 +3,40 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"entgo.io/ent/dialect"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"flashsale/database"
 	"flashsale/internal/testdb"
 	"flashsale/internal/testkit"
+	"flashsale/webhook"
 )
 
 const (
-	testAdminToken = "test-admin-token"
+	testAdminToken = "test-admin-token-0123456789abcdef"
 	testSecret     = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" // base64 of 24 bytes
 )
+
+// testSigner signs webhooks as the payment provider would, with testSecret.
+var testSigner = func() *webhook.Signer {
+	s, err := webhook.NewSigner(testSecret)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}()
 
 // testServer is the whole server, started in-process by run().
 type testServer struct {
@@ -40,8 +51,8 @@ type testServer struct {
 // returns cleanly) when the test ends.
 func startServer(t *testing.T, d string, env map[string]string) *testServer {
 	t.Helper()
-	dsn := env["DATABASE_URL"]
-	if dsn == "" {
+	dsn, ok := env["DATABASE_URL"] // given as "": the embedded default
+	if !ok {
 		dsn = testdb.URL(t, d)
 	}
 	port := testkit.FreePort(t)
@@ -196,17 +207,11 @@ func (ts *testServer) createOrder(t *testing.T, holdID string) string {
 func (ts *testServer) webhook(t *testing.T, key, orderID, status string) (int, map[string]any) {
 	t.Helper()
 	body, _ := json.Marshal(map[string]string{"idempotency_key": key, "order_id": orderID, "status": status})
-	wh, err := standardwebhooks.NewWebhook(testSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	sig, _ := wh.Sign("msg_"+key, now, body)
 	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/api/payments/webhook", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("webhook-id", "msg_"+key)
-	req.Header.Set("webhook-timestamp", fmt.Sprint(now.Unix()))
-	req.Header.Set("webhook-signature", sig)
+	if err := testSigner.Sign(req.Header, "msg_"+key, time.Now(), body); err != nil {
+		t.Fatal(err)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("POST webhook: %v", err)
@@ -454,6 +459,89 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestFailClosed: on MySQL the server refuses to start without a webhook
+// secret, with a weak one, or with a weak operator token. Each refusal names
+// the variable and how to make a good value, and comes before the server
+// touches the database or listens.
+func TestFailClosed(t *testing.T) {
+	dsn := testdb.URL(t, dialect.MySQL)
+	key16 := "whsec_" + base64.StdEncoding.EncodeToString([]byte("only sixteen b.."))
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string // all in the error
+	}{
+		{"no webhook secret", map[string]string{"WEBHOOK_SECRET": ""}, []string{"WEBHOOK_SECRET is required", "openssl rand"}},
+		{"blank webhook secret", map[string]string{"WEBHOOK_SECRET": "   "}, []string{"WEBHOOK_SECRET", "openssl rand"}},
+		{"16-byte webhook key", map[string]string{"WEBHOOK_SECRET": key16}, []string{"WEBHOOK_SECRET", "at least 24"}},
+		{"one-character admin token", map[string]string{"ADMIN_TOKEN": "x"}, []string{"ADMIN_TOKEN", "at least 32", "openssl rand"}},
+		{"31-character admin token", map[string]string{"ADMIN_TOKEN": testAdminToken[:31]}, []string{"ADMIN_TOKEN", "at least 32"}},
+		{"admin token with a space", map[string]string{"ADMIN_TOKEN": "correct horse battery staple 0123"}, []string{"ADMIN_TOKEN", "without spaces"}},
+		{"admin token is the webhook secret", map[string]string{"ADMIN_TOKEN": testSecret}, []string{"ADMIN_TOKEN", "WEBHOOK_SECRET"}},
+		{"allowAllFiles", map[string]string{"DATABASE_URL": dsn + "?allowAllFiles=true"}, []string{"DATABASE_URL", "allowAllFiles"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			port := testkit.FreePort(t)
+			env := map[string]string{"PORT": fmt.Sprint(port), "DATABASE_URL": dsn, "WEBHOOK_SECRET": testSecret, "ADMIN_TOKEN": testAdminToken}
+			for k, v := range tc.env {
+				env[k] = v
+			}
+			var out syncBuffer
+			done := make(chan error, 1)
+			go func() {
+				done <- run(context.Background(), []string{"flashsale"}, func(k string) string { return env[k] }, &out)
+			}()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				t.Fatalf("run did not refuse; it is serving:\n%s", out.String())
+			}
+			if err == nil {
+				t.Fatal("run returned nil")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			for _, secret := range []string{testSecret[6:], testAdminToken} {
+				if strings.Contains(err.Error(), secret) {
+					t.Errorf("error quotes a secret: %v", err)
+				}
+			}
+			if c, derr := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); derr == nil {
+				c.Close()
+				t.Errorf("something listens on port %d after the refusal", port)
+			}
+			if tables := countTables(t, dsn); tables != 0 {
+				t.Errorf("the refused server created %d tables: it touched the database", tables)
+			}
+		})
+	}
+	// The same database with good secrets starts: the refusals above are
+	// the secrets', not the database's.
+	ts := startServer(t, dialect.MySQL, map[string]string{"DATABASE_URL": dsn})
+	if r := ts.gql(t, testAdminToken, `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1}) { id } }`, nil); r.code() != "" {
+		t.Fatalf("operator token refused: %+v", r.Errors)
+	}
+}
+
+// countTables returns how many tables the MySQL database of dsn has.
+func countTables(t *testing.T, dsn string) int {
+	t.Helper()
+	db, err := database.Open(dsn, database.Options{MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var n int
+	if err := db.SQL.QueryRow("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE()").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // TestPlaygroundAndHealth: the operator's pages answer.
 func TestPlaygroundAndHealth(t *testing.T) {
 	ts := startServer(t, dialect.SQLite, nil)
@@ -480,12 +568,17 @@ func TestPlaygroundAndHealth(t *testing.T) {
 	}
 }
 
-// TestEmbeddedDefault: with no DATABASE_URL the server creates flashsale.db
-// in the working directory and seeds demo products once.
+// TestEmbeddedDefault: with no configuration at all (`go run .`) the server
+// creates flashsale.db in the working directory, seeds demo products once,
+// accepts unsigned webhooks with a warning, and keeps operator mutations off.
 func TestEmbeddedDefault(t *testing.T) {
 	t.Chdir(t.TempDir())
+	unset := map[string]string{"DATABASE_URL": "", "WEBHOOK_SECRET": "", "ADMIN_TOKEN": "", "SWEEP_INTERVAL": "", "LOG_LEVEL": ""}
 	for range 2 { // the second start must not seed again
-		ts := startServer(t, dialect.SQLite, map[string]string{"DATABASE_URL": ""})
+		ts := startServer(t, "", unset)
+		if _, err := os.Stat("flashsale.db"); err != nil {
+			t.Fatalf("default database: %v", err)
+		}
 		var out struct {
 			Products struct{ Edges []struct{ Node productJSON } }
 		}
@@ -493,6 +586,13 @@ func TestEmbeddedDefault(t *testing.T) {
 		if n := len(out.Products.Edges); n != 3 {
 			t.Fatalf("%d demo products, want 3", n)
 		}
+		if !strings.Contains(ts.logs.String(), "WEBHOOK_SECRET is not set") {
+			t.Errorf("no warning about unsigned webhooks in the log:\n%s", ts.logs.String())
+		}
+		if r := ts.gql(t, "anything", `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1}) { id } }`, nil); r.code() != "UNAUTHENTICATED" {
+			t.Fatalf("operator mutation without ADMIN_TOKEN: %s %+v", r.Data, r.Errors)
+		}
+		ts.stop()
 	}
 }
 

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 db=flashsale_smoke_$$
 port=$((20000 + RANDOM % 20000))
 secret_b64=MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw
-token=smoke-token
+token=$(openssl rand -base64 32)
 base=http://127.0.0.1:$port
 work=$(mktemp -d)
 mysql --protocol=tcp -h127.0.0.1 -uroot -e "CREATE DATABASE $db"
@@ -20,6 +20,20 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$work/flashsale" .
+passed=0
+ok() { passed=$((passed + 1)); echo "ok  $1"; }
+
+# Fail closed: on MySQL, no webhook secret or a short operator token stops the server.
+for bad in "WEBHOOK_SECRET=" "ADMIN_TOKEN=short"; do
+	name=${bad%%=*}
+	if env PORT=$port DATABASE_URL="mysql://root@127.0.0.1:3306/$db" ADMIN_TOKEN="$token" \
+		WEBHOOK_SECRET=whsec_$secret_b64 "$bad" "$work/flashsale" >"$work/refused" 2>&1; then
+		cat "$work/refused"; echo "FAIL: server started with $bad"; echo "smoke: $passed passed, 1 failed"; exit 1
+	fi
+	grep -q "$name" "$work/refused" || { cat "$work/refused"; echo "FAIL: refusal does not name $name"; exit 1; }
+	ok "refuses to start with $bad"
+done
+
 PORT=$port DATABASE_URL="mysql://root@127.0.0.1:3306/$db" ADMIN_TOKEN=$token \
 	WEBHOOK_SECRET=whsec_$secret_b64 "$work/flashsale" >"$work/log" 2>&1 &
 pid=$!
@@ -32,8 +46,6 @@ gql() { # gql QUERY [VARIABLES_JSON] [extra curl args...]
 	curl -s "$base/graphql" -H 'Content-Type: application/json' "$@" \
 		-d "$(jq -nc --arg q "$q" --argjson v "$v" '{query: $q, variables: $v}')"
 }
-passed=0
-ok() { passed=$((passed + 1)); echo "ok  $1"; }
 expect() { # expect NAME JSON JQ_FILTER
 	if [ "$(jq -r "$3" <<<"$2")" != "true" ]; then fail "$1: $2"; fi
 	ok "$1"

@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"flashsale/webhook"
 )
 
 // Outcomes of a request, besides GraphQL's extensions.code and "HTTP <status>".
@@ -70,12 +70,12 @@ type client struct {
 	http    *http.Client
 	next    atomic.Uint64
 	rec     *recorder
-	signer  *standardwebhooks.Webhook
+	signer  *webhook.Signer
 	token   string // ADMIN_TOKEN
 }
 
 func newClient(servers []*server, secret, adminToken string) (*client, error) {
-	signer, err := standardwebhooks.NewWebhook(secret)
+	signer, err := webhook.NewSigner(secret)
 	if err != nil {
 		return nil, err
 	}
@@ -245,14 +245,9 @@ type webhookAck struct {
 func (c *client) webhook(op, msgID, key, orderID, status string) (string, *webhookAck) {
 	body, _ := json.Marshal(map[string]string{"idempotency_key": key, "order_id": orderID, "status": status})
 	sign := func(h http.Header) {
-		now := time.Now()
-		sig, err := c.signer.Sign(msgID, now, body)
-		if err != nil {
+		if err := c.signer.Sign(h, msgID, time.Now(), body); err != nil {
 			panic(err)
 		}
-		h.Set("webhook-id", msgID)
-		h.Set("webhook-timestamp", fmt.Sprint(now.Unix()))
-		h.Set("webhook-signature", sig)
 	}
 	var ack *webhookAck
 	classify := func(st int, b []byte) (string, string) {

@@ -34,7 +34,7 @@ const (
 	dbDowntime      = 5 * time.Second
 	defaultDuration = 60 * time.Second
 	minDuration     = 16 * time.Second // room for both faults and the recovery
-	adminToken      = "cluster-admin-token"
+	adminToken      = "cluster-admin-token-0123456789abc"
 )
 
 // initialStock of the hot products of each drop. A new drop goes on sale

@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"flashsale/webhook"
 )
 
 // loopbackURL parses an http(s) URL and refuses any host that is not
@@ -88,7 +88,7 @@ func checkDBURL(raw string) error {
 type api struct {
 	base    string
 	token   string
-	signer  *standardwebhooks.Webhook // nil: webhooks go unsigned
+	signer  *webhook.Signer // nil: webhooks go unsigned
 	client  *http.Client
 	tr      *http.Transport
 	timeout time.Duration
@@ -101,7 +101,7 @@ func newAPI(rawURL, token, secret string, clients int, timeout time.Duration) (*
 	}
 	a := &api{base: strings.TrimRight(u.String(), "/"), token: token, timeout: timeout}
 	if secret != "" {
-		if a.signer, err = newSigner(secret); err != nil {
+		if a.signer, err = webhook.NewSigner(secret); err != nil {
 			return nil, err
 		}
 	}
@@ -211,14 +211,9 @@ func (a *api) webhook(ctx context.Context, key, orderID, status string) (webhook
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if a.signer != nil {
-		id, now := "msg_"+key, time.Now()
-		sig, err := a.signer.Sign(id, now, body)
-		if err != nil {
+		if err := a.signer.Sign(req.Header, "msg_"+key, time.Now(), body); err != nil {
 			return ans, "sign error"
 		}
-		req.Header.Set("webhook-id", id)
-		req.Header.Set("webhook-timestamp", strconv.FormatInt(now.Unix(), 10))
-		req.Header.Set("webhook-signature", sig)
 	}
 	resp, err := a.client.Do(req)
 	if err != nil {

@@ -22,7 +22,7 @@ import (
 )
 
 const (
-	testToken  = "loadtest-admin-token"
+	testToken  = "loadtest-admin-token-0123456789ab"
 	testSecret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 )
 

@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"flashsale/webhook"
 )
 
 // Scenario names, in the order they run.
@@ -260,7 +260,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		errs = append(errs, errors.New("-token: the admin token is needed to create the tool's own products"))
 	}
 	if o.Secret != "" {
-		if _, err := newSigner(o.Secret); err != nil {
+		if _, err := webhook.NewSigner(o.Secret); err != nil {
 			errs = append(errs, fmt.Errorf("-secret: %w", err))
 		}
 	}
@@ -304,19 +304,6 @@ func parseScenarios(s string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-// newSigner checks a Standard Webhooks secret and returns its signer.
-func newSigner(secret string) (*standardwebhooks.Webhook, error) {
-	key, ok := strings.CutPrefix(secret, "whsec_")
-	if !ok || key == "" {
-		return nil, errors.New(`want "whsec_" followed by the base64 key, as in the server's WEBHOOK_SECRET`)
-	}
-	wh, err := standardwebhooks.NewWebhook(secret)
-	if err != nil {
-		return nil, errors.New("the key after whsec_ is not valid base64")
-	}
-	return wh, nil
 }
 
 func randomHex(n int) string {

@@ -31,15 +31,20 @@ const MaxBody = 64 << 10
 // Options.Timeout is unset.
 const DefaultTimeout = 10 * time.Second
 
-// minKeyLen is the shortest signing key accepted. Standard Webhooks
-// recommends 24 to 64 bytes; anything under 16 is guessable or a typo.
-const minKeyLen = 16
+// MinKeyLen is the shortest signing key accepted, as the contract and
+// Standard Webhooks (24 to 64 bytes) ask.
+const MinKeyLen = 24
 
 const secretPrefix = "whsec_"
 
+// HowToMakeSecret tells an operator how to make a good WEBHOOK_SECRET.
+const HowToMakeSecret = `make one with: echo "whsec_$(openssl rand -base64 32)"`
+
 // Options configure the handler.
 type Options struct {
-	Secret  string        // WEBHOOK_SECRET ("whsec_" + base64); empty = accept unsigned calls
+	// Key is the signing key, from ParseSecret(WEBHOOK_SECRET); nil accepts
+	// unsigned calls (only for the embedded database's local trials).
+	Key     []byte
 	Timeout time.Duration // bound on the database work of one delivery (default 10s)
 	Logger  *slog.Logger
 }
@@ -52,9 +57,8 @@ type Handler struct {
 	log     *slog.Logger
 }
 
-// New returns the webhook handler. It fails when Secret is set but is not
-// "whsec_" followed by a base64 key of at least 16 bytes; the error never
-// contains the secret.
+// New returns the webhook handler. It fails when Key is set but shorter
+// than MinKeyLen.
 func New(svc *stock.Service, opts Options) (*Handler, error) {
 	if svc == nil {
 		return nil, errors.New("webhook: nil stock service")
@@ -66,32 +70,32 @@ func New(svc *stock.Service, opts Options) (*Handler, error) {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
-	if opts.Secret != "" {
-		key, err := decodeSecret(opts.Secret)
-		if err != nil {
-			return nil, fmt.Errorf("webhook: WEBHOOK_SECRET: %w", err)
+	if opts.Key != nil {
+		if len(opts.Key) < MinKeyLen {
+			return nil, fmt.Errorf("webhook: signing key is %d bytes, want at least %d", len(opts.Key), MinKeyLen)
 		}
-		if h.verify, err = standardwebhooks.NewWebhookRaw(key); err != nil {
-			return nil, fmt.Errorf("webhook: WEBHOOK_SECRET: %w", err)
+		var err error
+		if h.verify, err = standardwebhooks.NewWebhookRaw(opts.Key); err != nil {
+			return nil, fmt.Errorf("webhook: %w", err)
 		}
 	}
 	return h, nil
 }
 
-// decodeSecret returns the key of a "whsec_<base64>" secret. Its errors
-// describe the problem without quoting the secret (base64's own errors only
-// give an offset).
-func decodeSecret(secret string) ([]byte, error) {
+// ParseSecret returns the key of a "whsec_<base64>" secret (WEBHOOK_SECRET).
+// Its errors describe the problem without quoting the secret (base64's own
+// errors only give an offset) and say how to make a good one.
+func ParseSecret(secret string) ([]byte, error) {
 	b64, ok := strings.CutPrefix(strings.TrimSpace(secret), secretPrefix)
 	if !ok {
-		return nil, fmt.Errorf("must start with %q", secretPrefix)
+		return nil, fmt.Errorf("must start with %q; %s", secretPrefix, HowToMakeSecret)
 	}
 	key, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
-		return nil, fmt.Errorf("the part after %q is not valid base64: %w", secretPrefix, err)
+		return nil, fmt.Errorf("the part after %q is not valid base64 (%w); %s", secretPrefix, err, HowToMakeSecret)
 	}
-	if len(key) < minKeyLen {
-		return nil, fmt.Errorf("key is %d bytes, want at least %d", len(key), minKeyLen)
+	if len(key) < MinKeyLen {
+		return nil, fmt.Errorf("key is %d bytes, want at least %d random bytes; %s", len(key), MinKeyLen, HowToMakeSecret)
 	}
 	return key, nil
 }

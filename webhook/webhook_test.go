@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"flashsale/database"
 	"flashsale/ent/hold"
@@ -33,6 +32,16 @@ const (
 	testSecret  = "whsec_" + secretKey
 	otherSecret = "whsec_3q2+7w0BAgMEBQYHCAkKCwwNDg8QERIT"
 )
+
+var testKey = mustParseSecret(testSecret)
+
+func mustParseSecret(s string) []byte {
+	key, err := webhook.ParseSecret(s)
+	if err != nil {
+		panic(err)
+	}
+	return key
+}
 
 var stockConfig = stock.Config{HoldTTL: time.Minute, PaymentTimeout: 15 * time.Minute, MaxHoldQty: 10}
 
@@ -143,18 +152,13 @@ type signer func(t *testing.T, h http.Header, body []byte)
 func signAt(secret string, offset time.Duration) signer {
 	return func(t *testing.T, h http.Header, body []byte) {
 		t.Helper()
-		wh, err := standardwebhooks.NewWebhook(secret)
+		sg, err := webhook.NewSigner(secret)
 		if err != nil {
 			t.Fatal(err)
 		}
-		id, ts := "msg_"+uuid.NewString(), time.Now().Add(offset)
-		sig, err := wh.Sign(id, ts, body)
-		if err != nil {
+		if err := sg.Sign(h, "msg_"+uuid.NewString(), time.Now().Add(offset), body); err != nil {
 			t.Fatal(err)
 		}
-		h.Set("webhook-id", id)
-		h.Set("webhook-timestamp", fmt.Sprint(ts.Unix()))
-		h.Set("webhook-signature", sig)
 	}
 }
 
@@ -409,7 +413,7 @@ func TestDeliveries(t *testing.T) {
 
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Secret: testSecret})
+			e := newEnv(t, d, webhook.Options{Key: testKey})
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					f := e.newOrder(t)
@@ -535,7 +539,7 @@ func TestConcurrentDuplicates(t *testing.T) {
 	const n = 20
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Secret: testSecret})
+			e := newEnv(t, d, webhook.Options{Key: testKey})
 			f := e.newOrder(t)
 			before := e.state(t, f)
 
@@ -577,7 +581,7 @@ func TestConcurrentConflicts(t *testing.T) {
 	const n = 20
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Secret: testSecret})
+			e := newEnv(t, d, webhook.Options{Key: testKey})
 			f := e.newOrder(t)
 			before := e.state(t, f)
 
@@ -632,7 +636,7 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	e := newEnvOn(t, db, webhook.Options{Secret: testSecret})
+	e := newEnvOn(t, db, webhook.Options{Key: testKey})
 
 	body := eventJSON("evt_"+uuid.NewString(), uuid.New(), "success")
 	rep := e.do(t, newRequest(t, http.MethodPost, "application/json", body, signed))
@@ -653,7 +657,7 @@ func TestUnavailable(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Secret: testSecret, Timeout: time.Nanosecond})
+			e := newEnv(t, d, webhook.Options{Key: testKey, Timeout: time.Nanosecond})
 			f := e.newOrder(t)
 			before := e.state(t, f)
 			rep := e.do(t, newRequest(t, http.MethodPost, "application/json", eventJSON(f.key, f.orderID, "success"), signed))
@@ -673,7 +677,7 @@ func TestTimeout(t *testing.T) {
 func TestCallerGone(t *testing.T) {
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Secret: testSecret})
+			e := newEnv(t, d, webhook.Options{Key: testKey})
 			f := e.newOrder(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
@@ -689,29 +693,60 @@ func TestCallerGone(t *testing.T) {
 	}
 }
 
-// TestNewSecret: a malformed secret is refused without being echoed.
-func TestNewSecret(t *testing.T) {
-	svc := stock.New(nil, "sqlite3", stockConfig, slog.New(slog.DiscardHandler))
+// TestParseSecret: a malformed or short secret is refused without being
+// echoed, with a hint on how to make a good one.
+func TestParseSecret(t *testing.T) {
 	cases := []struct {
 		name, secret string
 		ok           bool
 	}{
-		{"unset", "", true},
 		{"valid", testSecret, true},
 		{"valid with newline", testSecret + "\n", true},
+		{"unset", "", false},
 		{"no prefix", secretKey, false},
 		{"prefix only", "whsec_", false},
 		{"not base64", "whsec_" + secretKey[:10] + "!!" + secretKey[12:], false},
-		{"key too short", "whsec_" + base64.StdEncoding.EncodeToString([]byte("8 bytes!")), false},
+		{"key of 8 bytes", "whsec_" + base64.StdEncoding.EncodeToString([]byte("8 bytes!")), false},
+		{"key of 23 bytes", "whsec_" + base64.StdEncoding.EncodeToString([]byte("twenty-three bytes long")), false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := webhook.New(svc, webhook.Options{Secret: tc.secret})
+			key, err := webhook.ParseSecret(tc.secret)
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
-			if err != nil && strings.Contains(err.Error(), secretKey[:8]) {
+			if err == nil {
+				if len(key) < webhook.MinKeyLen {
+					t.Fatalf("key of %d bytes accepted", len(key))
+				}
+				return
+			}
+			if strings.Contains(err.Error(), secretKey[:8]) {
 				t.Errorf("error echoes the secret: %v", err)
+			}
+			if !strings.Contains(err.Error(), "openssl rand") {
+				t.Errorf("error does not say how to make a secret: %v", err)
+			}
+		})
+	}
+}
+
+// TestNew: New refuses a short key and a nil service; no key means unsigned.
+func TestNew(t *testing.T) {
+	svc := stock.New(nil, "sqlite3", stockConfig, slog.New(slog.DiscardHandler))
+	for _, tc := range []struct {
+		name string
+		key  []byte
+		ok   bool
+	}{
+		{"no key", nil, true},
+		{"24 bytes", testKey, true},
+		{"23 bytes", testKey[:23], false},
+		{"empty", []byte{}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := webhook.New(svc, webhook.Options{Key: tc.key}); (err == nil) != tc.ok {
+				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
 		})
 	}
