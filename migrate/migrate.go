@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math"
 	"time"
 
 	"entgo.io/ent/dialect"
@@ -36,6 +37,12 @@ func FS(d string) (fs.FS, error) {
 // Up applies every pending migration. On MySQL a lock table serializes
 // servers that start at the same time, so each migration runs once.
 func Up(ctx context.Context, db *sql.DB, d string, log *slog.Logger) error {
+	return UpTo(ctx, db, d, log, math.MaxInt64)
+}
+
+// UpTo applies the pending migrations up to and including version (tests
+// use it to build a database as an older release left it).
+func UpTo(ctx context.Context, db *sql.DB, d string, log *slog.Logger, version int64) error {
 	fsys, err := FS(d)
 	if err != nil {
 		return err
@@ -57,7 +64,7 @@ func Up(ctx context.Context, db *sql.DB, d string, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	results, err := p.Up(ctx)
+	results, err := p.UpTo(ctx, version)
 	if err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}

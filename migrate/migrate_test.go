@@ -2,13 +2,17 @@ package migrate_test
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
+	"entgo.io/ent/dialect"
 	"entgo.io/ent/dialect/sql/schema"
 
 	"flashsale/database"
 	"flashsale/internal/testdb"
+	"flashsale/migrate"
 )
 
 // TestNoDrift applies the versioned migrations to a fresh database and asks
@@ -45,6 +49,78 @@ func TestUpIsIdempotent(t *testing.T) {
 			db := testdb.Open(t, d, database.Options{MaxConns: 2})
 			if err := db.Migrate(context.Background(), testLogger(t)); err != nil {
 				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestUpgradeKeepsData: a database as the first release left it, with a
+// paid lifecycle and a pending one in it, takes every later migration and
+// keeps its rows and their links.
+func TestUpgradeKeepsData(t *testing.T) {
+	const firstRelease = 20261125132937
+	for _, d := range testdb.Dialects {
+		t.Run(d, func(t *testing.T) {
+			ctx := t.Context()
+			db, err := database.Open(testdb.URL(t, d), database.Options{MaxConns: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if err := migrate.UpTo(ctx, db.SQL, d, testLogger(t), firstRelease); err != nil {
+				t.Fatal(err)
+			}
+			const (
+				h1, h2 = "0190a000-0000-7000-8000-000000000001", "0190a000-0000-7000-8000-000000000002"
+				o1, o2 = "0190a000-0000-7000-8000-0000000000a1", "0190a000-0000-7000-8000-0000000000a2"
+				ts     = "2026-11-25 12:00:00"
+			)
+			for _, q := range []string{
+				`INSERT INTO products (id, created_at, updated_at, name, price_cents, stock_received, stock_available, stock_reserved) VALUES (1, '` + ts + `', '` + ts + `', 'old', 500, 10, 9, 2)`,
+				`INSERT INTO holds (id, created_at, updated_at, qty, status, expires_at, product_id) VALUES ('` + h1 + `', '` + ts + `', '` + ts + `', 1, 'REDEEMED', '` + ts + `', 1), ('` + h2 + `', '` + ts + `', '` + ts + `', 2, 'REDEEMED', '` + ts + `', 1)`,
+				`INSERT INTO orders (id, created_at, updated_at, qty, amount_cents, status, payment_due_at, hold_id, product_id) VALUES ('` + o1 + `', '` + ts + `', '` + ts + `', 1, 500, 'PAID', '` + ts + `', '` + h1 + `', 1), ('` + o2 + `', '` + ts + `', '` + ts + `', 2, 1000, 'PENDING_PAYMENT', '` + ts + `', '` + h2 + `', 1)`,
+				`INSERT INTO payment_events (idempotency_key, status, outcome, order_status_before, order_status_after, created_at, order_id) VALUES ('evt_1', 'success', 'APPLIED', 'PENDING_PAYMENT', 'PAID', '` + ts + `', '` + o1 + `')`,
+			} {
+				if _, err := db.SQL.ExecContext(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			if err := db.Migrate(ctx, testLogger(t)); err != nil {
+				t.Fatalf("upgrade: %v", err)
+			}
+			var got []string
+			rows, err := db.SQL.QueryContext(ctx, `SELECT o.id, o.status, o.product_id, h.id, COUNT(e.id) FROM orders o JOIN holds h ON h.id = o.hold_id LEFT JOIN payment_events e ON e.order_id = o.id GROUP BY o.id, o.status, o.product_id, h.id ORDER BY o.id`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			for rows.Next() {
+				var oid, st, hid string
+				var pid, events int
+				if err := rows.Scan(&oid, &st, &pid, &hid, &events); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, fmt.Sprintf("%s %s product %d hold %s events %d", oid, st, pid, hid, events))
+			}
+			want := []string{
+				o1 + " PAID product 1 hold " + h1 + " events 1",
+				o2 + " PENDING_PAYMENT product 1 hold " + h2 + " events 0",
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("after the upgrade:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if d == dialect.SQLite {
+				// Every foreign key still holds, and is still enforced.
+				var n int
+				if err := db.SQL.QueryRowContext(ctx, `SELECT COUNT(*) FROM pragma_foreign_key_check`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n != 0 {
+					t.Fatalf("%d foreign key violations after the upgrade", n)
+				}
+			}
+			if _, err := db.SQL.ExecContext(ctx, `INSERT INTO payment_events (idempotency_key, status, outcome, order_status_before, order_status_after, created_at, order_id) VALUES ('evt_x', 'success', 'APPLIED', 'PENDING_PAYMENT', 'PAID', '`+ts+`', '0190a000-0000-7000-8000-0000000000ff')`); err == nil {
+				t.Fatal("an event for no order was accepted: payment_events lost its foreign key")
 			}
 		})
 	}

@@ -20,6 +20,7 @@ import (
 	"log"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"ariga.io/atlas/sql/migrate"
 	"ariga.io/atlas/sql/sqltool"
@@ -84,7 +85,58 @@ func diffSQLite(ctx context.Context, dir, name string) error {
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1) // one connection, one in-memory database
-	return diff(ctx, entsql.OpenDB(dialect.SQLite, db), dir, name)
+	if err := diff(ctx, entsql.OpenDB(dialect.SQLite, db), dir, name); err != nil {
+		return err
+	}
+	return rebuildOutsideTx(dir)
+}
+
+// Atlas brackets a table rebuild on SQLite with "PRAGMA foreign_keys" off
+// and on. That pragma does nothing inside a transaction, where goose runs a
+// migration by default, and then dropping the old table trips the foreign
+// keys of the rows that point at it (deferring the checks does not help:
+// SQLite counts the violation at the DROP and never uncounts it). So such a
+// migration runs outside goose's transaction, as SQLite's documented
+// procedure for table changes says: foreign keys off, the rebuild in its
+// own transaction, foreign keys on. goose runs a migration's statements
+// over one connection, so the pragma and the transaction share a session.
+const (
+	sqliteFKOff = "-- disable the enforcement of foreign-keys constraints\nPRAGMA foreign_keys = off;\n"
+	sqliteFKOn  = "-- enable back the enforcement of foreign-keys constraints\nPRAGMA foreign_keys = on;\n"
+)
+
+// rebuildOutsideTx rewrites the newest SQLite migration as described at
+// sqliteFKOff and updates atlas.sum.
+func rebuildOutsideTx(dir string) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.sql"))
+	if err != nil || len(files) == 0 {
+		return err
+	}
+	newest := files[len(files)-1] // names start with their version
+	b, err := os.ReadFile(newest)
+	if err != nil {
+		return err
+	}
+	s := string(b)
+	const noTx = "-- +goose NO TRANSACTION\n"
+	if !strings.Contains(s, sqliteFKOff) || strings.HasPrefix(s, noTx) {
+		return nil // nothing to rebuild, or rewritten already (no new migration this run)
+	}
+	s = noTx + s
+	s = strings.Replace(s, sqliteFKOff, sqliteFKOff+"BEGIN;\n", 1)
+	s = strings.Replace(s, sqliteFKOn, "COMMIT;\n"+sqliteFKOn, 1)
+	if err := os.WriteFile(newest, []byte(s), 0o644); err != nil {
+		return err
+	}
+	ld, err := migrate.NewLocalDir(dir)
+	if err != nil {
+		return err
+	}
+	sum, err := ld.Checksum()
+	if err != nil {
+		return err
+	}
+	return migrate.WriteSumFile(ld, sum)
 }
 
 func diff(ctx context.Context, drv dialect.Driver, dir, name string) error {
