@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"log/slog"
 	"net"
@@ -114,7 +115,7 @@ func (s Source) Open(opts Options) (*DB, error) {
 		if err != nil {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
-		db = sql.OpenDB(conn)
+		db = sql.OpenDB(sessionConnector{conn})
 	case dialect.SQLite:
 		var err error
 		if db, err = sql.Open("sqlite", s.sqlite); err != nil {
@@ -130,6 +131,36 @@ func (s Source) Open(opts Options) (*DB, error) {
 	db.SetConnMaxLifetime(5 * time.Minute)
 	db.SetConnMaxIdleTime(time.Minute)
 	return &DB{SQL: db, Ent: ent.NewClient(ent.Driver(entsql.OpenDB(s.Dialect, db))), Dialect: s.Dialect, Redacted: s.Redacted}, nil
+}
+
+// sessionSetup is run on every new MySQL connection:
+//   - UTC, so SYSDATE(6), which package stock reads under a row lock to
+//     judge expiry (UTC_TIMESTAMP is fixed when a statement starts, before
+//     its lock wait), is in UTC like every stored time;
+//   - READ COMMITTED: every decision in package stock is taken under row
+//     locks, and each statement then sees the latest committed rows. It
+//     also takes no gap locks, so a lookup of a hold that does not exist
+//     cannot block the inserts of a hot product's hold batch.
+var sessionSetup = []string{
+	"SET time_zone = '+00:00'",
+	"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+}
+
+// sessionConnector runs sessionSetup on each connection the pool opens.
+type sessionConnector struct{ driver.Connector }
+
+func (c sessionConnector) Connect(ctx context.Context) (driver.Conn, error) {
+	conn, err := c.Connector.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, q := range sessionSetup {
+		if _, err := conn.(driver.ExecerContext).ExecContext(ctx, q, nil); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return conn, nil
 }
 
 // Migrate applies the pending migrations.
