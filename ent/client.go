@@ -339,22 +339,6 @@ func (c *HoldClient) GetX(ctx context.Context, id uuid.UUID) *Hold {
 	return obj
 }
 
-// QueryProduct queries the product edge of a Hold.
-func (c *HoldClient) QueryProduct(_m *Hold) *ProductQuery {
-	query := (&ProductClient{config: c.config}).Query()
-	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
-		id := _m.ID
-		step := sqlgraph.NewStep(
-			sqlgraph.From(hold.Table, hold.FieldID, id),
-			sqlgraph.To(product.Table, product.FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, true, hold.ProductTable, hold.ProductColumn),
-		)
-		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
-		return fromV, nil
-	}
-	return query
-}
-
 // QueryOrder queries the order edge of a Hold.
 func (c *HoldClient) QueryOrder(_m *Hold) *OrderQuery {
 	query := (&OrderClient{config: c.config}).Query()
@@ -513,22 +497,6 @@ func (c *OrderClient) QueryHold(_m *Order) *HoldQuery {
 			sqlgraph.From(order.Table, order.FieldID, id),
 			sqlgraph.To(hold.Table, hold.FieldID),
 			sqlgraph.Edge(sqlgraph.O2O, true, order.HoldTable, order.HoldColumn),
-		)
-		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
-		return fromV, nil
-	}
-	return query
-}
-
-// QueryProduct queries the product edge of a Order.
-func (c *OrderClient) QueryProduct(_m *Order) *ProductQuery {
-	query := (&ProductClient{config: c.config}).Query()
-	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
-		id := _m.ID
-		step := sqlgraph.NewStep(
-			sqlgraph.From(order.Table, order.FieldID, id),
-			sqlgraph.To(product.Table, product.FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, true, order.ProductTable, order.ProductColumn),
 		)
 		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
 		return fromV, nil
@@ -832,38 +800,6 @@ func (c *ProductClient) GetX(ctx context.Context, id int) *Product {
 		panic(err)
 	}
 	return obj
-}
-
-// QueryHolds queries the holds edge of a Product.
-func (c *ProductClient) QueryHolds(_m *Product) *HoldQuery {
-	query := (&HoldClient{config: c.config}).Query()
-	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
-		id := _m.ID
-		step := sqlgraph.NewStep(
-			sqlgraph.From(product.Table, product.FieldID, id),
-			sqlgraph.To(hold.Table, hold.FieldID),
-			sqlgraph.Edge(sqlgraph.O2M, false, product.HoldsTable, product.HoldsColumn),
-		)
-		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
-		return fromV, nil
-	}
-	return query
-}
-
-// QueryOrders queries the orders edge of a Product.
-func (c *ProductClient) QueryOrders(_m *Product) *OrderQuery {
-	query := (&OrderClient{config: c.config}).Query()
-	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
-		id := _m.ID
-		step := sqlgraph.NewStep(
-			sqlgraph.From(product.Table, product.FieldID, id),
-			sqlgraph.To(order.Table, order.FieldID),
-			sqlgraph.Edge(sqlgraph.O2M, false, product.OrdersTable, product.OrdersColumn),
-		)
-		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
-		return fromV, nil
-	}
-	return query
 }
 
 // Hooks returns the client hooks.

@@ -5,7 +5,6 @@ package ent
 import (
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
-	"flashsale/ent/product"
 	"fmt"
 	"strings"
 	"time"
@@ -40,24 +39,11 @@ type Hold struct {
 
 // HoldEdges holds the relations/edges for other nodes in the graph.
 type HoldEdges struct {
-	// Product holds the value of the product edge.
-	Product *Product `json:"product,omitempty"`
 	// Order holds the value of the order edge.
 	Order *Order `json:"order,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [2]bool
-}
-
-// ProductOrErr returns the Product value or an error if the edge
-// was not loaded in eager-loading, or loaded but was not found.
-func (e HoldEdges) ProductOrErr() (*Product, error) {
-	if e.Product != nil {
-		return e.Product, nil
-	} else if e.loadedTypes[0] {
-		return nil, &NotFoundError{label: product.Label}
-	}
-	return nil, &NotLoadedError{edge: "product"}
+	loadedTypes [1]bool
 }
 
 // OrderOrErr returns the Order value or an error if the edge
@@ -65,7 +51,7 @@ func (e HoldEdges) ProductOrErr() (*Product, error) {
 func (e HoldEdges) OrderOrErr() (*Order, error) {
 	if e.Order != nil {
 		return e.Order, nil
-	} else if e.loadedTypes[1] {
+	} else if e.loadedTypes[0] {
 		return nil, &NotFoundError{label: order.Label}
 	}
 	return nil, &NotLoadedError{edge: "order"}
@@ -152,11 +138,6 @@ func (_m *Hold) assignValues(columns []string, values []any) error {
 // This includes values selected through modifiers, order, etc.
 func (_m *Hold) Value(name string) (ent.Value, error) {
 	return _m.selectValues.Get(name)
-}
-
-// QueryProduct queries the "product" edge of the Hold entity.
-func (_m *Hold) QueryProduct() *ProductQuery {
-	return NewHoldClient(_m.config).QueryProduct(_m)
 }
 
 // QueryOrder queries the "order" edge of the Hold entity.

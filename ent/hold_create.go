@@ -7,7 +7,6 @@ import (
 	"errors"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
-	"flashsale/ent/product"
 	"fmt"
 	"time"
 
@@ -95,11 +94,6 @@ func (_c *HoldCreate) SetNillableID(v *uuid.UUID) *HoldCreate {
 		_c.SetID(*v)
 	}
 	return _c
-}
-
-// SetProduct sets the "product" edge to the Product entity.
-func (_c *HoldCreate) SetProduct(v *Product) *HoldCreate {
-	return _c.SetProductID(v.ID)
 }
 
 // SetOrderID sets the "order" edge to the Order entity by ID.
@@ -204,9 +198,6 @@ func (_c *HoldCreate) check() error {
 	if _, ok := _c.mutation.ExpiresAt(); !ok {
 		return &ValidationError{Name: "expires_at", err: errors.New(`ent: missing required field "Hold.expires_at"`)}
 	}
-	if len(_c.mutation.ProductIDs()) == 0 {
-		return &ValidationError{Name: "product", err: errors.New(`ent: missing required edge "Hold.product"`)}
-	}
 	return nil
 }
 
@@ -250,6 +241,10 @@ func (_c *HoldCreate) createSpec() (*Hold, *sqlgraph.CreateSpec) {
 		_spec.SetField(hold.FieldUpdatedAt, field.TypeTime, value)
 		_node.UpdatedAt = value
 	}
+	if value, ok := _c.mutation.ProductID(); ok {
+		_spec.SetField(hold.FieldProductID, field.TypeInt, value)
+		_node.ProductID = value
+	}
 	if value, ok := _c.mutation.Qty(); ok {
 		_spec.SetField(hold.FieldQty, field.TypeInt, value)
 		_node.Qty = value
@@ -261,23 +256,6 @@ func (_c *HoldCreate) createSpec() (*Hold, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.ExpiresAt(); ok {
 		_spec.SetField(hold.FieldExpiresAt, field.TypeTime, value)
 		_node.ExpiresAt = value
-	}
-	if nodes := _c.mutation.ProductIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.M2O,
-			Inverse: true,
-			Table:   hold.ProductTable,
-			Columns: []string{hold.ProductColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(product.FieldID, field.TypeInt),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_node.ProductID = nodes[0]
-		_spec.Edges = append(_spec.Edges, edge)
 	}
 	if nodes := _c.mutation.OrderIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{

@@ -8,7 +8,6 @@ import (
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
 	"flashsale/ent/predicate"
-	"flashsale/ent/product"
 	"fmt"
 	"math"
 
@@ -23,13 +22,12 @@ import (
 // HoldQuery is the builder for querying Hold entities.
 type HoldQuery struct {
 	config
-	ctx         *QueryContext
-	order       []hold.OrderOption
-	inters      []Interceptor
-	predicates  []predicate.Hold
-	withProduct *ProductQuery
-	withOrder   *OrderQuery
-	modifiers   []func(*sql.Selector)
+	ctx        *QueryContext
+	order      []hold.OrderOption
+	inters     []Interceptor
+	predicates []predicate.Hold
+	withOrder  *OrderQuery
+	modifiers  []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
 	path func(context.Context) (*sql.Selector, error)
@@ -64,28 +62,6 @@ func (_q *HoldQuery) Unique(unique bool) *HoldQuery {
 func (_q *HoldQuery) Order(o ...hold.OrderOption) *HoldQuery {
 	_q.order = append(_q.order, o...)
 	return _q
-}
-
-// QueryProduct chains the current query on the "product" edge.
-func (_q *HoldQuery) QueryProduct() *ProductQuery {
-	query := (&ProductClient{config: _q.config}).Query()
-	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
-		if err := _q.prepareQuery(ctx); err != nil {
-			return nil, err
-		}
-		selector := _q.sqlQuery(ctx)
-		if err := selector.Err(); err != nil {
-			return nil, err
-		}
-		step := sqlgraph.NewStep(
-			sqlgraph.From(hold.Table, hold.FieldID, selector),
-			sqlgraph.To(product.Table, product.FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, true, hold.ProductTable, hold.ProductColumn),
-		)
-		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
-		return fromU, nil
-	}
-	return query
 }
 
 // QueryOrder chains the current query on the "order" edge.
@@ -297,29 +273,17 @@ func (_q *HoldQuery) Clone() *HoldQuery {
 		return nil
 	}
 	return &HoldQuery{
-		config:      _q.config,
-		ctx:         _q.ctx.Clone(),
-		order:       append([]hold.OrderOption{}, _q.order...),
-		inters:      append([]Interceptor{}, _q.inters...),
-		predicates:  append([]predicate.Hold{}, _q.predicates...),
-		withProduct: _q.withProduct.Clone(),
-		withOrder:   _q.withOrder.Clone(),
+		config:     _q.config,
+		ctx:        _q.ctx.Clone(),
+		order:      append([]hold.OrderOption{}, _q.order...),
+		inters:     append([]Interceptor{}, _q.inters...),
+		predicates: append([]predicate.Hold{}, _q.predicates...),
+		withOrder:  _q.withOrder.Clone(),
 		// clone intermediate query.
 		sql:       _q.sql.Clone(),
 		path:      _q.path,
 		modifiers: append([]func(*sql.Selector){}, _q.modifiers...),
 	}
-}
-
-// WithProduct tells the query-builder to eager-load the nodes that are connected to
-// the "product" edge. The optional arguments are used to configure the query builder of the edge.
-func (_q *HoldQuery) WithProduct(opts ...func(*ProductQuery)) *HoldQuery {
-	query := (&ProductClient{config: _q.config}).Query()
-	for _, opt := range opts {
-		opt(query)
-	}
-	_q.withProduct = query
-	return _q
 }
 
 // WithOrder tells the query-builder to eager-load the nodes that are connected to
@@ -411,8 +375,7 @@ func (_q *HoldQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Hold, e
 	var (
 		nodes       = []*Hold{}
 		_spec       = _q.querySpec()
-		loadedTypes = [2]bool{
-			_q.withProduct != nil,
+		loadedTypes = [1]bool{
 			_q.withOrder != nil,
 		}
 	)
@@ -437,12 +400,6 @@ func (_q *HoldQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Hold, e
 	if len(nodes) == 0 {
 		return nodes, nil
 	}
-	if query := _q.withProduct; query != nil {
-		if err := _q.loadProduct(ctx, query, nodes, nil,
-			func(n *Hold, e *Product) { n.Edges.Product = e }); err != nil {
-			return nil, err
-		}
-	}
 	if query := _q.withOrder; query != nil {
 		if err := _q.loadOrder(ctx, query, nodes, nil,
 			func(n *Hold, e *Order) { n.Edges.Order = e }); err != nil {
@@ -452,35 +409,6 @@ func (_q *HoldQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Hold, e
 	return nodes, nil
 }
 
-func (_q *HoldQuery) loadProduct(ctx context.Context, query *ProductQuery, nodes []*Hold, init func(*Hold), assign func(*Hold, *Product)) error {
-	ids := make([]int, 0, len(nodes))
-	nodeids := make(map[int][]*Hold)
-	for i := range nodes {
-		fk := nodes[i].ProductID
-		if _, ok := nodeids[fk]; !ok {
-			ids = append(ids, fk)
-		}
-		nodeids[fk] = append(nodeids[fk], nodes[i])
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	query.Where(product.IDIn(ids...))
-	neighbors, err := query.All(ctx)
-	if err != nil {
-		return err
-	}
-	for _, n := range neighbors {
-		nodes, ok := nodeids[n.ID]
-		if !ok {
-			return fmt.Errorf(`unexpected foreign-key "product_id" returned %v`, n.ID)
-		}
-		for i := range nodes {
-			assign(nodes[i], n)
-		}
-	}
-	return nil
-}
 func (_q *HoldQuery) loadOrder(ctx context.Context, query *OrderQuery, nodes []*Hold, init func(*Hold), assign func(*Hold, *Order)) error {
 	fks := make([]driver.Value, 0, len(nodes))
 	nodeids := make(map[uuid.UUID]*Hold)
@@ -536,9 +464,6 @@ func (_q *HoldQuery) querySpec() *sqlgraph.QuerySpec {
 			if fields[i] != hold.FieldID {
 				_spec.Node.Columns = append(_spec.Node.Columns, fields[i])
 			}
-		}
-		if _q.withProduct != nil {
-			_spec.Node.AddColumnOnce(hold.FieldProductID)
 		}
 	}
 	if ps := _q.predicates; len(ps) > 0 {

@@ -123,9 +123,6 @@ func (_u *HoldUpdate) check() error {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Hold.status": %w`, err)}
 		}
 	}
-	if _u.mutation.ProductCleared() && len(_u.mutation.ProductIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Hold.product"`)
-	}
 	return nil
 }
 
@@ -308,9 +305,6 @@ func (_u *HoldUpdateOne) check() error {
 		if err := hold.StatusValidator(v); err != nil {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Hold.status": %w`, err)}
 		}
-	}
-	if _u.mutation.ProductCleared() && len(_u.mutation.ProductIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Hold.product"`)
 	}
 	return nil
 }

@@ -37,23 +37,23 @@ const (
 // HoldMutation represents an operation that mutates the Hold nodes in the graph.
 type HoldMutation struct {
 	config
-	op             Op
-	typ            string
-	id             *uuid.UUID
-	created_at     *time.Time
-	updated_at     *time.Time
-	qty            *int
-	addqty         *int
-	status         *hold.Status
-	expires_at     *time.Time
-	clearedFields  map[string]struct{}
-	product        *int
-	clearedproduct bool
-	_order         *uuid.UUID
-	cleared_order  bool
-	done           bool
-	oldValue       func(context.Context) (*Hold, error)
-	predicates     []predicate.Hold
+	op            Op
+	typ           string
+	id            *uuid.UUID
+	created_at    *time.Time
+	updated_at    *time.Time
+	product_id    *int
+	addproduct_id *int
+	qty           *int
+	addqty        *int
+	status        *hold.Status
+	expires_at    *time.Time
+	clearedFields map[string]struct{}
+	_order        *uuid.UUID
+	cleared_order bool
+	done          bool
+	oldValue      func(context.Context) (*Hold, error)
+	predicates    []predicate.Hold
 }
 
 var _ ent.Mutation = (*HoldMutation)(nil)
@@ -234,12 +234,13 @@ func (m *HoldMutation) ResetUpdatedAt() {
 
 // SetProductID sets the "product_id" field.
 func (m *HoldMutation) SetProductID(i int) {
-	m.product = &i
+	m.product_id = &i
+	m.addproduct_id = nil
 }
 
 // ProductID returns the value of the "product_id" field in the mutation.
 func (m *HoldMutation) ProductID() (r int, exists bool) {
-	v := m.product
+	v := m.product_id
 	if v == nil {
 		return
 	}
@@ -263,9 +264,28 @@ func (m *HoldMutation) OldProductID(ctx context.Context) (v int, err error) {
 	return oldValue.ProductID, nil
 }
 
+// AddProductID adds i to the "product_id" field.
+func (m *HoldMutation) AddProductID(i int) {
+	if m.addproduct_id != nil {
+		*m.addproduct_id += i
+	} else {
+		m.addproduct_id = &i
+	}
+}
+
+// AddedProductID returns the value that was added to the "product_id" field in this mutation.
+func (m *HoldMutation) AddedProductID() (r int, exists bool) {
+	v := m.addproduct_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
 // ResetProductID resets all changes to the "product_id" field.
 func (m *HoldMutation) ResetProductID() {
-	m.product = nil
+	m.product_id = nil
+	m.addproduct_id = nil
 }
 
 // SetQty sets the "qty" field.
@@ -396,33 +416,6 @@ func (m *HoldMutation) ResetExpiresAt() {
 	m.expires_at = nil
 }
 
-// ClearProduct clears the "product" edge to the Product entity.
-func (m *HoldMutation) ClearProduct() {
-	m.clearedproduct = true
-	m.clearedFields[hold.FieldProductID] = struct{}{}
-}
-
-// ProductCleared reports if the "product" edge to the Product entity was cleared.
-func (m *HoldMutation) ProductCleared() bool {
-	return m.clearedproduct
-}
-
-// ProductIDs returns the "product" edge IDs in the mutation.
-// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
-// ProductID instead. It exists only for internal usage by the builders.
-func (m *HoldMutation) ProductIDs() (ids []int) {
-	if id := m.product; id != nil {
-		ids = append(ids, *id)
-	}
-	return
-}
-
-// ResetProduct resets all changes to the "product" edge.
-func (m *HoldMutation) ResetProduct() {
-	m.product = nil
-	m.clearedproduct = false
-}
-
 // SetOrderID sets the "order" edge to the Order entity by id.
 func (m *HoldMutation) SetOrderID(id uuid.UUID) {
 	m._order = &id
@@ -503,7 +496,7 @@ func (m *HoldMutation) Fields() []string {
 	if m.updated_at != nil {
 		fields = append(fields, hold.FieldUpdatedAt)
 	}
-	if m.product != nil {
+	if m.product_id != nil {
 		fields = append(fields, hold.FieldProductID)
 	}
 	if m.qty != nil {
@@ -615,6 +608,9 @@ func (m *HoldMutation) SetField(name string, value ent.Value) error {
 // this mutation.
 func (m *HoldMutation) AddedFields() []string {
 	var fields []string
+	if m.addproduct_id != nil {
+		fields = append(fields, hold.FieldProductID)
+	}
 	if m.addqty != nil {
 		fields = append(fields, hold.FieldQty)
 	}
@@ -626,6 +622,8 @@ func (m *HoldMutation) AddedFields() []string {
 // was not set, or was not defined in the schema.
 func (m *HoldMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
+	case hold.FieldProductID:
+		return m.AddedProductID()
 	case hold.FieldQty:
 		return m.AddedQty()
 	}
@@ -637,6 +635,13 @@ func (m *HoldMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *HoldMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case hold.FieldProductID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddProductID(v)
+		return nil
 	case hold.FieldQty:
 		v, ok := value.(int)
 		if !ok {
@@ -695,10 +700,7 @@ func (m *HoldMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *HoldMutation) AddedEdges() []string {
-	edges := make([]string, 0, 2)
-	if m.product != nil {
-		edges = append(edges, hold.EdgeProduct)
-	}
+	edges := make([]string, 0, 1)
 	if m._order != nil {
 		edges = append(edges, hold.EdgeOrder)
 	}
@@ -709,10 +711,6 @@ func (m *HoldMutation) AddedEdges() []string {
 // name in this mutation.
 func (m *HoldMutation) AddedIDs(name string) []ent.Value {
 	switch name {
-	case hold.EdgeProduct:
-		if id := m.product; id != nil {
-			return []ent.Value{*id}
-		}
 	case hold.EdgeOrder:
 		if id := m._order; id != nil {
 			return []ent.Value{*id}
@@ -723,7 +721,7 @@ func (m *HoldMutation) AddedIDs(name string) []ent.Value {
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *HoldMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 2)
+	edges := make([]string, 0, 1)
 	return edges
 }
 
@@ -735,10 +733,7 @@ func (m *HoldMutation) RemovedIDs(name string) []ent.Value {
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *HoldMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 2)
-	if m.clearedproduct {
-		edges = append(edges, hold.EdgeProduct)
-	}
+	edges := make([]string, 0, 1)
 	if m.cleared_order {
 		edges = append(edges, hold.EdgeOrder)
 	}
@@ -749,8 +744,6 @@ func (m *HoldMutation) ClearedEdges() []string {
 // was cleared in this mutation.
 func (m *HoldMutation) EdgeCleared(name string) bool {
 	switch name {
-	case hold.EdgeProduct:
-		return m.clearedproduct
 	case hold.EdgeOrder:
 		return m.cleared_order
 	}
@@ -761,9 +754,6 @@ func (m *HoldMutation) EdgeCleared(name string) bool {
 // if that edge is not defined in the schema.
 func (m *HoldMutation) ClearEdge(name string) error {
 	switch name {
-	case hold.EdgeProduct:
-		m.ClearProduct()
-		return nil
 	case hold.EdgeOrder:
 		m.ClearOrder()
 		return nil
@@ -775,9 +765,6 @@ func (m *HoldMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *HoldMutation) ResetEdge(name string) error {
 	switch name {
-	case hold.EdgeProduct:
-		m.ResetProduct()
-		return nil
 	case hold.EdgeOrder:
 		m.ResetOrder()
 		return nil
@@ -793,6 +780,8 @@ type OrderMutation struct {
 	id                    *uuid.UUID
 	created_at            *time.Time
 	updated_at            *time.Time
+	product_id            *int
+	addproduct_id         *int
 	qty                   *int
 	addqty                *int
 	amount_cents          *int64
@@ -802,8 +791,6 @@ type OrderMutation struct {
 	clearedFields         map[string]struct{}
 	hold                  *uuid.UUID
 	clearedhold           bool
-	product               *int
-	clearedproduct        bool
 	payment_events        map[int]struct{}
 	removedpayment_events map[int]struct{}
 	clearedpayment_events bool
@@ -1026,12 +1013,13 @@ func (m *OrderMutation) ResetHoldID() {
 
 // SetProductID sets the "product_id" field.
 func (m *OrderMutation) SetProductID(i int) {
-	m.product = &i
+	m.product_id = &i
+	m.addproduct_id = nil
 }
 
 // ProductID returns the value of the "product_id" field in the mutation.
 func (m *OrderMutation) ProductID() (r int, exists bool) {
-	v := m.product
+	v := m.product_id
 	if v == nil {
 		return
 	}
@@ -1055,9 +1043,28 @@ func (m *OrderMutation) OldProductID(ctx context.Context) (v int, err error) {
 	return oldValue.ProductID, nil
 }
 
+// AddProductID adds i to the "product_id" field.
+func (m *OrderMutation) AddProductID(i int) {
+	if m.addproduct_id != nil {
+		*m.addproduct_id += i
+	} else {
+		m.addproduct_id = &i
+	}
+}
+
+// AddedProductID returns the value that was added to the "product_id" field in this mutation.
+func (m *OrderMutation) AddedProductID() (r int, exists bool) {
+	v := m.addproduct_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
 // ResetProductID resets all changes to the "product_id" field.
 func (m *OrderMutation) ResetProductID() {
-	m.product = nil
+	m.product_id = nil
+	m.addproduct_id = nil
 }
 
 // SetQty sets the "qty" field.
@@ -1271,33 +1278,6 @@ func (m *OrderMutation) ResetHold() {
 	m.clearedhold = false
 }
 
-// ClearProduct clears the "product" edge to the Product entity.
-func (m *OrderMutation) ClearProduct() {
-	m.clearedproduct = true
-	m.clearedFields[order.FieldProductID] = struct{}{}
-}
-
-// ProductCleared reports if the "product" edge to the Product entity was cleared.
-func (m *OrderMutation) ProductCleared() bool {
-	return m.clearedproduct
-}
-
-// ProductIDs returns the "product" edge IDs in the mutation.
-// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
-// ProductID instead. It exists only for internal usage by the builders.
-func (m *OrderMutation) ProductIDs() (ids []int) {
-	if id := m.product; id != nil {
-		ids = append(ids, *id)
-	}
-	return
-}
-
-// ResetProduct resets all changes to the "product" edge.
-func (m *OrderMutation) ResetProduct() {
-	m.product = nil
-	m.clearedproduct = false
-}
-
 // AddPaymentEventIDs adds the "payment_events" edge to the PaymentEvent entity by ids.
 func (m *OrderMutation) AddPaymentEventIDs(ids ...int) {
 	if m.payment_events == nil {
@@ -1396,7 +1376,7 @@ func (m *OrderMutation) Fields() []string {
 	if m.hold != nil {
 		fields = append(fields, order.FieldHoldID)
 	}
-	if m.product != nil {
+	if m.product_id != nil {
 		fields = append(fields, order.FieldProductID)
 	}
 	if m.qty != nil {
@@ -1533,6 +1513,9 @@ func (m *OrderMutation) SetField(name string, value ent.Value) error {
 // this mutation.
 func (m *OrderMutation) AddedFields() []string {
 	var fields []string
+	if m.addproduct_id != nil {
+		fields = append(fields, order.FieldProductID)
+	}
 	if m.addqty != nil {
 		fields = append(fields, order.FieldQty)
 	}
@@ -1547,6 +1530,8 @@ func (m *OrderMutation) AddedFields() []string {
 // was not set, or was not defined in the schema.
 func (m *OrderMutation) AddedField(name string) (ent.Value, bool) {
 	switch name {
+	case order.FieldProductID:
+		return m.AddedProductID()
 	case order.FieldQty:
 		return m.AddedQty()
 	case order.FieldAmountCents:
@@ -1560,6 +1545,13 @@ func (m *OrderMutation) AddedField(name string) (ent.Value, bool) {
 // type.
 func (m *OrderMutation) AddField(name string, value ent.Value) error {
 	switch name {
+	case order.FieldProductID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddProductID(v)
+		return nil
 	case order.FieldQty:
 		v, ok := value.(int)
 		if !ok {
@@ -1631,12 +1623,9 @@ func (m *OrderMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *OrderMutation) AddedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 2)
 	if m.hold != nil {
 		edges = append(edges, order.EdgeHold)
-	}
-	if m.product != nil {
-		edges = append(edges, order.EdgeProduct)
 	}
 	if m.payment_events != nil {
 		edges = append(edges, order.EdgePaymentEvents)
@@ -1652,10 +1641,6 @@ func (m *OrderMutation) AddedIDs(name string) []ent.Value {
 		if id := m.hold; id != nil {
 			return []ent.Value{*id}
 		}
-	case order.EdgeProduct:
-		if id := m.product; id != nil {
-			return []ent.Value{*id}
-		}
 	case order.EdgePaymentEvents:
 		ids := make([]ent.Value, 0, len(m.payment_events))
 		for id := range m.payment_events {
@@ -1668,7 +1653,7 @@ func (m *OrderMutation) AddedIDs(name string) []ent.Value {
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *OrderMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 2)
 	if m.removedpayment_events != nil {
 		edges = append(edges, order.EdgePaymentEvents)
 	}
@@ -1691,12 +1676,9 @@ func (m *OrderMutation) RemovedIDs(name string) []ent.Value {
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *OrderMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 3)
+	edges := make([]string, 0, 2)
 	if m.clearedhold {
 		edges = append(edges, order.EdgeHold)
-	}
-	if m.clearedproduct {
-		edges = append(edges, order.EdgeProduct)
 	}
 	if m.clearedpayment_events {
 		edges = append(edges, order.EdgePaymentEvents)
@@ -1710,8 +1692,6 @@ func (m *OrderMutation) EdgeCleared(name string) bool {
 	switch name {
 	case order.EdgeHold:
 		return m.clearedhold
-	case order.EdgeProduct:
-		return m.clearedproduct
 	case order.EdgePaymentEvents:
 		return m.clearedpayment_events
 	}
@@ -1725,9 +1705,6 @@ func (m *OrderMutation) ClearEdge(name string) error {
 	case order.EdgeHold:
 		m.ClearHold()
 		return nil
-	case order.EdgeProduct:
-		m.ClearProduct()
-		return nil
 	}
 	return fmt.Errorf("unknown Order unique edge %s", name)
 }
@@ -1738,9 +1715,6 @@ func (m *OrderMutation) ResetEdge(name string) error {
 	switch name {
 	case order.EdgeHold:
 		m.ResetHold()
-		return nil
-	case order.EdgeProduct:
-		m.ResetProduct()
 		return nil
 	case order.EdgePaymentEvents:
 		m.ResetPaymentEvents()
@@ -2471,12 +2445,6 @@ type ProductMutation struct {
 	stock_reserved     *int
 	addstock_reserved  *int
 	clearedFields      map[string]struct{}
-	holds              map[uuid.UUID]struct{}
-	removedholds       map[uuid.UUID]struct{}
-	clearedholds       bool
-	orders             map[uuid.UUID]struct{}
-	removedorders      map[uuid.UUID]struct{}
-	clearedorders      bool
 	done               bool
 	oldValue           func(context.Context) (*Product, error)
 	predicates         []predicate.Product
@@ -2912,114 +2880,6 @@ func (m *ProductMutation) ResetStockReserved() {
 	m.addstock_reserved = nil
 }
 
-// AddHoldIDs adds the "holds" edge to the Hold entity by ids.
-func (m *ProductMutation) AddHoldIDs(ids ...uuid.UUID) {
-	if m.holds == nil {
-		m.holds = make(map[uuid.UUID]struct{})
-	}
-	for i := range ids {
-		m.holds[ids[i]] = struct{}{}
-	}
-}
-
-// ClearHolds clears the "holds" edge to the Hold entity.
-func (m *ProductMutation) ClearHolds() {
-	m.clearedholds = true
-}
-
-// HoldsCleared reports if the "holds" edge to the Hold entity was cleared.
-func (m *ProductMutation) HoldsCleared() bool {
-	return m.clearedholds
-}
-
-// RemoveHoldIDs removes the "holds" edge to the Hold entity by IDs.
-func (m *ProductMutation) RemoveHoldIDs(ids ...uuid.UUID) {
-	if m.removedholds == nil {
-		m.removedholds = make(map[uuid.UUID]struct{})
-	}
-	for i := range ids {
-		delete(m.holds, ids[i])
-		m.removedholds[ids[i]] = struct{}{}
-	}
-}
-
-// RemovedHolds returns the removed IDs of the "holds" edge to the Hold entity.
-func (m *ProductMutation) RemovedHoldsIDs() (ids []uuid.UUID) {
-	for id := range m.removedholds {
-		ids = append(ids, id)
-	}
-	return
-}
-
-// HoldsIDs returns the "holds" edge IDs in the mutation.
-func (m *ProductMutation) HoldsIDs() (ids []uuid.UUID) {
-	for id := range m.holds {
-		ids = append(ids, id)
-	}
-	return
-}
-
-// ResetHolds resets all changes to the "holds" edge.
-func (m *ProductMutation) ResetHolds() {
-	m.holds = nil
-	m.clearedholds = false
-	m.removedholds = nil
-}
-
-// AddOrderIDs adds the "orders" edge to the Order entity by ids.
-func (m *ProductMutation) AddOrderIDs(ids ...uuid.UUID) {
-	if m.orders == nil {
-		m.orders = make(map[uuid.UUID]struct{})
-	}
-	for i := range ids {
-		m.orders[ids[i]] = struct{}{}
-	}
-}
-
-// ClearOrders clears the "orders" edge to the Order entity.
-func (m *ProductMutation) ClearOrders() {
-	m.clearedorders = true
-}
-
-// OrdersCleared reports if the "orders" edge to the Order entity was cleared.
-func (m *ProductMutation) OrdersCleared() bool {
-	return m.clearedorders
-}
-
-// RemoveOrderIDs removes the "orders" edge to the Order entity by IDs.
-func (m *ProductMutation) RemoveOrderIDs(ids ...uuid.UUID) {
-	if m.removedorders == nil {
-		m.removedorders = make(map[uuid.UUID]struct{})
-	}
-	for i := range ids {
-		delete(m.orders, ids[i])
-		m.removedorders[ids[i]] = struct{}{}
-	}
-}
-
-// RemovedOrders returns the removed IDs of the "orders" edge to the Order entity.
-func (m *ProductMutation) RemovedOrdersIDs() (ids []uuid.UUID) {
-	for id := range m.removedorders {
-		ids = append(ids, id)
-	}
-	return
-}
-
-// OrdersIDs returns the "orders" edge IDs in the mutation.
-func (m *ProductMutation) OrdersIDs() (ids []uuid.UUID) {
-	for id := range m.orders {
-		ids = append(ids, id)
-	}
-	return
-}
-
-// ResetOrders resets all changes to the "orders" edge.
-func (m *ProductMutation) ResetOrders() {
-	m.orders = nil
-	m.clearedorders = false
-	m.removedorders = nil
-}
-
 // Where appends a list predicates to the ProductMutation builder.
 func (m *ProductMutation) Where(ps ...predicate.Product) {
 	m.predicates = append(m.predicates, ps...)
@@ -3306,110 +3166,48 @@ func (m *ProductMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *ProductMutation) AddedEdges() []string {
-	edges := make([]string, 0, 2)
-	if m.holds != nil {
-		edges = append(edges, product.EdgeHolds)
-	}
-	if m.orders != nil {
-		edges = append(edges, product.EdgeOrders)
-	}
+	edges := make([]string, 0, 0)
 	return edges
 }
 
 // AddedIDs returns all IDs (to other nodes) that were added for the given edge
 // name in this mutation.
 func (m *ProductMutation) AddedIDs(name string) []ent.Value {
-	switch name {
-	case product.EdgeHolds:
-		ids := make([]ent.Value, 0, len(m.holds))
-		for id := range m.holds {
-			ids = append(ids, id)
-		}
-		return ids
-	case product.EdgeOrders:
-		ids := make([]ent.Value, 0, len(m.orders))
-		for id := range m.orders {
-			ids = append(ids, id)
-		}
-		return ids
-	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *ProductMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 2)
-	if m.removedholds != nil {
-		edges = append(edges, product.EdgeHolds)
-	}
-	if m.removedorders != nil {
-		edges = append(edges, product.EdgeOrders)
-	}
+	edges := make([]string, 0, 0)
 	return edges
 }
 
 // RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
 // the given name in this mutation.
 func (m *ProductMutation) RemovedIDs(name string) []ent.Value {
-	switch name {
-	case product.EdgeHolds:
-		ids := make([]ent.Value, 0, len(m.removedholds))
-		for id := range m.removedholds {
-			ids = append(ids, id)
-		}
-		return ids
-	case product.EdgeOrders:
-		ids := make([]ent.Value, 0, len(m.removedorders))
-		for id := range m.removedorders {
-			ids = append(ids, id)
-		}
-		return ids
-	}
 	return nil
 }
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *ProductMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 2)
-	if m.clearedholds {
-		edges = append(edges, product.EdgeHolds)
-	}
-	if m.clearedorders {
-		edges = append(edges, product.EdgeOrders)
-	}
+	edges := make([]string, 0, 0)
 	return edges
 }
 
 // EdgeCleared returns a boolean which indicates if the edge with the given name
 // was cleared in this mutation.
 func (m *ProductMutation) EdgeCleared(name string) bool {
-	switch name {
-	case product.EdgeHolds:
-		return m.clearedholds
-	case product.EdgeOrders:
-		return m.clearedorders
-	}
 	return false
 }
 
 // ClearEdge clears the value of the edge with the given name. It returns an error
 // if that edge is not defined in the schema.
 func (m *ProductMutation) ClearEdge(name string) error {
-	switch name {
-	}
 	return fmt.Errorf("unknown Product unique edge %s", name)
 }
 
 // ResetEdge resets all changes to the edge with the given name in this mutation.
 // It returns an error if the edge is not defined in the schema.
 func (m *ProductMutation) ResetEdge(name string) error {
-	switch name {
-	case product.EdgeHolds:
-		m.ResetHolds()
-		return nil
-	case product.EdgeOrders:
-		m.ResetOrders()
-		return nil
-	}
 	return fmt.Errorf("unknown Product edge %s", name)
 }

@@ -5,7 +5,6 @@ package ent
 import (
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
-	"flashsale/ent/product"
 	"fmt"
 	"strings"
 	"time"
@@ -46,13 +45,11 @@ type Order struct {
 type OrderEdges struct {
 	// Hold holds the value of the hold edge.
 	Hold *Hold `json:"hold,omitempty"`
-	// Product holds the value of the product edge.
-	Product *Product `json:"product,omitempty"`
 	// PaymentEvents holds the value of the payment_events edge.
 	PaymentEvents []*PaymentEvent `json:"payment_events,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [3]bool
+	loadedTypes [2]bool
 }
 
 // HoldOrErr returns the Hold value or an error if the edge
@@ -66,21 +63,10 @@ func (e OrderEdges) HoldOrErr() (*Hold, error) {
 	return nil, &NotLoadedError{edge: "hold"}
 }
 
-// ProductOrErr returns the Product value or an error if the edge
-// was not loaded in eager-loading, or loaded but was not found.
-func (e OrderEdges) ProductOrErr() (*Product, error) {
-	if e.Product != nil {
-		return e.Product, nil
-	} else if e.loadedTypes[1] {
-		return nil, &NotFoundError{label: product.Label}
-	}
-	return nil, &NotLoadedError{edge: "product"}
-}
-
 // PaymentEventsOrErr returns the PaymentEvents value or an error if the edge
 // was not loaded in eager-loading.
 func (e OrderEdges) PaymentEventsOrErr() ([]*PaymentEvent, error) {
-	if e.loadedTypes[2] {
+	if e.loadedTypes[1] {
 		return e.PaymentEvents, nil
 	}
 	return nil, &NotLoadedError{edge: "payment_events"}
@@ -184,11 +170,6 @@ func (_m *Order) Value(name string) (ent.Value, error) {
 // QueryHold queries the "hold" edge of the Order entity.
 func (_m *Order) QueryHold() *HoldQuery {
 	return NewOrderClient(_m.config).QueryHold(_m)
-}
-
-// QueryProduct queries the "product" edge of the Order entity.
-func (_m *Order) QueryProduct() *ProductQuery {
-	return NewOrderClient(_m.config).QueryProduct(_m)
 }
 
 // QueryPaymentEvents queries the "payment_events" edge of the Order entity.

@@ -8,7 +8,6 @@ import (
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
-	"flashsale/ent/product"
 	"fmt"
 	"time"
 
@@ -113,11 +112,6 @@ func (_c *OrderCreate) SetNillableID(v *uuid.UUID) *OrderCreate {
 // SetHold sets the "hold" edge to the Hold entity.
 func (_c *OrderCreate) SetHold(v *Hold) *OrderCreate {
 	return _c.SetHoldID(v.ID)
-}
-
-// SetProduct sets the "product" edge to the Product entity.
-func (_c *OrderCreate) SetProduct(v *Product) *OrderCreate {
-	return _c.SetProductID(v.ID)
 }
 
 // AddPaymentEventIDs adds the "payment_events" edge to the PaymentEvent entity by IDs.
@@ -232,9 +226,6 @@ func (_c *OrderCreate) check() error {
 	if len(_c.mutation.HoldIDs()) == 0 {
 		return &ValidationError{Name: "hold", err: errors.New(`ent: missing required edge "Order.hold"`)}
 	}
-	if len(_c.mutation.ProductIDs()) == 0 {
-		return &ValidationError{Name: "product", err: errors.New(`ent: missing required edge "Order.product"`)}
-	}
 	return nil
 }
 
@@ -278,6 +269,10 @@ func (_c *OrderCreate) createSpec() (*Order, *sqlgraph.CreateSpec) {
 		_spec.SetField(order.FieldUpdatedAt, field.TypeTime, value)
 		_node.UpdatedAt = value
 	}
+	if value, ok := _c.mutation.ProductID(); ok {
+		_spec.SetField(order.FieldProductID, field.TypeInt, value)
+		_node.ProductID = value
+	}
 	if value, ok := _c.mutation.Qty(); ok {
 		_spec.SetField(order.FieldQty, field.TypeInt, value)
 		_node.Qty = value
@@ -309,23 +304,6 @@ func (_c *OrderCreate) createSpec() (*Order, *sqlgraph.CreateSpec) {
 			edge.Target.Nodes = append(edge.Target.Nodes, k)
 		}
 		_node.HoldID = nodes[0]
-		_spec.Edges = append(_spec.Edges, edge)
-	}
-	if nodes := _c.mutation.ProductIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.M2O,
-			Inverse: true,
-			Table:   order.ProductTable,
-			Columns: []string{order.ProductColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(product.FieldID, field.TypeInt),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_node.ProductID = nodes[0]
 		_spec.Edges = append(_spec.Edges, edge)
 	}
 	if nodes := _c.mutation.PaymentEventsIDs(); len(nodes) > 0 {

@@ -9,7 +9,6 @@ import (
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/predicate"
-	"flashsale/ent/product"
 	"fmt"
 	"math"
 
@@ -29,7 +28,6 @@ type OrderQuery struct {
 	inters            []Interceptor
 	predicates        []predicate.Order
 	withHold          *HoldQuery
-	withProduct       *ProductQuery
 	withPaymentEvents *PaymentEventQuery
 	modifiers         []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
@@ -83,28 +81,6 @@ func (_q *OrderQuery) QueryHold() *HoldQuery {
 			sqlgraph.From(order.Table, order.FieldID, selector),
 			sqlgraph.To(hold.Table, hold.FieldID),
 			sqlgraph.Edge(sqlgraph.O2O, true, order.HoldTable, order.HoldColumn),
-		)
-		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
-		return fromU, nil
-	}
-	return query
-}
-
-// QueryProduct chains the current query on the "product" edge.
-func (_q *OrderQuery) QueryProduct() *ProductQuery {
-	query := (&ProductClient{config: _q.config}).Query()
-	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
-		if err := _q.prepareQuery(ctx); err != nil {
-			return nil, err
-		}
-		selector := _q.sqlQuery(ctx)
-		if err := selector.Err(); err != nil {
-			return nil, err
-		}
-		step := sqlgraph.NewStep(
-			sqlgraph.From(order.Table, order.FieldID, selector),
-			sqlgraph.To(product.Table, product.FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, true, order.ProductTable, order.ProductColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -327,7 +303,6 @@ func (_q *OrderQuery) Clone() *OrderQuery {
 		inters:            append([]Interceptor{}, _q.inters...),
 		predicates:        append([]predicate.Order{}, _q.predicates...),
 		withHold:          _q.withHold.Clone(),
-		withProduct:       _q.withProduct.Clone(),
 		withPaymentEvents: _q.withPaymentEvents.Clone(),
 		// clone intermediate query.
 		sql:       _q.sql.Clone(),
@@ -344,17 +319,6 @@ func (_q *OrderQuery) WithHold(opts ...func(*HoldQuery)) *OrderQuery {
 		opt(query)
 	}
 	_q.withHold = query
-	return _q
-}
-
-// WithProduct tells the query-builder to eager-load the nodes that are connected to
-// the "product" edge. The optional arguments are used to configure the query builder of the edge.
-func (_q *OrderQuery) WithProduct(opts ...func(*ProductQuery)) *OrderQuery {
-	query := (&ProductClient{config: _q.config}).Query()
-	for _, opt := range opts {
-		opt(query)
-	}
-	_q.withProduct = query
 	return _q
 }
 
@@ -447,9 +411,8 @@ func (_q *OrderQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Order,
 	var (
 		nodes       = []*Order{}
 		_spec       = _q.querySpec()
-		loadedTypes = [3]bool{
+		loadedTypes = [2]bool{
 			_q.withHold != nil,
-			_q.withProduct != nil,
 			_q.withPaymentEvents != nil,
 		}
 	)
@@ -477,12 +440,6 @@ func (_q *OrderQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Order,
 	if query := _q.withHold; query != nil {
 		if err := _q.loadHold(ctx, query, nodes, nil,
 			func(n *Order, e *Hold) { n.Edges.Hold = e }); err != nil {
-			return nil, err
-		}
-	}
-	if query := _q.withProduct; query != nil {
-		if err := _q.loadProduct(ctx, query, nodes, nil,
-			func(n *Order, e *Product) { n.Edges.Product = e }); err != nil {
 			return nil, err
 		}
 	}
@@ -518,35 +475,6 @@ func (_q *OrderQuery) loadHold(ctx context.Context, query *HoldQuery, nodes []*O
 		nodes, ok := nodeids[n.ID]
 		if !ok {
 			return fmt.Errorf(`unexpected foreign-key "hold_id" returned %v`, n.ID)
-		}
-		for i := range nodes {
-			assign(nodes[i], n)
-		}
-	}
-	return nil
-}
-func (_q *OrderQuery) loadProduct(ctx context.Context, query *ProductQuery, nodes []*Order, init func(*Order), assign func(*Order, *Product)) error {
-	ids := make([]int, 0, len(nodes))
-	nodeids := make(map[int][]*Order)
-	for i := range nodes {
-		fk := nodes[i].ProductID
-		if _, ok := nodeids[fk]; !ok {
-			ids = append(ids, fk)
-		}
-		nodeids[fk] = append(nodeids[fk], nodes[i])
-	}
-	if len(ids) == 0 {
-		return nil
-	}
-	query.Where(product.IDIn(ids...))
-	neighbors, err := query.All(ctx)
-	if err != nil {
-		return err
-	}
-	for _, n := range neighbors {
-		nodes, ok := nodeids[n.ID]
-		if !ok {
-			return fmt.Errorf(`unexpected foreign-key "product_id" returned %v`, n.ID)
 		}
 		for i := range nodes {
 			assign(nodes[i], n)
@@ -615,9 +543,6 @@ func (_q *OrderQuery) querySpec() *sqlgraph.QuerySpec {
 		}
 		if _q.withHold != nil {
 			_spec.Node.AddColumnOnce(order.FieldHoldID)
-		}
-		if _q.withProduct != nil {
-			_spec.Node.AddColumnOnce(order.FieldProductID)
 		}
 	}
 	if ps := _q.predicates; len(ps) > 0 {

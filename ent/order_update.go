@@ -136,9 +136,6 @@ func (_u *OrderUpdate) check() error {
 	if _u.mutation.HoldCleared() && len(_u.mutation.HoldIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Order.hold"`)
 	}
-	if _u.mutation.ProductCleared() && len(_u.mutation.ProductIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Order.product"`)
-	}
 	return nil
 }
 
@@ -351,9 +348,6 @@ func (_u *OrderUpdateOne) check() error {
 	}
 	if _u.mutation.HoldCleared() && len(_u.mutation.HoldIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Order.hold"`)
-	}
-	if _u.mutation.ProductCleared() && len(_u.mutation.ProductIDs()) > 0 {
-		return errors.New(`ent: clearing a required unique edge "Order.product"`)
 	}
 	return nil
 }

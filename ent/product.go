@@ -31,39 +31,7 @@ type Product struct {
 	StockAvailable int `json:"stock_available,omitempty"`
 	// StockReserved holds the value of the "stock_reserved" field.
 	StockReserved int `json:"stock_reserved,omitempty"`
-	// Edges holds the relations/edges for other nodes in the graph.
-	// The values are being populated by the ProductQuery when eager-loading is set.
-	Edges        ProductEdges `json:"edges"`
-	selectValues sql.SelectValues
-}
-
-// ProductEdges holds the relations/edges for other nodes in the graph.
-type ProductEdges struct {
-	// Holds holds the value of the holds edge.
-	Holds []*Hold `json:"holds,omitempty"`
-	// Orders holds the value of the orders edge.
-	Orders []*Order `json:"orders,omitempty"`
-	// loadedTypes holds the information for reporting if a
-	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [2]bool
-}
-
-// HoldsOrErr returns the Holds value or an error if the edge
-// was not loaded in eager-loading.
-func (e ProductEdges) HoldsOrErr() ([]*Hold, error) {
-	if e.loadedTypes[0] {
-		return e.Holds, nil
-	}
-	return nil, &NotLoadedError{edge: "holds"}
-}
-
-// OrdersOrErr returns the Orders value or an error if the edge
-// was not loaded in eager-loading.
-func (e ProductEdges) OrdersOrErr() ([]*Order, error) {
-	if e.loadedTypes[1] {
-		return e.Orders, nil
-	}
-	return nil, &NotLoadedError{edge: "orders"}
+	selectValues  sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -151,16 +119,6 @@ func (_m *Product) assignValues(columns []string, values []any) error {
 // This includes values selected through modifiers, order, etc.
 func (_m *Product) Value(name string) (ent.Value, error) {
 	return _m.selectValues.Get(name)
-}
-
-// QueryHolds queries the "holds" edge of the Product entity.
-func (_m *Product) QueryHolds() *HoldQuery {
-	return NewProductClient(_m.config).QueryHolds(_m)
-}
-
-// QueryOrders queries the "orders" edge of the Product entity.
-func (_m *Product) QueryOrders() *OrderQuery {
-	return NewProductClient(_m.config).QueryOrders(_m)
 }
 
 // Update returns a builder for updating this Product.

@@ -5,15 +5,12 @@ package ent
 import (
 	"context"
 	"errors"
-	"flashsale/ent/hold"
-	"flashsale/ent/order"
 	"flashsale/ent/product"
 	"fmt"
 	"time"
 
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
-	"github.com/google/uuid"
 )
 
 // ProductCreate is the builder for creating a Product entity.
@@ -87,36 +84,6 @@ func (_c *ProductCreate) SetNillableStockReserved(v *int) *ProductCreate {
 		_c.SetStockReserved(*v)
 	}
 	return _c
-}
-
-// AddHoldIDs adds the "holds" edge to the Hold entity by IDs.
-func (_c *ProductCreate) AddHoldIDs(ids ...uuid.UUID) *ProductCreate {
-	_c.mutation.AddHoldIDs(ids...)
-	return _c
-}
-
-// AddHolds adds the "holds" edges to the Hold entity.
-func (_c *ProductCreate) AddHolds(v ...*Hold) *ProductCreate {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _c.AddHoldIDs(ids...)
-}
-
-// AddOrderIDs adds the "orders" edge to the Order entity by IDs.
-func (_c *ProductCreate) AddOrderIDs(ids ...uuid.UUID) *ProductCreate {
-	_c.mutation.AddOrderIDs(ids...)
-	return _c
-}
-
-// AddOrders adds the "orders" edges to the Order entity.
-func (_c *ProductCreate) AddOrders(v ...*Order) *ProductCreate {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _c.AddOrderIDs(ids...)
 }
 
 // Mutation returns the ProductMutation object of the builder.
@@ -269,38 +236,6 @@ func (_c *ProductCreate) createSpec() (*Product, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.StockReserved(); ok {
 		_spec.SetField(product.FieldStockReserved, field.TypeInt, value)
 		_node.StockReserved = value
-	}
-	if nodes := _c.mutation.HoldsIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.HoldsTable,
-			Columns: []string{product.HoldsColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(hold.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges = append(_spec.Edges, edge)
-	}
-	if nodes := _c.mutation.OrdersIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.OrdersTable,
-			Columns: []string{product.OrdersColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges = append(_spec.Edges, edge)
 	}
 	return _node, _spec
 }

@@ -4,9 +4,6 @@ package ent
 
 import (
 	"context"
-	"database/sql/driver"
-	"flashsale/ent/hold"
-	"flashsale/ent/order"
 	"flashsale/ent/predicate"
 	"flashsale/ent/product"
 	"fmt"
@@ -26,8 +23,6 @@ type ProductQuery struct {
 	order      []product.OrderOption
 	inters     []Interceptor
 	predicates []predicate.Product
-	withHolds  *HoldQuery
-	withOrders *OrderQuery
 	modifiers  []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
@@ -63,50 +58,6 @@ func (_q *ProductQuery) Unique(unique bool) *ProductQuery {
 func (_q *ProductQuery) Order(o ...product.OrderOption) *ProductQuery {
 	_q.order = append(_q.order, o...)
 	return _q
-}
-
-// QueryHolds chains the current query on the "holds" edge.
-func (_q *ProductQuery) QueryHolds() *HoldQuery {
-	query := (&HoldClient{config: _q.config}).Query()
-	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
-		if err := _q.prepareQuery(ctx); err != nil {
-			return nil, err
-		}
-		selector := _q.sqlQuery(ctx)
-		if err := selector.Err(); err != nil {
-			return nil, err
-		}
-		step := sqlgraph.NewStep(
-			sqlgraph.From(product.Table, product.FieldID, selector),
-			sqlgraph.To(hold.Table, hold.FieldID),
-			sqlgraph.Edge(sqlgraph.O2M, false, product.HoldsTable, product.HoldsColumn),
-		)
-		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
-		return fromU, nil
-	}
-	return query
-}
-
-// QueryOrders chains the current query on the "orders" edge.
-func (_q *ProductQuery) QueryOrders() *OrderQuery {
-	query := (&OrderClient{config: _q.config}).Query()
-	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
-		if err := _q.prepareQuery(ctx); err != nil {
-			return nil, err
-		}
-		selector := _q.sqlQuery(ctx)
-		if err := selector.Err(); err != nil {
-			return nil, err
-		}
-		step := sqlgraph.NewStep(
-			sqlgraph.From(product.Table, product.FieldID, selector),
-			sqlgraph.To(order.Table, order.FieldID),
-			sqlgraph.Edge(sqlgraph.O2M, false, product.OrdersTable, product.OrdersColumn),
-		)
-		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
-		return fromU, nil
-	}
-	return query
 }
 
 // First returns the first Product entity from the query.
@@ -301,35 +252,11 @@ func (_q *ProductQuery) Clone() *ProductQuery {
 		order:      append([]product.OrderOption{}, _q.order...),
 		inters:     append([]Interceptor{}, _q.inters...),
 		predicates: append([]predicate.Product{}, _q.predicates...),
-		withHolds:  _q.withHolds.Clone(),
-		withOrders: _q.withOrders.Clone(),
 		// clone intermediate query.
 		sql:       _q.sql.Clone(),
 		path:      _q.path,
 		modifiers: append([]func(*sql.Selector){}, _q.modifiers...),
 	}
-}
-
-// WithHolds tells the query-builder to eager-load the nodes that are connected to
-// the "holds" edge. The optional arguments are used to configure the query builder of the edge.
-func (_q *ProductQuery) WithHolds(opts ...func(*HoldQuery)) *ProductQuery {
-	query := (&HoldClient{config: _q.config}).Query()
-	for _, opt := range opts {
-		opt(query)
-	}
-	_q.withHolds = query
-	return _q
-}
-
-// WithOrders tells the query-builder to eager-load the nodes that are connected to
-// the "orders" edge. The optional arguments are used to configure the query builder of the edge.
-func (_q *ProductQuery) WithOrders(opts ...func(*OrderQuery)) *ProductQuery {
-	query := (&OrderClient{config: _q.config}).Query()
-	for _, opt := range opts {
-		opt(query)
-	}
-	_q.withOrders = query
-	return _q
 }
 
 // GroupBy is used to group vertices by one or more fields/columns.
@@ -408,12 +335,8 @@ func (_q *ProductQuery) prepareQuery(ctx context.Context) error {
 
 func (_q *ProductQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Product, error) {
 	var (
-		nodes       = []*Product{}
-		_spec       = _q.querySpec()
-		loadedTypes = [2]bool{
-			_q.withHolds != nil,
-			_q.withOrders != nil,
-		}
+		nodes = []*Product{}
+		_spec = _q.querySpec()
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
 		return (*Product).scanValues(nil, columns)
@@ -421,7 +344,6 @@ func (_q *ProductQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Prod
 	_spec.Assign = func(columns []string, values []any) error {
 		node := &Product{config: _q.config}
 		nodes = append(nodes, node)
-		node.Edges.loadedTypes = loadedTypes
 		return node.assignValues(columns, values)
 	}
 	if len(_q.modifiers) > 0 {
@@ -436,82 +358,7 @@ func (_q *ProductQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Prod
 	if len(nodes) == 0 {
 		return nodes, nil
 	}
-	if query := _q.withHolds; query != nil {
-		if err := _q.loadHolds(ctx, query, nodes,
-			func(n *Product) { n.Edges.Holds = []*Hold{} },
-			func(n *Product, e *Hold) { n.Edges.Holds = append(n.Edges.Holds, e) }); err != nil {
-			return nil, err
-		}
-	}
-	if query := _q.withOrders; query != nil {
-		if err := _q.loadOrders(ctx, query, nodes,
-			func(n *Product) { n.Edges.Orders = []*Order{} },
-			func(n *Product, e *Order) { n.Edges.Orders = append(n.Edges.Orders, e) }); err != nil {
-			return nil, err
-		}
-	}
 	return nodes, nil
-}
-
-func (_q *ProductQuery) loadHolds(ctx context.Context, query *HoldQuery, nodes []*Product, init func(*Product), assign func(*Product, *Hold)) error {
-	fks := make([]driver.Value, 0, len(nodes))
-	nodeids := make(map[int]*Product)
-	for i := range nodes {
-		fks = append(fks, nodes[i].ID)
-		nodeids[nodes[i].ID] = nodes[i]
-		if init != nil {
-			init(nodes[i])
-		}
-	}
-	if len(query.ctx.Fields) > 0 {
-		query.ctx.AppendFieldOnce(hold.FieldProductID)
-	}
-	query.Where(predicate.Hold(func(s *sql.Selector) {
-		s.Where(sql.InValues(s.C(product.HoldsColumn), fks...))
-	}))
-	neighbors, err := query.All(ctx)
-	if err != nil {
-		return err
-	}
-	for _, n := range neighbors {
-		fk := n.ProductID
-		node, ok := nodeids[fk]
-		if !ok {
-			return fmt.Errorf(`unexpected referenced foreign-key "product_id" returned %v for node %v`, fk, n.ID)
-		}
-		assign(node, n)
-	}
-	return nil
-}
-func (_q *ProductQuery) loadOrders(ctx context.Context, query *OrderQuery, nodes []*Product, init func(*Product), assign func(*Product, *Order)) error {
-	fks := make([]driver.Value, 0, len(nodes))
-	nodeids := make(map[int]*Product)
-	for i := range nodes {
-		fks = append(fks, nodes[i].ID)
-		nodeids[nodes[i].ID] = nodes[i]
-		if init != nil {
-			init(nodes[i])
-		}
-	}
-	if len(query.ctx.Fields) > 0 {
-		query.ctx.AppendFieldOnce(order.FieldProductID)
-	}
-	query.Where(predicate.Order(func(s *sql.Selector) {
-		s.Where(sql.InValues(s.C(product.OrdersColumn), fks...))
-	}))
-	neighbors, err := query.All(ctx)
-	if err != nil {
-		return err
-	}
-	for _, n := range neighbors {
-		fk := n.ProductID
-		node, ok := nodeids[fk]
-		if !ok {
-			return fmt.Errorf(`unexpected referenced foreign-key "product_id" returned %v for node %v`, fk, n.ID)
-		}
-		assign(node, n)
-	}
-	return nil
 }
 
 func (_q *ProductQuery) sqlCount(ctx context.Context) (int, error) {

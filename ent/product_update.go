@@ -5,8 +5,6 @@ package ent
 import (
 	"context"
 	"errors"
-	"flashsale/ent/hold"
-	"flashsale/ent/order"
 	"flashsale/ent/predicate"
 	"flashsale/ent/product"
 	"fmt"
@@ -15,7 +13,6 @@ import (
 	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect/sql/sqlgraph"
 	"entgo.io/ent/schema/field"
-	"github.com/google/uuid"
 )
 
 // ProductUpdate is the builder for updating Product entities.
@@ -144,81 +141,9 @@ func (_u *ProductUpdate) AddStockReserved(v int) *ProductUpdate {
 	return _u
 }
 
-// AddHoldIDs adds the "holds" edge to the Hold entity by IDs.
-func (_u *ProductUpdate) AddHoldIDs(ids ...uuid.UUID) *ProductUpdate {
-	_u.mutation.AddHoldIDs(ids...)
-	return _u
-}
-
-// AddHolds adds the "holds" edges to the Hold entity.
-func (_u *ProductUpdate) AddHolds(v ...*Hold) *ProductUpdate {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.AddHoldIDs(ids...)
-}
-
-// AddOrderIDs adds the "orders" edge to the Order entity by IDs.
-func (_u *ProductUpdate) AddOrderIDs(ids ...uuid.UUID) *ProductUpdate {
-	_u.mutation.AddOrderIDs(ids...)
-	return _u
-}
-
-// AddOrders adds the "orders" edges to the Order entity.
-func (_u *ProductUpdate) AddOrders(v ...*Order) *ProductUpdate {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.AddOrderIDs(ids...)
-}
-
 // Mutation returns the ProductMutation object of the builder.
 func (_u *ProductUpdate) Mutation() *ProductMutation {
 	return _u.mutation
-}
-
-// ClearHolds clears all "holds" edges to the Hold entity.
-func (_u *ProductUpdate) ClearHolds() *ProductUpdate {
-	_u.mutation.ClearHolds()
-	return _u
-}
-
-// RemoveHoldIDs removes the "holds" edge to Hold entities by IDs.
-func (_u *ProductUpdate) RemoveHoldIDs(ids ...uuid.UUID) *ProductUpdate {
-	_u.mutation.RemoveHoldIDs(ids...)
-	return _u
-}
-
-// RemoveHolds removes "holds" edges to Hold entities.
-func (_u *ProductUpdate) RemoveHolds(v ...*Hold) *ProductUpdate {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.RemoveHoldIDs(ids...)
-}
-
-// ClearOrders clears all "orders" edges to the Order entity.
-func (_u *ProductUpdate) ClearOrders() *ProductUpdate {
-	_u.mutation.ClearOrders()
-	return _u
-}
-
-// RemoveOrderIDs removes the "orders" edge to Order entities by IDs.
-func (_u *ProductUpdate) RemoveOrderIDs(ids ...uuid.UUID) *ProductUpdate {
-	_u.mutation.RemoveOrderIDs(ids...)
-	return _u
-}
-
-// RemoveOrders removes "orders" edges to Order entities.
-func (_u *ProductUpdate) RemoveOrders(v ...*Order) *ProductUpdate {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.RemoveOrderIDs(ids...)
 }
 
 // Save executes the query and returns the number of nodes affected by the update operation.
@@ -325,96 +250,6 @@ func (_u *ProductUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedStockReserved(); ok {
 		_spec.AddField(product.FieldStockReserved, field.TypeInt, value)
-	}
-	if _u.mutation.HoldsCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.HoldsTable,
-			Columns: []string{product.HoldsColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(hold.FieldID, field.TypeUUID),
-			},
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.RemovedHoldsIDs(); len(nodes) > 0 && !_u.mutation.HoldsCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.HoldsTable,
-			Columns: []string{product.HoldsColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(hold.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.HoldsIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.HoldsTable,
-			Columns: []string{product.HoldsColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(hold.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Add = append(_spec.Edges.Add, edge)
-	}
-	if _u.mutation.OrdersCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.OrdersTable,
-			Columns: []string{product.OrdersColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
-			},
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.RemovedOrdersIDs(); len(nodes) > 0 && !_u.mutation.OrdersCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.OrdersTable,
-			Columns: []string{product.OrdersColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.OrdersIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.OrdersTable,
-			Columns: []string{product.OrdersColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -550,81 +385,9 @@ func (_u *ProductUpdateOne) AddStockReserved(v int) *ProductUpdateOne {
 	return _u
 }
 
-// AddHoldIDs adds the "holds" edge to the Hold entity by IDs.
-func (_u *ProductUpdateOne) AddHoldIDs(ids ...uuid.UUID) *ProductUpdateOne {
-	_u.mutation.AddHoldIDs(ids...)
-	return _u
-}
-
-// AddHolds adds the "holds" edges to the Hold entity.
-func (_u *ProductUpdateOne) AddHolds(v ...*Hold) *ProductUpdateOne {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.AddHoldIDs(ids...)
-}
-
-// AddOrderIDs adds the "orders" edge to the Order entity by IDs.
-func (_u *ProductUpdateOne) AddOrderIDs(ids ...uuid.UUID) *ProductUpdateOne {
-	_u.mutation.AddOrderIDs(ids...)
-	return _u
-}
-
-// AddOrders adds the "orders" edges to the Order entity.
-func (_u *ProductUpdateOne) AddOrders(v ...*Order) *ProductUpdateOne {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.AddOrderIDs(ids...)
-}
-
 // Mutation returns the ProductMutation object of the builder.
 func (_u *ProductUpdateOne) Mutation() *ProductMutation {
 	return _u.mutation
-}
-
-// ClearHolds clears all "holds" edges to the Hold entity.
-func (_u *ProductUpdateOne) ClearHolds() *ProductUpdateOne {
-	_u.mutation.ClearHolds()
-	return _u
-}
-
-// RemoveHoldIDs removes the "holds" edge to Hold entities by IDs.
-func (_u *ProductUpdateOne) RemoveHoldIDs(ids ...uuid.UUID) *ProductUpdateOne {
-	_u.mutation.RemoveHoldIDs(ids...)
-	return _u
-}
-
-// RemoveHolds removes "holds" edges to Hold entities.
-func (_u *ProductUpdateOne) RemoveHolds(v ...*Hold) *ProductUpdateOne {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.RemoveHoldIDs(ids...)
-}
-
-// ClearOrders clears all "orders" edges to the Order entity.
-func (_u *ProductUpdateOne) ClearOrders() *ProductUpdateOne {
-	_u.mutation.ClearOrders()
-	return _u
-}
-
-// RemoveOrderIDs removes the "orders" edge to Order entities by IDs.
-func (_u *ProductUpdateOne) RemoveOrderIDs(ids ...uuid.UUID) *ProductUpdateOne {
-	_u.mutation.RemoveOrderIDs(ids...)
-	return _u
-}
-
-// RemoveOrders removes "orders" edges to Order entities.
-func (_u *ProductUpdateOne) RemoveOrders(v ...*Order) *ProductUpdateOne {
-	ids := make([]uuid.UUID, len(v))
-	for i := range v {
-		ids[i] = v[i].ID
-	}
-	return _u.RemoveOrderIDs(ids...)
 }
 
 // Where appends a list predicates to the ProductUpdate builder.
@@ -761,96 +524,6 @@ func (_u *ProductUpdateOne) sqlSave(ctx context.Context) (_node *Product, err er
 	}
 	if value, ok := _u.mutation.AddedStockReserved(); ok {
 		_spec.AddField(product.FieldStockReserved, field.TypeInt, value)
-	}
-	if _u.mutation.HoldsCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.HoldsTable,
-			Columns: []string{product.HoldsColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(hold.FieldID, field.TypeUUID),
-			},
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.RemovedHoldsIDs(); len(nodes) > 0 && !_u.mutation.HoldsCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.HoldsTable,
-			Columns: []string{product.HoldsColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(hold.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.HoldsIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.HoldsTable,
-			Columns: []string{product.HoldsColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(hold.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Add = append(_spec.Edges.Add, edge)
-	}
-	if _u.mutation.OrdersCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.OrdersTable,
-			Columns: []string{product.OrdersColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
-			},
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.RemovedOrdersIDs(); len(nodes) > 0 && !_u.mutation.OrdersCleared() {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.OrdersTable,
-			Columns: []string{product.OrdersColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
-	}
-	if nodes := _u.mutation.OrdersIDs(); len(nodes) > 0 {
-		edge := &sqlgraph.EdgeSpec{
-			Rel:     sqlgraph.O2M,
-			Inverse: false,
-			Table:   product.OrdersTable,
-			Columns: []string{product.OrdersColumn},
-			Bidi:    false,
-			Target: &sqlgraph.EdgeTarget{
-				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
-			},
-		}
-		for _, k := range nodes {
-			edge.Target.Nodes = append(edge.Target.Nodes, k)
-		}
-		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Product{config: _u.config}

@@ -14,9 +14,6 @@ import (
 
 // Product is the resolver for the product field.
 func (r *holdResolver) Product(ctx context.Context, obj *ent.Hold) (*ent.Product, error) {
-	if p := obj.Edges.Product; p != nil {
-		return p, nil
-	}
 	return r.Stock.Product(ctx, obj.ProductID)
 }
 
@@ -61,9 +58,6 @@ func (r *orderResolver) Hold(ctx context.Context, obj *ent.Order) (*ent.Hold, er
 
 // Product is the resolver for the product field.
 func (r *orderResolver) Product(ctx context.Context, obj *ent.Order) (*ent.Product, error) {
-	if p := obj.Edges.Product; p != nil {
-		return p, nil
-	}
 	return r.Stock.Product(ctx, obj.ProductID)
 }
 

@@ -5,75 +5,126 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"flashsale/ent"
-	"flashsale/ent/hold"
 )
 
-// Group commit for holds.
+// Group commit.
 //
 // In a flash sale every buyer wants the same product row. One transaction
-// per hold makes each buyer wait for the previous one's lock hand-off and
-// commit, which caps a product at a few thousand holds a second. Instead,
-// CreateHold queues its request on the product, and one goroutine per busy
-// product drains the queue: each batch is whatever queued while the
-// previous batch was committing (no timer, no added latency when idle), and
-// runs as one transaction that locks the product row, admits requests in
-// arrival order while sellable stock lasts, inserts all their holds in one
-// statement and updates the product once. Each caller gets its own answer.
-// The row lock still serializes batches across server processes, so the
-// invariants hold exactly as with one transaction per hold.
+// per request makes each buyer wait for the previous one's lock hand-off and
+// commit, which caps a product at a few thousand changes a second. Instead,
+// holds, orders and payments queue up, and one goroutine per busy queue
+// drains it: each batch is whatever queued while the previous batch was
+// committing (no timer, no added latency when idle), and runs as one
+// transaction that takes its locks once, decides every request in arrival
+// order as if each had run alone at its turn, and writes all their rows in
+// a few statements. Each caller gets its own answer, and only after the
+// batch really committed. The row locks still serialize batches across
+// server processes, so the invariants hold exactly as with one transaction
+// per request.
+//
+// Holds queue per product (they are admitted against its sellable stock).
+// Orders and payments are queued before anything is read, so a call costs
+// no round trip of its own: orders on orderShards queues keyed by the hold
+// ID (two batches under way use both of a small database's cores; they
+// lock disjoint holds), payments on one queue, since their batches lock the
+// products and would only wait for each other on a hot one. The same hold
+// or order always lands in the same queue.
 
 const (
 	// maxBatch caps one batch: one INSERT of this many rows stays small.
 	maxBatch = 256
-	// maxQueue caps the requests waiting on one product; beyond it callers
-	// get ErrUnavailable at once instead of an unbounded queue.
+	// maxQueue caps the requests waiting in one queue; beyond it callers get
+	// ErrUnavailable at once instead of an unbounded queue.
 	maxQueue = 8192
 	// batchTimeout bounds one batch transaction, whoever is waiting on it.
 	batchTimeout = 10 * time.Second
+	// orderShards is how many order batches may be under way at once.
+	orderShards = 2
 )
 
-type holdRequest struct {
+// result is one request's answer.
+type result[Out any] struct {
+	out Out
+	err error
+}
+
+// call is one queued request.
+type call[In, Out any] struct {
 	ctx  context.Context
-	qty  int
-	done chan holdResult // buffered: the batch never blocks on a caller
+	in   In
+	done chan result[Out] // buffered: a batch never blocks on a caller
 }
 
-type holdResult struct {
-	hold *ent.Hold
-	err  error
+// batcher queues requests by key and runs each key's queue in batches.
+type batcher[In, Out any] struct {
+	op string // for errors and logs, e.g. "create hold"
+	// run decides and commits one batch, returning one result per input,
+	// in order. It must not panic; if it does, every caller still gets an
+	// answer and the queue goes on.
+	run    func(ctx context.Context, key int, ins []In) []result[Out]
+	log    func(msg string, args ...any)
+	queues sync.Map // key → *queue[In, Out]
+
+	batches, calls atomic.Int64 // run so far, for tests and (later) metrics
 }
 
-// holdQueue is one product's waiting requests.
-type holdQueue struct {
+type queue[In, Out any] struct {
 	mu      sync.Mutex
-	pending []*holdRequest
+	pending []*call[In, Out]
 	running bool // a drain goroutine owns the queue
 }
 
-// enqueue adds req to the product's queue and starts a drain if none runs.
-func (s *Service) enqueue(productID int, req *holdRequest) error {
-	v, _ := s.queues.LoadOrStore(productID, &holdQueue{})
-	q := v.(*holdQueue)
+// do queues in under key and waits for its answer. A caller that leaves
+// early gets its context's error; its request may still commit (see the
+// callers for what that means).
+func (b *batcher[In, Out]) do(ctx context.Context, key int, in In) (Out, error) {
+	c := &call[In, Out]{ctx: ctx, in: in, done: make(chan result[Out], 1)}
+	var zero Out
+	if err := b.enqueue(key, c); err != nil {
+		return zero, err
+	}
+	select {
+	case r := <-c.done:
+		return r.out, r.err
+	case <-ctx.Done():
+		return zero, classify(b.op, ctx.Err())
+	}
+}
+
+// waiting returns how many calls are queued under key, not yet in a batch.
+func (b *batcher[In, Out]) waiting(key int) int {
+	v, ok := b.queues.Load(key)
+	if !ok {
+		return 0
+	}
+	q := v.(*queue[In, Out])
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
+func (b *batcher[In, Out]) enqueue(key int, c *call[In, Out]) error {
+	v, _ := b.queues.LoadOrStore(key, &queue[In, Out]{})
+	q := v.(*queue[In, Out])
 	q.mu.Lock()
 	if len(q.pending) >= maxQueue {
 		q.mu.Unlock()
-		return fmt.Errorf("create hold: %w: %d holds already waiting on product %d", ErrUnavailable, maxQueue, productID)
+		return fmt.Errorf("%s: %w: %d requests already waiting", b.op, ErrUnavailable, maxQueue)
 	}
-	q.pending = append(q.pending, req)
+	q.pending = append(q.pending, c)
 	start := !q.running
 	q.running = true
 	q.mu.Unlock()
 	if start {
-		go s.drain(productID, q)
+		go b.drain(key, q)
 	}
 	return nil
 }
 
 // drain runs batches until the queue is empty.
-func (s *Service) drain(productID int, q *holdQueue) {
+func (b *batcher[In, Out]) drain(key int, q *queue[In, Out]) {
 	for {
 		q.mu.Lock()
 		n := min(len(q.pending), maxBatch)
@@ -82,24 +133,24 @@ func (s *Service) drain(productID int, q *holdQueue) {
 			q.mu.Unlock()
 			return
 		}
-		batch := make([]*holdRequest, n)
+		batch := make([]*call[In, Out], n)
 		copy(batch, q.pending)
 		q.pending = append(q.pending[:0], q.pending[n:]...)
 		q.mu.Unlock()
-		s.holdBatch(productID, batch)
+		b.runBatch(key, batch)
 	}
 }
 
-// holdBatch runs one batch transaction and answers every request in it.
-func (s *Service) holdBatch(productID int, batch []*holdRequest) {
+// runBatch runs one batch and answers every call in it.
+func (b *batcher[In, Out]) runBatch(key int, batch []*call[In, Out]) {
 	defer func() {
-		// A bug here must not leave the product's queue stuck: answer
-		// whoever has no answer yet, and let the drain go on.
+		// A bug must not leave the queue stuck: answer whoever has no
+		// answer yet, and let the drain go on.
 		if v := recover(); v != nil {
-			s.log.Error("create hold: panic in batch", "product_id", productID, "panic", v, "stack", string(debug.Stack()))
-			for _, r := range batch {
+			b.log(b.op+": panic in batch", "key", key, "panic", v, "stack", string(debug.Stack()))
+			for _, c := range batch {
 				select {
-				case r.done <- holdResult{err: fmt.Errorf("create hold: batch failed: %v", v)}:
+				case c.done <- result[Out]{err: fmt.Errorf("%s: batch failed: %v", b.op, v)}:
 				default: // already answered
 				}
 			}
@@ -107,81 +158,35 @@ func (s *Service) holdBatch(productID int, batch []*holdRequest) {
 	}()
 	// Callers that gave up while queued are not served.
 	live := batch[:0]
-	for _, r := range batch {
-		if err := r.ctx.Err(); err != nil {
-			r.done <- holdResult{err: classify("create hold", err)}
+	for _, c := range batch {
+		if err := c.ctx.Err(); err != nil {
+			c.done <- result[Out]{err: classify(b.op, err)}
 			continue
 		}
-		live = append(live, r)
+		live = append(live, c)
 	}
 	if len(live) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), batchTimeout)
 	defer cancel()
+	ins := make([]In, len(live))
+	for i, c := range live {
+		ins[i] = c.in
+	}
+	b.batches.Add(1)
+	b.calls.Add(int64(len(ins)))
+	results := b.run(ctx, key, ins)
+	for i, c := range live {
+		c.done <- results[i]
+	}
+}
 
-	results := make([]holdResult, len(live))
-	var product *ent.Product
-	err := s.tx(ctx, "create hold", func(tx *ent.Tx) error {
-		p, now, err := s.lockProduct(ctx, tx, productID)
-		if err != nil {
-			return err
-		}
-		want := 0
-		for _, r := range live {
-			want += r.qty
-		}
-		if Sellable(p) < want {
-			// Lapsed holds may be what stands between these buyers and the stock.
-			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
-				return err
-			}
-		}
-		// Admit in arrival order while stock lasts; a request that does not
-		// fit is refused without stopping smaller ones behind it, as if each
-		// had run alone at its turn.
-		builders := make([]*ent.HoldCreate, 0, len(live))
-		admitted := make([]int, 0, len(live))
-		taken := 0
-		for i, r := range live {
-			if left := Sellable(p) - taken; r.qty > left {
-				results[i] = holdResult{err: fmt.Errorf("%w: %d requested, %d sellable", ErrInsufficientStock, r.qty, max(left, 0))}
-				continue
-			}
-			taken += r.qty
-			admitted = append(admitted, i)
-			builders = append(builders, tx.Hold.Create().
-				SetProductID(p.ID).SetQty(r.qty).SetStatus(hold.StatusACTIVE).
-				SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now))
-		}
-		if taken == 0 {
-			product = p
-			return nil
-		}
-		holds, err := tx.Hold.CreateBulk(builders...).Save(ctx)
-		if err != nil {
-			return err
-		}
-		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(taken).SetUpdatedAt(now).Exec(ctx); err != nil {
-			return err
-		}
-		p.StockReserved += taken
-		p.UpdatedAt = now
-		for j, i := range admitted {
-			holds[j].Edges.Product = p
-			results[i] = holdResult{hold: holds[j]}
-		}
-		product = p
-		return nil
-	})
-	if err != nil {
-		for _, r := range live {
-			r.done <- holdResult{err: err}
-		}
-		return
+// fail answers every request of a batch with err.
+func fail[Out any](n int, err error) []result[Out] {
+	rs := make([]result[Out], n)
+	for i := range rs {
+		rs[i].err = err
 	}
-	s.productChanged(product)
-	for i, r := range live {
-		r.done <- results[i]
-	}
+	return rs
 }

@@ -1,11 +1,19 @@
 package stock_test
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"entgo.io/ent/dialect"
+
+	"flashsale/ent"
+	"flashsale/ent/hold"
+	"flashsale/ent/order"
 	"flashsale/stock"
 )
 
@@ -79,5 +87,189 @@ func TestBatchIsolatesRefusals(t *testing.T) {
 			t.Fatalf("holds took %d units of 5", taken.Load())
 		}
 		e.audit()
+	})
+}
+
+// blockRow starts a transaction that holds a row's lock (on SQLite: the
+// database's write lock) until the returned release is called.
+func (e *env) blockRow(table string, id any) (release func()) {
+	e.t.Helper()
+	tx, err := e.db.SQL.BeginTx(e.ctx, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(e.ctx, "UPDATE "+table+" SET updated_at = updated_at WHERE id = ?", id); err != nil {
+		tx.Rollback()
+		e.t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() { once.Do(func() { tx.Rollback() }) }
+	e.t.Cleanup(release)
+	return release
+}
+
+// waitUntil polls cond until it holds; a hang fails the test.
+func (e *env) waitUntil(what string, cond func() bool) {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestCreateHoldJudgesExpiryUnderLock: a hold batch that waits for the
+// product's lock must judge expiry by the clock once it holds the lock (the
+// clock is read in the locking statement itself). A hold that lapsed during
+// the wait is then released for the waiting buyer; judged by the time the
+// wait began, the product would look sold out.
+func TestCreateHoldJudgesExpiryUnderLock(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d string) {
+		e := newEnv(t, d, stock.Config{HoldTTL: time.Second})
+		p := e.newProduct(1)
+		first := e.hold(e.svc, p.ID, 1)
+		time.Sleep(300 * time.Millisecond) // past the sold-out fast path's memory
+		release := e.blockRow("products", p.ID)
+		type answer struct {
+			h   *ent.Hold
+			err error
+		}
+		done := make(chan answer, 1)
+		go func() {
+			h, err := e.svc.CreateHold(e.ctx, p.ID, 1)
+			done <- answer{h, err}
+		}()
+		e.waitPast(first.ExpiresAt.Add(200 * time.Millisecond))
+		release()
+		a := <-done
+		if a.err != nil {
+			t.Fatalf("CreateHold waited for the lock past the first hold's expiry and got %v; want the lapsed unit", a.err)
+		}
+		if !a.h.CreatedAt.After(first.ExpiresAt) {
+			t.Errorf("new hold created at %s, before the first expired at %s: the clock was read before the lock", a.h.CreatedAt, first.ExpiresAt)
+		}
+		e.wantHoldStatus(first.ID, hold.StatusEXPIRED)
+		e.wantStock(p.ID, 1, 1)
+		e.audit()
+	})
+}
+
+// TestCreateOrderSkipsProductLock: createOrder changes no product counter,
+// so it does not wait for the product's row, which a hot product's hold
+// batches keep locked. (MySQL only: SQLite locks the whole database.)
+func TestCreateOrderSkipsProductLock(t *testing.T) {
+	e := newEnv(t, dialect.MySQL, stock.Config{})
+	p := e.newPricedProduct(5, 250)
+	h := e.hold(e.svc, p.ID, 2)
+	e.blockRow("products", p.ID) // held until the test ends
+	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
+	defer cancel()
+	o, err := e.svc.CreateOrder(ctx, h.ID)
+	if err != nil {
+		t.Fatalf("CreateOrder while another transaction holds the product's row: %v", err)
+	}
+	if o.AmountCents != 500 || o.ProductID != p.ID || o.Status != order.StatusPENDING_PAYMENT {
+		t.Fatalf("order %+v", o)
+	}
+}
+
+// TestConcurrentCallsShareABatch: calls that queue while a batch waits are
+// committed together in the next one, each with its own answer. A row lock
+// held by another transaction keeps the first batch waiting while the rest
+// queue up behind it.
+func TestConcurrentCallsShareABatch(t *testing.T) {
+	const n = 40
+	forEachDialect(t, func(t *testing.T, d string) {
+		t.Run("payments", func(t *testing.T) {
+			e := newEnv(t, d, stock.Config{}).with(t)
+			p := e.newProduct(n)
+			orders := make([]*ent.Order, n)
+			for i := range orders {
+				orders[i] = e.order(e.svc, e.hold(e.svc, p.ID, 1).ID)
+			}
+			before := e.svc.PaymentBatches()
+			release := e.blockRow("products", p.ID)
+			results := make([]stock.PaymentResult, n+1)
+			errs := make([]error, n+1)
+			var wg sync.WaitGroup
+			for i := range n + 1 {
+				o, status, key := orders[i%n], stock.PaymentSuccess, fmt.Sprintf("evt_%d", i)
+				switch {
+				case i%4 == 3:
+					status = stock.PaymentFailure
+				case i == n: // a second delivery of evt_0
+					key = "evt_0"
+				}
+				wg.Go(func() {
+					results[i], errs[i] = e.svc.ApplyPayment(e.ctx, stock.Payment{Key: key, OrderID: o.ID, Status: status})
+				})
+			}
+			e.waitUntil("every payment is in a batch or queued", func() bool {
+				return e.svc.PaymentBatches().Calls-before.Calls+int64(e.svc.PaymentsWaiting()) == n+1
+			})
+			release()
+			wg.Wait()
+			if got := e.svc.PaymentBatches().Batches - before.Batches; got > 2 {
+				t.Errorf("%d payments in %d transactions, want at most 2", n+1, got)
+			}
+			paid, duplicates := 0, 0
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("payment %d: %v", i, err)
+				}
+				if results[i].Duplicate {
+					duplicates++
+				} else if results[i].OrderStatus == order.StatusPAID {
+					paid++
+				}
+			}
+			if duplicates != 1 || paid != n-n/4 {
+				t.Errorf("%d paid and %d duplicates, want %d and 1", paid, duplicates, n-n/4)
+			}
+			e.wantStock(p.ID, n-paid, 0)
+			e.audit()
+		})
+		t.Run("orders", func(t *testing.T) {
+			e := newEnv(t, d, stock.Config{}).with(t)
+			p := e.newProduct(4 * n)
+			// Holds of one order queue, so one blocked batch holds up the rest.
+			var holds []*ent.Hold
+			for len(holds) < n {
+				if h := e.hold(e.svc, p.ID, 1); stock.OrderShard(h.ID) == 0 {
+					holds = append(holds, h)
+				}
+			}
+			before := e.svc.OrderBatches()
+			release := e.blockRow("holds", holds[0].ID.String())
+			errs := make([]error, n+1)
+			var wg sync.WaitGroup
+			for i := range n + 1 {
+				h := holds[i%n] // the last call repeats the first hold
+				wg.Go(func() { _, errs[i] = e.svc.CreateOrder(e.ctx, h.ID) })
+			}
+			e.waitUntil("every order is in a batch or queued", func() bool {
+				return e.svc.OrderBatches().Calls-before.Calls+int64(e.svc.OrdersWaiting(holds[0].ID)) == n+1
+			})
+			release()
+			wg.Wait()
+			if got := e.svc.OrderBatches().Batches - before.Batches; got > 2 {
+				t.Errorf("%d orders in %d transactions, want at most 2", n+1, got)
+			}
+			refused := 0
+			for i, err := range errs {
+				switch {
+				case errors.Is(err, stock.ErrHoldNotActive):
+					refused++
+				case err != nil:
+					t.Fatalf("order %d: %v", i, err)
+				}
+			}
+			if refused != 1 || e.countOrders() != n {
+				t.Errorf("%d orders made and %d refused, want %d and 1", e.countOrders(), refused, n)
+			}
+			e.audit()
+		})
 	})
 }

@@ -52,7 +52,6 @@ func (c *productCache) store(p *ent.Product, loaded time.Time) {
 		return
 	}
 	cp := *p
-	cp.Edges = ent.ProductEdges{}
 	c.entries[p.ID] = cachedProduct{p: cp, loaded: loaded}
 }
 

@@ -157,23 +157,23 @@ func TestCreateHoldReleasesLapsedStock(t *testing.T) {
 }
 
 // TestCreateOrderJudgesExpiryUnderLock: a CreateOrder that has to wait for
-// the product's lock must judge the hold's expiry by the clock once it holds
-// the lock. Otherwise a hold that expires while the request waits (behind a
-// busy product, or another server's long transaction) is still redeemed.
+// the hold's lock must judge the hold's expiry by the clock once it holds
+// the lock. Otherwise a hold that expires while the request waits (behind
+// another server's long transaction) is still redeemed.
 func TestCreateOrderJudgesExpiryUnderLock(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		e := newEnv(t, d, stock.Config{HoldTTL: time.Second})
 		p := e.newProduct(5)
 		h := e.hold(e.svc, p.ID, 1)
 
-		// Another transaction holds the product's lock: the row lock on
-		// MySQL, the database's write lock on SQLite (BEGIN IMMEDIATE).
+		// Another transaction holds the hold's lock: the row lock on MySQL,
+		// the database's write lock on SQLite (BEGIN IMMEDIATE).
 		blocker, err := e.db.SQL.BeginTx(e.ctx, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		lock := "UPDATE products SET updated_at = updated_at WHERE id = ?"
-		if _, err := blocker.ExecContext(e.ctx, lock, p.ID); err != nil {
+		lock := "UPDATE holds SET updated_at = updated_at WHERE id = ?"
+		if _, err := blocker.ExecContext(e.ctx, lock, h.ID.String()); err != nil {
 			blocker.Rollback()
 			t.Fatal(err)
 		}

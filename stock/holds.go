@@ -3,22 +3,27 @@ package stock
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/google/uuid"
 
 	"flashsale/ent"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
+	"flashsale/ent/product"
 )
 
 // CreateHold reserves qty units of a product for the hold TTL.
 //
-// Concurrent calls for one product are committed together (see batch.go).
-// It refuses with ErrInsufficientStock when sellable stock is short; before
+// Concurrent calls for one product are committed together (holdBatch). It
+// refuses with ErrInsufficientStock when sellable stock is short; before
 // refusing, the batch releases the product's overdue holds and orders, so
 // stock that has lapsed is sold again without waiting for the sweeper. A
 // product this process just saw sold out is refused without a database
 // round trip for a short while (soldOutRecheck).
+//
+// A caller that leaves before its answer may still get its hold committed;
+// nobody learns its ID, so it simply expires after the hold TTL.
 func (s *Service) CreateHold(ctx context.Context, productID, qty int) (*ent.Hold, error) {
 	if qty < 1 || qty > s.cfg.MaxHoldQty {
 		return nil, InvalidInput("qty must be between 1 and %d", s.cfg.MaxHoldQty)
@@ -26,76 +31,171 @@ func (s *Service) CreateHold(ctx context.Context, productID, qty int) (*ent.Hold
 	if s.soldOut(productID) {
 		return nil, fmt.Errorf("%w: %d requested, product is sold out", ErrInsufficientStock, qty)
 	}
-	req := &holdRequest{ctx: ctx, qty: qty, done: make(chan holdResult, 1)}
-	if err := s.enqueue(productID, req); err != nil {
-		return nil, err
-	}
-	select {
-	case r := <-req.done:
-		return r.hold, r.err
-	case <-ctx.Done():
-		// The batch may still commit this hold; nobody learns its ID, so it
-		// simply expires after the hold TTL.
-		return nil, classify("create hold", ctx.Err())
-	}
+	return s.holds.do(ctx, productID, qty)
 }
 
-// CreateOrder turns an ACTIVE, unexpired hold into a PENDING_PAYMENT order.
-// The hold's units stay reserved, now for the order. A hold past its
-// expires_at is refused with ErrHoldExpired even before the sweeper saw it;
-// the refusal changes nothing (the sweeper releases it).
-func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID) (*ent.Order, error) {
-	// The hold's product never changes, so it can be read before locking:
-	// the product's lock must come first.
-	h0, err := s.client.Hold.Get(ctx, holdID)
-	if ent.IsNotFound(err) {
-		return nil, fmt.Errorf("%w: no hold with ID %s", ErrNotFound, holdID)
-	}
-	if err != nil {
-		return nil, classify("create order", err)
-	}
-	var o *ent.Order
-	err = s.tx(ctx, "create order", func(tx *ent.Tx) error {
-		p, now, err := s.lockProduct(ctx, tx, h0.ProductID)
+// holdBatch is one transaction for concurrent holds of a product: lock the
+// row, admit requests in arrival order while sellable stock lasts, insert
+// all their holds in one statement and update the product once.
+func (s *Service) holdBatch(ctx context.Context, productID int, qtys []int) []result[*ent.Hold] {
+	var (
+		results []result[*ent.Hold]
+		changed *ent.Product
+	)
+	err := s.tx(ctx, "create hold", func(tx *ent.Tx) error {
+		results = make([]result[*ent.Hold], len(qtys))
+		p, now, err := s.lockProduct(ctx, tx, productID)
 		if err != nil {
 			return err
 		}
-		h, err := s.lockHold(tx.Hold.Query().Where(hold.ID(holdID))).Only(ctx)
+		want := 0
+		for _, q := range qtys {
+			want += q
+		}
+		if Sellable(p) < want {
+			// Lapsed holds may be what stands between these buyers and the stock.
+			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
+				return err
+			}
+		}
+		// A request that does not fit is refused without stopping smaller
+		// ones behind it, as if each had run alone at its turn.
+		builders := make([]*ent.HoldCreate, 0, len(qtys))
+		admitted := make([]int, 0, len(qtys))
+		taken := 0
+		for i, q := range qtys {
+			if left := Sellable(p) - taken; q > left {
+				results[i].err = fmt.Errorf("%w: %d requested, %d sellable", ErrInsufficientStock, q, max(left, 0))
+				continue
+			}
+			taken += q
+			admitted = append(admitted, i)
+			builders = append(builders, tx.Hold.Create().
+				SetProductID(p.ID).SetQty(q).SetStatus(hold.StatusACTIVE).
+				SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now))
+		}
+		changed = p
+		if taken == 0 {
+			return nil
+		}
+		holds, err := tx.Hold.CreateBulk(builders...).Save(ctx)
 		if err != nil {
 			return err
 		}
-		switch h.Status {
-		case hold.StatusEXPIRED:
-			return fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z07:00"))
-		case hold.StatusREDEEMED, hold.StatusRELEASED:
-			return fmt.Errorf("%w: hold is %s", ErrHoldNotActive, h.Status)
-		}
-		if !now.Before(h.ExpiresAt) {
-			return fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format("2006-01-02T15:04:05Z07:00"))
-		}
-		o, err = tx.Order.Create().
-			SetHoldID(h.ID).SetProductID(p.ID).SetQty(h.Qty).
-			SetAmountCents(p.PriceCents * int64(h.Qty)).
-			SetStatus(order.StatusPENDING_PAYMENT).
-			SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
-			SetCreatedAt(now).SetUpdatedAt(now).
-			Save(ctx)
-		if err != nil {
+		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(taken).SetUpdatedAt(now).Exec(ctx); err != nil {
 			return err
 		}
-		h, err = h.Update().SetStatus(hold.StatusREDEEMED).SetUpdatedAt(now).Save(ctx)
-		if err != nil {
-			return err
+		p.StockReserved += taken
+		p.UpdatedAt = now
+		for j, i := range admitted {
+			results[i].out = holds[j]
 		}
-		h.Edges.Product = p
-		o.Edges.Hold = h
-		o.Edges.Product = p
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return fail[*ent.Hold](len(qtys), err)
 	}
-	return o, nil
+	s.productChanged(changed)
+	return results
+}
+
+// CreateOrder turns an ACTIVE, unexpired hold into a PENDING_PAYMENT order.
+// The hold's units stay reserved, now for the order, so no product counter
+// changes and the product's row is not locked: orders never queue behind
+// the hold batches of a hot product. Concurrent calls are committed
+// together (orderBatch).
+//
+// A hold past its expires_at is refused with ErrHoldExpired even before the
+// sweeper saw it; the refusal changes nothing (the sweeper releases it). A
+// caller that leaves before its answer may still get its order committed;
+// a retry then gets ErrHoldNotActive, and the hold shows the order.
+func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID) (*ent.Order, error) {
+	return s.orders.do(ctx, orderShard(holdID), holdID)
+}
+
+// orderBatch is one transaction for concurrent createOrder calls: lock
+// their holds (by ID, reading the database clock once the locks are held),
+// decide each call in arrival order, insert all orders in one statement and
+// mark their holds REDEEMED in another.
+func (s *Service) orderBatch(ctx context.Context, _ int, holdIDs []uuid.UUID) []result[*ent.Order] {
+	var results []result[*ent.Order]
+	err := s.tx(ctx, "create order", func(tx *ent.Tx) error {
+		results = make([]result[*ent.Order], len(holdIDs))
+		hs, now, err := s.lockHolds(ctx, tx, holdIDs)
+		if err != nil {
+			return err
+		}
+		byID := make(map[uuid.UUID]*ent.Hold, len(hs))
+		pids := make([]int, 0, len(hs))
+		for _, h := range hs {
+			byID[h.ID] = h
+			pids = append(pids, h.ProductID)
+		}
+		// The price as it is now, read without a lock: an order never waits
+		// for the product's row.
+		prices := map[int]int64{}
+		if len(pids) > 0 {
+			var ps []*ent.Product
+			if err := tx.Product.Query().Where(product.IDIn(pids...)).
+				Select(product.FieldID, product.FieldPriceCents).Scan(ctx, &ps); err != nil {
+				return err
+			}
+			for _, p := range ps {
+				prices[p.ID] = p.PriceCents
+			}
+		}
+		builders := make([]*ent.OrderCreate, 0, len(holdIDs))
+		admitted := make([]int, 0, len(holdIDs))
+		redeemed := make([]uuid.UUID, 0, len(holdIDs))
+		for i, id := range holdIDs {
+			h := byID[id]
+			switch {
+			case h == nil:
+				results[i].err = fmt.Errorf("%w: no hold with ID %s", ErrNotFound, id)
+				continue
+			case h.Status == hold.StatusEXPIRED:
+				results[i].err = fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format(time.RFC3339))
+				continue
+			case h.Status != hold.StatusACTIVE:
+				// REDEEMED or RELEASED, or redeemed earlier in this batch.
+				results[i].err = fmt.Errorf("%w: hold is %s", ErrHoldNotActive, h.Status)
+				continue
+			case !now.Before(h.ExpiresAt):
+				results[i].err = fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format(time.RFC3339))
+				continue
+			}
+			h.Status = hold.StatusREDEEMED // a second call for it in this batch is refused
+			h.UpdatedAt = now
+			admitted = append(admitted, i)
+			redeemed = append(redeemed, h.ID)
+			builders = append(builders, tx.Order.Create().
+				SetHoldID(h.ID).SetProductID(h.ProductID).SetQty(h.Qty).
+				SetAmountCents(prices[h.ProductID]*int64(h.Qty)).
+				SetStatus(order.StatusPENDING_PAYMENT).
+				SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
+				SetCreatedAt(now).SetUpdatedAt(now))
+		}
+		if len(builders) == 0 {
+			return nil
+		}
+		os, err := tx.Order.CreateBulk(builders...).Save(ctx)
+		if err != nil {
+			return err
+		}
+		if err := tx.Hold.Update().Where(hold.IDIn(redeemed...)).
+			SetStatus(hold.StatusREDEEMED).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return err
+		}
+		for j, i := range admitted {
+			os[j].Edges.Hold = byID[os[j].HoldID]
+			results[i].out = os[j]
+		}
+		return nil
+	})
+	if err != nil {
+		return fail[*ent.Order](len(holdIDs), err)
+	}
+	return results
 }
 
 // Hold returns a hold, or ErrNotFound.

@@ -3,7 +3,10 @@ package stock
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
@@ -80,6 +83,9 @@ func decide(status order.Status, payment string, qty, sellable int) transition {
 // is ErrKeyReused. Events that arrive out of order are recorded and handled
 // as the contract's table says (a late success can still sell the order, a
 // late failure is ignored).
+//
+// Concurrent events are committed together (paymentBatch), each with the
+// outcome it would have had arriving alone at its turn.
 func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult, error) {
 	// MySQL ignores trailing spaces in comparisons, so "k" and "k " would be
 	// one key there and two on SQLite: refuse such keys outright.
@@ -89,98 +95,227 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 	if pay.Status != PaymentSuccess && pay.Status != PaymentFailure {
 		return PaymentResult{}, InvalidInput("status must be %q or %q", PaymentSuccess, PaymentFailure)
 	}
-	if res, ok, err := s.seenPayment(ctx, pay); ok || err != nil {
-		return res, err
-	}
-	o0, err := s.client.Order.Get(ctx, pay.OrderID)
-	if ent.IsNotFound(err) {
-		return PaymentResult{}, fmt.Errorf("%w: no order with ID %s", ErrNotFound, pay.OrderID)
+	return s.payments.do(ctx, 0, pay)
+}
+
+// maxKeyRaces bounds the retries of a payment batch that lost a race for an
+// idempotency key to a batch of another product or server: the retry reads
+// the winner's event and answers as a duplicate or ErrKeyReused.
+const maxKeyRaces = 3
+
+// seenEvent is what a batch knows of a key: stored before, or applied
+// earlier in the same batch.
+type seenEvent struct {
+	orderID uuid.UUID
+	status  string
+	outcome paymentevent.Outcome
+}
+
+// paymentBatch is one transaction for concurrent payment events. It locks,
+// in the package's lock order, the events' products (reading the database
+// clock once they are held), the holds a failure may release, and the
+// orders; then decides every event in arrival order against the state the
+// earlier ones left, and writes: each product's counters once, the orders
+// and holds by new status, and all new events in one statement.
+func (s *Service) paymentBatch(ctx context.Context, _ int, pays []Payment) []result[PaymentResult] {
+	var (
+		results []result[PaymentResult]
+		changed []*ent.Product
+		err     error
+	)
+	for range maxKeyRaces {
+		err = s.tx(ctx, "apply payment", func(tx *ent.Tx) error {
+			results, changed = make([]result[PaymentResult], len(pays)), nil
+			return s.applyPayments(ctx, tx, pays, results, &changed)
+		})
+		if err == nil || !ent.IsConstraintError(err) {
+			break
+		}
 	}
 	if err != nil {
-		return PaymentResult{}, classify("apply payment", err)
+		return fail[PaymentResult](len(pays), err)
 	}
+	for _, p := range changed {
+		s.productChanged(p)
+	}
+	return results
+}
+
+func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment, results []result[PaymentResult], changed *[]*ent.Product) error {
+	orderIDs := make([]uuid.UUID, 0, len(pays))
+	keys := make([]string, 0, len(pays))
+	for _, pay := range pays {
+		orderIDs = append(orderIDs, pay.OrderID)
+		keys = append(keys, pay.Key)
+	}
+	// Which products and holds: fixed when an order is made, so a plain read
+	// tells which rows to lock.
+	var refs []*ent.Order
+	if err := tx.Order.Query().Where(order.IDIn(sortedIDs(orderIDs)...)).
+		Select(order.FieldID, order.FieldProductID, order.FieldHoldID).Scan(ctx, &refs); err != nil {
+		return err
+	}
+	pids := make([]int, 0, len(refs))
+	refOf := make(map[uuid.UUID]*ent.Order, len(refs))
+	for _, o := range refs {
+		pids = append(pids, o.ProductID)
+		refOf[o.ID] = o
+	}
+	products := map[int]*ent.Product{}
+	var now time.Time
+	if len(pids) > 0 {
+		ps, clock, err := s.lockProducts(ctx, tx, pids...)
+		if err != nil {
+			return err
+		}
+		now = clock
+		for _, p := range ps {
+			products[p.ID] = p
+		}
+	}
+	// A failure may release its order's hold: lock those before the orders.
+	var mayRelease []uuid.UUID
+	for _, pay := range pays {
+		if o := refOf[pay.OrderID]; o != nil && pay.Status == PaymentFailure {
+			mayRelease = append(mayRelease, o.HoldID)
+		}
+	}
+	if len(mayRelease) > 0 {
+		if _, _, err := s.lockHolds(ctx, tx, mayRelease); err != nil {
+			return err
+		}
+	}
+	os, err := s.lockOrders(ctx, tx, orderIDs)
+	if err != nil {
+		return err
+	}
+	orders := make(map[uuid.UUID]*ent.Order, len(os))
+	for _, o := range os {
+		orders[o.ID] = o
+	}
+	stored, err := tx.PaymentEvent.Query().Where(paymentevent.IdempotencyKeyIn(keys...)).All(ctx)
+	if err != nil {
+		return err
+	}
+	seen := make(map[string]seenEvent, len(stored)+len(pays))
+	for _, ev := range stored {
+		seen[ev.IdempotencyKey] = seenEvent{orderID: ev.OrderID, status: string(ev.Status), outcome: ev.Outcome}
+	}
+
+	type delta struct{ available, reserved int }
+	deltas := map[int]*delta{}
+	released := map[int]bool{} // products whose lapsed stock was released
 	var (
-		res     PaymentResult
-		product *ent.Product
+		newEvents   []*ent.PaymentEventCreate
+		eventKeys   []string
+		freedHolds  []uuid.UUID
+		statusAfter = map[uuid.UUID]order.Status{} // orders this batch moved, by final status
 	)
-	err = s.tx(ctx, "apply payment", func(tx *ent.Tx) error {
-		p, now, err := s.lockProduct(ctx, tx, o0.ProductID)
-		if err != nil {
-			return err
+	for i, pay := range pays {
+		if ev, ok := seen[pay.Key]; ok {
+			if ev.orderID != pay.OrderID || ev.status != pay.Status {
+				results[i].err = fmt.Errorf("%w: key %q was used for order %s with status %s",
+					ErrKeyReused, truncate(pay.Key), ev.orderID, ev.status)
+				continue
+			}
+			results[i].out = PaymentResult{OrderID: pay.OrderID, OrderStatus: orders[pay.OrderID].Status, Duplicate: true, Outcome: ev.outcome}
+			continue
 		}
-		o, err := s.lockOrder(tx.Order.Query().Where(order.ID(pay.OrderID))).Only(ctx)
-		if err != nil {
-			return err
+		o := orders[pay.OrderID]
+		if o == nil {
+			results[i].err = fmt.Errorf("%w: no order with ID %s", ErrNotFound, pay.OrderID)
+			continue
 		}
-		if pay.Status == PaymentSuccess && o.Status == order.StatusCANCELLED && Sellable(p) < o.Qty {
+		p := products[o.ProductID]
+		if pay.Status == PaymentSuccess && o.Status == order.StatusCANCELLED && Sellable(p) < o.Qty && !released[p.ID] {
 			// Lapsed holds may be what stands between this buyer and the stock.
-			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
+			released[p.ID] = true
+			_, cancelled, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
+			if err != nil {
 				return err
+			}
+			for _, id := range cancelled {
+				if c := orders[id]; c != nil {
+					c.Status = order.StatusCANCELLED
+				}
 			}
 		}
 		t := decide(o.Status, pay.Status, o.Qty, Sellable(p))
 		if t.available != 0 || t.reserved != 0 {
-			if err := tx.Product.UpdateOneID(p.ID).
-				AddStockAvailable(t.available).AddStockReserved(t.reserved).
-				SetUpdatedAt(now).Exec(ctx); err != nil {
-				return err
+			d := deltas[p.ID]
+			if d == nil {
+				d = &delta{}
+				deltas[p.ID] = d
 			}
+			d.available += t.available
+			d.reserved += t.reserved
 			p.StockAvailable += t.available
 			p.StockReserved += t.reserved
 			p.UpdatedAt = now
 		}
-		if t.to != o.Status {
-			if err := tx.Order.UpdateOneID(o.ID).SetStatus(t.to).SetUpdatedAt(now).Exec(ctx); err != nil {
-				return err
-			}
-		}
 		if t.releaseHold {
-			if err := tx.Hold.UpdateOneID(o.HoldID).SetStatus(hold.StatusRELEASED).SetUpdatedAt(now).Exec(ctx); err != nil {
-				return err
-			}
+			freedHolds = append(freedHolds, o.HoldID)
 		}
-		// The unique key makes a concurrent delivery of the same event fail
-		// here and roll back everything above.
-		if err := tx.PaymentEvent.Create().
+		before := o.Status
+		if t.to != o.Status {
+			o.Status = t.to
+			statusAfter[o.ID] = t.to
+		}
+		seen[pay.Key] = seenEvent{orderID: o.ID, status: pay.Status, outcome: t.outcome}
+		eventKeys = append(eventKeys, pay.Key)
+		newEvents = append(newEvents, tx.PaymentEvent.Create().
 			SetIdempotencyKey(pay.Key).SetOrderID(o.ID).SetStatus(paymentevent.Status(pay.Status)).
-			SetOutcome(t.outcome).SetOrderStatusBefore(string(o.Status)).SetOrderStatusAfter(string(t.to)).
-			SetCreatedAt(now).
-			Exec(ctx); err != nil {
+			SetOutcome(t.outcome).SetOrderStatusBefore(string(before)).SetOrderStatusAfter(string(t.to)).
+			SetCreatedAt(now))
+		results[i].out = PaymentResult{OrderID: o.ID, OrderStatus: t.to, Outcome: t.outcome}
+	}
+
+	for _, pid := range slices.Sorted(maps.Keys(deltas)) {
+		d := deltas[pid]
+		if d.available == 0 && d.reserved == 0 {
+			continue
+		}
+		if err := tx.Product.UpdateOneID(pid).AddStockAvailable(d.available).AddStockReserved(d.reserved).
+			SetUpdatedAt(now).Exec(ctx); err != nil {
 			return err
 		}
-		res = PaymentResult{OrderID: o.ID, OrderStatus: t.to, Outcome: t.outcome}
-		product = p
-		return nil
-	})
-	if err != nil && ent.IsConstraintError(err) {
-		// Lost the race to another delivery of the same key.
-		if res, ok, serr := s.seenPayment(ctx, pay); ok || serr != nil {
-			return res, serr
+	}
+	if len(freedHolds) > 0 {
+		if err := tx.Hold.Update().Where(hold.IDIn(freedHolds...)).
+			SetStatus(hold.StatusRELEASED).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return err
 		}
 	}
-	if err != nil {
-		return PaymentResult{}, err
+	byStatus := map[order.Status][]uuid.UUID{}
+	for id, st := range statusAfter {
+		byStatus[st] = append(byStatus[st], id)
 	}
-	s.productChanged(product)
-	return res, nil
-}
-
-// seenPayment looks the key up; ok is true when it was seen before.
-func (s *Service) seenPayment(ctx context.Context, pay Payment) (res PaymentResult, ok bool, err error) {
-	ev, err := s.client.PaymentEvent.Query().Where(paymentevent.IdempotencyKey(pay.Key)).Only(ctx)
-	if ent.IsNotFound(err) {
-		return PaymentResult{}, false, nil
+	for st, ids := range byStatus {
+		if err := tx.Order.Update().Where(order.IDIn(ids...)).SetStatus(st).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return err
+		}
 	}
-	if err != nil {
-		return PaymentResult{}, false, classify("look up payment event", err)
+	if len(newEvents) > 0 {
+		// In key order, so two batches that share keys wait for each
+		// other in one order. The unique key makes a delivery that another
+		// batch stored meanwhile fail here; paymentBatch then retries.
+		idx := make([]int, len(newEvents))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortFunc(idx, func(a, b int) int { return strings.Compare(eventKeys[a], eventKeys[b]) })
+		sorted := make([]*ent.PaymentEventCreate, len(idx))
+		for j, i := range idx {
+			sorted[j] = newEvents[i]
+		}
+		if err := tx.PaymentEvent.CreateBulk(sorted...).Exec(ctx); err != nil {
+			return err
+		}
 	}
-	if ev.OrderID != pay.OrderID || string(ev.Status) != pay.Status {
-		return PaymentResult{}, true, fmt.Errorf("%w: key %q was used for order %s with status %s",
-			ErrKeyReused, truncate(pay.Key), ev.OrderID, ev.Status)
+	for _, pid := range slices.Sorted(maps.Keys(products)) {
+		if deltas[pid] != nil || released[pid] {
+			*changed = append(*changed, products[pid])
+		}
 	}
-	o, err := s.client.Order.Get(ctx, ev.OrderID)
-	if err != nil {
-		return PaymentResult{}, true, classify("look up payment event", err)
-	}
-	return PaymentResult{OrderID: o.ID, OrderStatus: o.Status, Duplicate: true, Outcome: ev.Outcome}, true, nil
+	return nil
 }

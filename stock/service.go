@@ -1,25 +1,52 @@
 // Package stock is the one place that changes stock. Every operation that
-// moves a product's counters (holds, orders, payments, expiry, new products)
-// is a method of Service and runs as one database transaction that first
-// locks the product row (SELECT ... FOR UPDATE on MySQL), then the hold or
-// order rows it changes. That fixed lock order (product, then hold, then
-// order) means two stock transactions never deadlock each other; the bounded
-// retry in tx covers the lock waits and deadlocks MySQL may still report.
+// moves a product's counters or a hold's or order's status (holds, orders,
+// payments, expiry, new products) is a method of Service and runs in a
+// database transaction; concurrent holds, orders and payments are grouped
+// into one transaction per batch (batch.go).
+//
+// # Lock order
+//
+// Rows are locked in one order, so stock transactions never wait for each
+// other in a cycle:
+//
+//	product rows (ascending ID) → hold rows (ascending ID) → order rows (ascending ID) → payment events (ascending key)
+//
+//   - createHold: its product, then inserts holds.
+//   - createOrder: no product lock at all (it changes no counter, and orders
+//     have no foreign key to products, whose check would take a shared lock
+//     on the hot row). It locks its holds, then inserts orders.
+//   - payments: their products, then their orders' holds, then the orders,
+//     then inserts events.
+//   - sweeps, and createHold or a late payment releasing lapsed stock: the
+//     product, then the overdue holds and the holds of overdue orders, then
+//     those orders.
+//
+// Every locking read goes through a primary key (a candidate list is read
+// first without locks where a range is needed), and sessions run READ
+// COMMITTED (package database), so there are no gap locks. The retry in tx
+// still covers the deadlocks and lock-wait timeouts MySQL may report, e.g.
+// under an operator's manual transaction.
+//
+// Expiry is judged by the database clock, read in the same statement that
+// takes the lock (SYSDATE, evaluated as each row is locked), so a request
+// that waited for a lock never decides with the time it started waiting.
 //
 // GraphQL resolvers (package graph), the payment webhook (package webhook)
 // and the expiry sweeper all call this package; none of them writes stock.
 package stock
 
 import (
+	"bytes"
 	"context"
-	"database/sql"
+	stdsql "database/sql"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
+	"slices"
 	"time"
 
 	"entgo.io/ent/dialect"
+	"entgo.io/ent/dialect/sql"
 	"github.com/google/uuid"
 
 	"flashsale/ent"
@@ -48,8 +75,12 @@ type Service struct {
 	// file. A channel rather than a mutex, so waiting respects the context.
 	writeSem chan struct{}
 
-	queues sync.Map // product ID → *holdQueue (group commit, batch.go)
-	cache  productCache
+	// Group commit (batch.go): holds per product, orders per shard of
+	// their hold ID, payments on one queue.
+	holds    *batcher[int, *ent.Hold]
+	orders   *batcher[uuid.UUID, *ent.Order]
+	payments *batcher[Payment, PaymentResult]
+	cache    productCache
 }
 
 // New returns a Service over client; d is dialect.MySQL or dialect.SQLite.
@@ -57,8 +88,16 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = 500
 	}
-	return &Service{client: client, dialect: d, cfg: cfg, log: log, writeSem: make(chan struct{}, 1)}
+	s := &Service{client: client, dialect: d, cfg: cfg, log: log, writeSem: make(chan struct{}, 1)}
+	s.holds = &batcher[int, *ent.Hold]{op: "create hold", run: s.holdBatch, log: log.Error}
+	s.orders = &batcher[uuid.UUID, *ent.Order]{op: "create order", run: s.orderBatch, log: log.Error}
+	s.payments = &batcher[Payment, PaymentResult]{op: "apply payment", run: s.paymentBatch, log: log.Error}
+	return s
 }
+
+// orderShard picks the order queue of a hold (the last byte of a UUIDv7 is
+// random).
+func orderShard(holdID uuid.UUID) int { return int(holdID[15]) % orderShards }
 
 const maxAttempts = 5
 
@@ -138,106 +177,190 @@ func (s *Service) now(ctx context.Context, q querier) (time.Time, error) {
 
 // querier is an *ent.Client or an *ent.Tx.
 type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*stdsql.Rows, error)
 }
 
-// lockProduct reads a product and, on MySQL, locks its row until the
-// transaction ends. Every stock transaction calls it first.
-//
-// It also returns the database clock read once the lock is held: a
-// transaction may wait long for a hot product's lock, and expiry must be
-// judged when it decides, not when it started waiting.
-func (s *Service) lockProduct(ctx context.Context, tx *ent.Tx, id int) (*ent.Product, time.Time, error) {
-	q := tx.Product.Query().Where(product.ID(id))
+// clockColumn carries the database clock in a locking read (lockedClock).
+const clockColumn = "locked_at"
+
+// withClock makes a locking query also return the database clock as each
+// row is locked (MySQL only; see lockedClock).
+func (s *Service) withClock(sel *sql.Selector) {
 	if s.dialect == dialect.MySQL {
-		q = q.ForUpdate()
+		sel.AppendSelectExprAs(sql.Raw("SYSDATE(6)"), clockColumn)
 	}
-	p, err := q.Only(ctx)
-	if ent.IsNotFound(err) {
-		return nil, time.Time{}, fmt.Errorf("%w: no product with ID %d", ErrNotFound, id)
+}
+
+// lockedClock returns the latest database clock among rows read with
+// withClock: by then every one of their locks was held (zero when there
+// were no rows). On SQLite, whose writes this process serializes, it is the
+// process's clock.
+func lockedClock[T interface{ Value(string) (ent.Value, error) }](s *Service, rows []T) (time.Time, error) {
+	if s.dialect != dialect.MySQL {
+		return time.Now().UTC(), nil
 	}
+	var latest time.Time
+	for _, r := range rows {
+		v, err := r.Value(clockColumn)
+		if err != nil {
+			return time.Time{}, err
+		}
+		t, ok := v.(time.Time)
+		if !ok {
+			return time.Time{}, fmt.Errorf("database clock: got %T", v)
+		}
+		if t = t.UTC(); t.After(latest) {
+			latest = t
+		}
+	}
+	return latest, nil // zero when nothing was locked
+}
+
+// lockProducts reads products and, on MySQL, locks their rows until the
+// transaction ends, in ascending ID order. It also returns the database
+// clock once every lock is held: a transaction may wait long for a hot
+// product's lock, and expiry must be judged when it decides, not when it
+// started waiting. A missing product is not an error; it is left out.
+func (s *Service) lockProducts(ctx context.Context, tx *ent.Tx, ids ...int) ([]*ent.Product, time.Time, error) {
+	q := tx.Product.Query().Where(product.IDIn(ids...)).Order(product.ByID())
+	if s.dialect == dialect.MySQL {
+		q.ForUpdate()
+		q.Modify(s.withClock)
+	}
+	ps, err := q.All(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
-	now, err := s.now(ctx, tx)
-	return p, now, err
+	now, err := lockedClock(s, ps)
+	return ps, now, err
 }
 
-// lockHold and lockOrder add FOR UPDATE on MySQL; SQLite rejects it and
-// needs none, since its write transactions are serialized.
-func (s *Service) lockHold(q *ent.HoldQuery) *ent.HoldQuery {
-	if s.dialect == dialect.MySQL {
-		q = q.ForUpdate()
+// lockProduct is lockProducts for one product, which must exist.
+func (s *Service) lockProduct(ctx context.Context, tx *ent.Tx, id int) (*ent.Product, time.Time, error) {
+	ps, now, err := s.lockProducts(ctx, tx, id)
+	if err != nil {
+		return nil, time.Time{}, err
 	}
-	return q
+	if len(ps) == 0 {
+		return nil, time.Time{}, fmt.Errorf("%w: no product with ID %d", ErrNotFound, id)
+	}
+	return ps[0], now, nil
 }
 
-func (s *Service) lockOrder(q *ent.OrderQuery) *ent.OrderQuery {
+// lockHolds reads holds by ID and, on MySQL, locks them in ascending ID
+// order, returning the database clock once every lock is held. Missing
+// holds are left out.
+func (s *Service) lockHolds(ctx context.Context, tx *ent.Tx, ids []uuid.UUID) ([]*ent.Hold, time.Time, error) {
+	q := tx.Hold.Query().Where(hold.IDIn(sortedIDs(ids)...)).Order(hold.ByID())
 	if s.dialect == dialect.MySQL {
-		q = q.ForUpdate()
+		q.ForUpdate()
+		q.Modify(s.withClock)
 	}
-	return q
+	hs, err := q.All(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	now, err := lockedClock(s, hs)
+	return hs, now, err
+}
+
+// lockOrders reads orders by ID and, on MySQL, locks them in ascending ID
+// order. Missing orders are left out.
+func (s *Service) lockOrders(ctx context.Context, tx *ent.Tx, ids []uuid.UUID) ([]*ent.Order, error) {
+	q := tx.Order.Query().Where(order.IDIn(sortedIDs(ids)...)).Order(order.ByID())
+	if s.dialect == dialect.MySQL {
+		q.ForUpdate()
+	}
+	return q.All(ctx)
+}
+
+// sortedIDs returns the distinct IDs in ascending order (the lock order).
+func sortedIDs(ids []uuid.UUID) []uuid.UUID {
+	out := slices.Clone(ids)
+	slices.SortFunc(out, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(out)
 }
 
 // Sellable is what a new hold may take.
 func Sellable(p *ent.Product) int { return p.StockAvailable - p.StockReserved }
 
 // releaseOverdue expires the product's ACTIVE holds past expires_at and
-// cancels its PENDING_PAYMENT orders past payment_due_at, at most
-// limit of each. The caller holds the product's lock; p's counters are
-// updated in place. It returns how many holds and orders it released.
-func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, limit int) (holds, orders int, err error) {
-	hs, err := s.lockHold(tx.Hold.Query().
+// cancels its PENDING_PAYMENT orders past payment_due_at (releasing their
+// holds), at most limit of each. The caller holds the product's lock; p's
+// counters are updated in place. It returns how many holds it expired and
+// which orders it cancelled.
+//
+// Candidates are found with a plain read, then locked by primary key in the
+// package's lock order (holds, then orders) and re-checked, so a row a
+// concurrent createOrder or payment just moved on is left alone.
+func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, limit int) (holds int, cancelled []uuid.UUID, err error) {
+	expiring, err := tx.Hold.Query().
 		Where(hold.ProductID(p.ID), hold.StatusEQ(hold.StatusACTIVE), hold.ExpiresAtLTE(now)).
-		Order(hold.ByExpiresAt()).
-		Limit(limit)).
-		All(ctx)
+		Order(hold.ByExpiresAt()).Limit(limit).IDs(ctx)
 	if err != nil {
-		return 0, 0, err
+		return 0, nil, err
+	}
+	var due []*ent.Order
+	if err := tx.Order.Query().
+		Where(order.ProductID(p.ID), order.StatusEQ(order.StatusPENDING_PAYMENT), order.PaymentDueAtLTE(now)).
+		Order(order.ByPaymentDueAt()).Limit(limit).
+		Select(order.FieldID, order.FieldHoldID).Scan(ctx, &due); err != nil {
+		return 0, nil, err
+	}
+	if len(expiring)+len(due) == 0 {
+		return 0, nil, nil
+	}
+	holdIDs := slices.Clone(expiring)
+	orderIDs := make([]uuid.UUID, 0, len(due))
+	for _, o := range due {
+		holdIDs = append(holdIDs, o.HoldID)
+		orderIDs = append(orderIDs, o.ID)
+	}
+	hs, _, err := s.lockHolds(ctx, tx, holdIDs)
+	if err != nil {
+		return 0, nil, err
+	}
+	os, err := s.lockOrders(ctx, tx, orderIDs)
+	if err != nil {
+		return 0, nil, err
 	}
 	freed := 0
-	if len(hs) > 0 {
-		ids := make([]uuid.UUID, 0, len(hs))
-		for _, h := range hs {
-			ids = append(ids, h.ID)
+	var expired, released []uuid.UUID
+	for _, h := range hs {
+		if h.ProductID == p.ID && h.Status == hold.StatusACTIVE && !h.ExpiresAt.After(now) {
+			expired = append(expired, h.ID)
 			freed += h.Qty
 		}
-		if _, err := tx.Hold.Update().Where(hold.IDIn(ids...), hold.StatusEQ(hold.StatusACTIVE)).
-			SetStatus(hold.StatusEXPIRED).SetUpdatedAt(now).Save(ctx); err != nil {
-			return 0, 0, err
-		}
 	}
-	os, err := s.lockOrder(tx.Order.Query().
-		Where(order.ProductID(p.ID), order.StatusEQ(order.StatusPENDING_PAYMENT), order.PaymentDueAtLTE(now)).
-		Order(order.ByPaymentDueAt()).
-		Limit(limit)).
-		All(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
-	if len(os) > 0 {
-		oids := make([]uuid.UUID, 0, len(os))
-		hids := make([]uuid.UUID, 0, len(os))
-		for _, o := range os {
-			oids = append(oids, o.ID)
-			hids = append(hids, o.HoldID)
+	for _, o := range os {
+		if o.ProductID == p.ID && o.Status == order.StatusPENDING_PAYMENT && !o.PaymentDueAt.After(now) {
+			cancelled = append(cancelled, o.ID)
+			released = append(released, o.HoldID)
 			freed += o.Qty
 		}
-		if _, err := tx.Order.Update().Where(order.IDIn(oids...), order.StatusEQ(order.StatusPENDING_PAYMENT)).
-			SetStatus(order.StatusCANCELLED).SetUpdatedAt(now).Save(ctx); err != nil {
-			return 0, 0, err
+	}
+	if len(expired) > 0 {
+		if err := tx.Hold.Update().Where(hold.IDIn(expired...)).
+			SetStatus(hold.StatusEXPIRED).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return 0, nil, err
 		}
-		if _, err := tx.Hold.Update().Where(hold.IDIn(hids...)).
-			SetStatus(hold.StatusRELEASED).SetUpdatedAt(now).Save(ctx); err != nil {
-			return 0, 0, err
+	}
+	if len(cancelled) > 0 {
+		if err := tx.Hold.Update().Where(hold.IDIn(released...)).
+			SetStatus(hold.StatusRELEASED).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return 0, nil, err
+		}
+		if err := tx.Order.Update().Where(order.IDIn(cancelled...)).
+			SetStatus(order.StatusCANCELLED).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return 0, nil, err
 		}
 	}
 	if freed > 0 {
 		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(-freed).SetUpdatedAt(now).Exec(ctx); err != nil {
-			return 0, 0, err
+			return 0, nil, err
 		}
 		p.StockReserved -= freed
 		p.UpdatedAt = now
 	}
-	return len(hs), len(os), nil
+	return len(expired), cancelled, nil
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"slices"
 
+	"github.com/google/uuid"
+
 	"flashsale/ent"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
@@ -47,7 +49,9 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 				if err != nil {
 					return err
 				}
-				hs, os, err = s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
+				var cancelled []uuid.UUID
+				hs, cancelled, err = s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
+				os = len(cancelled)
 				product = p
 				return err
 			})

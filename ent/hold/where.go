@@ -181,6 +181,26 @@ func ProductIDNotIn(vs ...int) predicate.Hold {
 	return predicate.Hold(sql.FieldNotIn(FieldProductID, vs...))
 }
 
+// ProductIDGT applies the GT predicate on the "product_id" field.
+func ProductIDGT(v int) predicate.Hold {
+	return predicate.Hold(sql.FieldGT(FieldProductID, v))
+}
+
+// ProductIDGTE applies the GTE predicate on the "product_id" field.
+func ProductIDGTE(v int) predicate.Hold {
+	return predicate.Hold(sql.FieldGTE(FieldProductID, v))
+}
+
+// ProductIDLT applies the LT predicate on the "product_id" field.
+func ProductIDLT(v int) predicate.Hold {
+	return predicate.Hold(sql.FieldLT(FieldProductID, v))
+}
+
+// ProductIDLTE applies the LTE predicate on the "product_id" field.
+func ProductIDLTE(v int) predicate.Hold {
+	return predicate.Hold(sql.FieldLTE(FieldProductID, v))
+}
+
 // QtyEQ applies the EQ predicate on the "qty" field.
 func QtyEQ(v int) predicate.Hold {
 	return predicate.Hold(sql.FieldEQ(FieldQty, v))
@@ -279,29 +299,6 @@ func ExpiresAtLT(v time.Time) predicate.Hold {
 // ExpiresAtLTE applies the LTE predicate on the "expires_at" field.
 func ExpiresAtLTE(v time.Time) predicate.Hold {
 	return predicate.Hold(sql.FieldLTE(FieldExpiresAt, v))
-}
-
-// HasProduct applies the HasEdge predicate on the "product" edge.
-func HasProduct() predicate.Hold {
-	return predicate.Hold(func(s *sql.Selector) {
-		step := sqlgraph.NewStep(
-			sqlgraph.From(Table, FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, true, ProductTable, ProductColumn),
-		)
-		sqlgraph.HasNeighbors(s, step)
-	})
-}
-
-// HasProductWith applies the HasEdge predicate on the "product" edge with a given conditions (other predicates).
-func HasProductWith(preds ...predicate.Product) predicate.Hold {
-	return predicate.Hold(func(s *sql.Selector) {
-		step := newProductStep()
-		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
-			for _, p := range preds {
-				p(s)
-			}
-		})
-	})
 }
 
 // HasOrder applies the HasEdge predicate on the "order" edge.

@@ -14,34 +14,26 @@ var (
 		{Name: "id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
 		{Name: "created_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "updated_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "product_id", Type: field.TypeInt},
 		{Name: "qty", Type: field.TypeInt},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"ACTIVE", "REDEEMED", "EXPIRED", "RELEASED"}, Default: "ACTIVE"},
 		{Name: "expires_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
-		{Name: "product_id", Type: field.TypeInt},
 	}
 	// HoldsTable holds the schema information for the "holds" table.
 	HoldsTable = &schema.Table{
 		Name:       "holds",
 		Columns:    HoldsColumns,
 		PrimaryKey: []*schema.Column{HoldsColumns[0]},
-		ForeignKeys: []*schema.ForeignKey{
-			{
-				Symbol:     "holds_products_holds",
-				Columns:    []*schema.Column{HoldsColumns[6]},
-				RefColumns: []*schema.Column{ProductsColumns[0]},
-				OnDelete:   schema.NoAction,
-			},
-		},
 		Indexes: []*schema.Index{
 			{
 				Name:    "hold_status_expires_at",
 				Unique:  false,
-				Columns: []*schema.Column{HoldsColumns[4], HoldsColumns[5]},
+				Columns: []*schema.Column{HoldsColumns[5], HoldsColumns[6]},
 			},
 			{
 				Name:    "hold_product_id_status_expires_at",
 				Unique:  false,
-				Columns: []*schema.Column{HoldsColumns[6], HoldsColumns[4], HoldsColumns[5]},
+				Columns: []*schema.Column{HoldsColumns[3], HoldsColumns[5], HoldsColumns[6]},
 			},
 		},
 	}
@@ -50,12 +42,12 @@ var (
 		{Name: "id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
 		{Name: "created_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "updated_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "product_id", Type: field.TypeInt},
 		{Name: "qty", Type: field.TypeInt},
 		{Name: "amount_cents", Type: field.TypeInt64},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED"}, Default: "PENDING_PAYMENT"},
 		{Name: "payment_due_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "hold_id", Type: field.TypeUUID, Unique: true, SchemaType: map[string]string{"mysql": "char(36)"}},
-		{Name: "product_id", Type: field.TypeInt},
 	}
 	// OrdersTable holds the schema information for the "orders" table.
 	OrdersTable = &schema.Table{
@@ -65,14 +57,8 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "orders_holds_order",
-				Columns:    []*schema.Column{OrdersColumns[7]},
-				RefColumns: []*schema.Column{HoldsColumns[0]},
-				OnDelete:   schema.NoAction,
-			},
-			{
-				Symbol:     "orders_products_orders",
 				Columns:    []*schema.Column{OrdersColumns[8]},
-				RefColumns: []*schema.Column{ProductsColumns[0]},
+				RefColumns: []*schema.Column{HoldsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
 		},
@@ -80,12 +66,12 @@ var (
 			{
 				Name:    "order_status_payment_due_at",
 				Unique:  false,
-				Columns: []*schema.Column{OrdersColumns[5], OrdersColumns[6]},
+				Columns: []*schema.Column{OrdersColumns[6], OrdersColumns[7]},
 			},
 			{
 				Name:    "order_product_id_status_payment_due_at",
 				Unique:  false,
-				Columns: []*schema.Column{OrdersColumns[8], OrdersColumns[5], OrdersColumns[6]},
+				Columns: []*schema.Column{OrdersColumns[3], OrdersColumns[6], OrdersColumns[7]},
 			},
 		},
 	}
@@ -141,9 +127,7 @@ var (
 )
 
 func init() {
-	HoldsTable.ForeignKeys[0].RefTable = ProductsTable
 	OrdersTable.ForeignKeys[0].RefTable = HoldsTable
-	OrdersTable.ForeignKeys[1].RefTable = ProductsTable
 	OrdersTable.Annotation = &entsql.Annotation{
 		Table: "orders",
 	}

@@ -34,8 +34,6 @@ const (
 	FieldPaymentDueAt = "payment_due_at"
 	// EdgeHold holds the string denoting the hold edge name in mutations.
 	EdgeHold = "hold"
-	// EdgeProduct holds the string denoting the product edge name in mutations.
-	EdgeProduct = "product"
 	// EdgePaymentEvents holds the string denoting the payment_events edge name in mutations.
 	EdgePaymentEvents = "payment_events"
 	// Table holds the table name of the order in the database.
@@ -47,13 +45,6 @@ const (
 	HoldInverseTable = "holds"
 	// HoldColumn is the table column denoting the hold relation/edge.
 	HoldColumn = "hold_id"
-	// ProductTable is the table that holds the product relation/edge.
-	ProductTable = "orders"
-	// ProductInverseTable is the table name for the Product entity.
-	// It exists in this package in order to avoid circular dependency with the "product" package.
-	ProductInverseTable = "products"
-	// ProductColumn is the table column denoting the product relation/edge.
-	ProductColumn = "product_id"
 	// PaymentEventsTable is the table that holds the payment_events relation/edge.
 	PaymentEventsTable = "payment_events"
 	// PaymentEventsInverseTable is the table name for the PaymentEvent entity.
@@ -182,13 +173,6 @@ func ByHoldField(field string, opts ...sql.OrderTermOption) OrderOption {
 	}
 }
 
-// ByProductField orders the results by product field.
-func ByProductField(field string, opts ...sql.OrderTermOption) OrderOption {
-	return func(s *sql.Selector) {
-		sqlgraph.OrderByNeighborTerms(s, newProductStep(), sql.OrderByField(field, opts...))
-	}
-}
-
 // ByPaymentEventsCount orders the results by payment_events count.
 func ByPaymentEventsCount(opts ...sql.OrderTermOption) OrderOption {
 	return func(s *sql.Selector) {
@@ -207,13 +191,6 @@ func newHoldStep() *sqlgraph.Step {
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(HoldInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2O, true, HoldTable, HoldColumn),
-	)
-}
-func newProductStep() *sqlgraph.Step {
-	return sqlgraph.NewStep(
-		sqlgraph.From(Table, FieldID),
-		sqlgraph.To(ProductInverseTable, FieldID),
-		sqlgraph.Edge(sqlgraph.M2O, true, ProductTable, ProductColumn),
 	)
 }
 func newPaymentEventsStep() *sqlgraph.Step {

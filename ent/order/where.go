@@ -211,6 +211,26 @@ func ProductIDNotIn(vs ...int) predicate.Order {
 	return predicate.Order(sql.FieldNotIn(FieldProductID, vs...))
 }
 
+// ProductIDGT applies the GT predicate on the "product_id" field.
+func ProductIDGT(v int) predicate.Order {
+	return predicate.Order(sql.FieldGT(FieldProductID, v))
+}
+
+// ProductIDGTE applies the GTE predicate on the "product_id" field.
+func ProductIDGTE(v int) predicate.Order {
+	return predicate.Order(sql.FieldGTE(FieldProductID, v))
+}
+
+// ProductIDLT applies the LT predicate on the "product_id" field.
+func ProductIDLT(v int) predicate.Order {
+	return predicate.Order(sql.FieldLT(FieldProductID, v))
+}
+
+// ProductIDLTE applies the LTE predicate on the "product_id" field.
+func ProductIDLTE(v int) predicate.Order {
+	return predicate.Order(sql.FieldLTE(FieldProductID, v))
+}
+
 // QtyEQ applies the EQ predicate on the "qty" field.
 func QtyEQ(v int) predicate.Order {
 	return predicate.Order(sql.FieldEQ(FieldQty, v))
@@ -366,29 +386,6 @@ func HasHold() predicate.Order {
 func HasHoldWith(preds ...predicate.Hold) predicate.Order {
 	return predicate.Order(func(s *sql.Selector) {
 		step := newHoldStep()
-		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
-			for _, p := range preds {
-				p(s)
-			}
-		})
-	})
-}
-
-// HasProduct applies the HasEdge predicate on the "product" edge.
-func HasProduct() predicate.Order {
-	return predicate.Order(func(s *sql.Selector) {
-		step := sqlgraph.NewStep(
-			sqlgraph.From(Table, FieldID),
-			sqlgraph.Edge(sqlgraph.M2O, true, ProductTable, ProductColumn),
-		)
-		sqlgraph.HasNeighbors(s, step)
-	})
-}
-
-// HasProductWith applies the HasEdge predicate on the "product" edge with a given conditions (other predicates).
-func HasProductWith(preds ...predicate.Product) predicate.Order {
-	return predicate.Order(func(s *sql.Selector) {
-		step := newProductStep()
 		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
 			for _, p := range preds {
 				p(s)

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect/sql"
-	"entgo.io/ent/dialect/sql/sqlgraph"
 )
 
 const (
@@ -28,26 +27,8 @@ const (
 	FieldStockAvailable = "stock_available"
 	// FieldStockReserved holds the string denoting the stock_reserved field in the database.
 	FieldStockReserved = "stock_reserved"
-	// EdgeHolds holds the string denoting the holds edge name in mutations.
-	EdgeHolds = "holds"
-	// EdgeOrders holds the string denoting the orders edge name in mutations.
-	EdgeOrders = "orders"
 	// Table holds the table name of the product in the database.
 	Table = "products"
-	// HoldsTable is the table that holds the holds relation/edge.
-	HoldsTable = "holds"
-	// HoldsInverseTable is the table name for the Hold entity.
-	// It exists in this package in order to avoid circular dependency with the "hold" package.
-	HoldsInverseTable = "holds"
-	// HoldsColumn is the table column denoting the holds relation/edge.
-	HoldsColumn = "product_id"
-	// OrdersTable is the table that holds the orders relation/edge.
-	OrdersTable = "orders"
-	// OrdersInverseTable is the table name for the Order entity.
-	// It exists in this package in order to avoid circular dependency with the "order" package.
-	OrdersInverseTable = "orders"
-	// OrdersColumn is the table column denoting the orders relation/edge.
-	OrdersColumn = "product_id"
 )
 
 // Columns holds all SQL columns for product fields.
@@ -132,46 +113,4 @@ func ByStockAvailable(opts ...sql.OrderTermOption) OrderOption {
 // ByStockReserved orders the results by the stock_reserved field.
 func ByStockReserved(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldStockReserved, opts...).ToFunc()
-}
-
-// ByHoldsCount orders the results by holds count.
-func ByHoldsCount(opts ...sql.OrderTermOption) OrderOption {
-	return func(s *sql.Selector) {
-		sqlgraph.OrderByNeighborsCount(s, newHoldsStep(), opts...)
-	}
-}
-
-// ByHolds orders the results by holds terms.
-func ByHolds(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
-	return func(s *sql.Selector) {
-		sqlgraph.OrderByNeighborTerms(s, newHoldsStep(), append([]sql.OrderTerm{term}, terms...)...)
-	}
-}
-
-// ByOrdersCount orders the results by orders count.
-func ByOrdersCount(opts ...sql.OrderTermOption) OrderOption {
-	return func(s *sql.Selector) {
-		sqlgraph.OrderByNeighborsCount(s, newOrdersStep(), opts...)
-	}
-}
-
-// ByOrders orders the results by orders terms.
-func ByOrders(term sql.OrderTerm, terms ...sql.OrderTerm) OrderOption {
-	return func(s *sql.Selector) {
-		sqlgraph.OrderByNeighborTerms(s, newOrdersStep(), append([]sql.OrderTerm{term}, terms...)...)
-	}
-}
-func newHoldsStep() *sqlgraph.Step {
-	return sqlgraph.NewStep(
-		sqlgraph.From(Table, FieldID),
-		sqlgraph.To(HoldsInverseTable, FieldID),
-		sqlgraph.Edge(sqlgraph.O2M, false, HoldsTable, HoldsColumn),
-	)
-}
-func newOrdersStep() *sqlgraph.Step {
-	return sqlgraph.NewStep(
-		sqlgraph.From(Table, FieldID),
-		sqlgraph.To(OrdersInverseTable, FieldID),
-		sqlgraph.Edge(sqlgraph.O2M, false, OrdersTable, OrdersColumn),
-	)
 }

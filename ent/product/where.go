@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect/sql"
-	"entgo.io/ent/dialect/sql/sqlgraph"
 )
 
 // ID filters vertices based on their ID field.
@@ -393,52 +392,6 @@ func StockReservedLT(v int) predicate.Product {
 // StockReservedLTE applies the LTE predicate on the "stock_reserved" field.
 func StockReservedLTE(v int) predicate.Product {
 	return predicate.Product(sql.FieldLTE(FieldStockReserved, v))
-}
-
-// HasHolds applies the HasEdge predicate on the "holds" edge.
-func HasHolds() predicate.Product {
-	return predicate.Product(func(s *sql.Selector) {
-		step := sqlgraph.NewStep(
-			sqlgraph.From(Table, FieldID),
-			sqlgraph.Edge(sqlgraph.O2M, false, HoldsTable, HoldsColumn),
-		)
-		sqlgraph.HasNeighbors(s, step)
-	})
-}
-
-// HasHoldsWith applies the HasEdge predicate on the "holds" edge with a given conditions (other predicates).
-func HasHoldsWith(preds ...predicate.Hold) predicate.Product {
-	return predicate.Product(func(s *sql.Selector) {
-		step := newHoldsStep()
-		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
-			for _, p := range preds {
-				p(s)
-			}
-		})
-	})
-}
-
-// HasOrders applies the HasEdge predicate on the "orders" edge.
-func HasOrders() predicate.Product {
-	return predicate.Product(func(s *sql.Selector) {
-		step := sqlgraph.NewStep(
-			sqlgraph.From(Table, FieldID),
-			sqlgraph.Edge(sqlgraph.O2M, false, OrdersTable, OrdersColumn),
-		)
-		sqlgraph.HasNeighbors(s, step)
-	})
-}
-
-// HasOrdersWith applies the HasEdge predicate on the "orders" edge with a given conditions (other predicates).
-func HasOrdersWith(preds ...predicate.Order) predicate.Product {
-	return predicate.Product(func(s *sql.Selector) {
-		step := newOrdersStep()
-		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
-			for _, p := range preds {
-				p(s)
-			}
-		})
-	})
 }
 
 // And groups predicates with the AND operator between them.

@@ -17,6 +17,7 @@ func (Hold) Fields() []ent.Field {
 	return []ent.Field{
 		// Random IDs: whoever knows a hold ID can turn it into an order.
 		field.UUID("id", uuid.UUID{}).SchemaType(mysqlUUID).Default(newID).Immutable(),
+		// A plain column, not an edge: see Order's product_id.
 		field.Int("product_id").Immutable(),
 		field.Int("qty").Positive().Immutable(),
 		field.Enum("status").Values("ACTIVE", "REDEEMED", "EXPIRED", "RELEASED").Default("ACTIVE"),
@@ -26,7 +27,6 @@ func (Hold) Fields() []ent.Field {
 
 func (Hold) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("product", Product.Type).Ref("holds").Field("product_id").Unique().Required().Immutable(),
 		edge.To("order", Order.Type).Unique(),
 	}
 }

@@ -25,6 +25,13 @@ func (Order) Fields() []ent.Field {
 		field.UUID("id", uuid.UUID{}).SchemaType(mysqlUUID).Default(newID).Immutable(),
 		// Unique: one order per hold, enforced by the database.
 		field.UUID("hold_id", uuid.UUID{}).SchemaType(mysqlUUID).Unique().Immutable(),
+		// The hold's product, copied from it. A plain column, not an edge:
+		// InnoDB checks a foreign key by taking a shared lock on the parent
+		// row, also when a row's status changes in the index that backs the
+		// key, so createOrder would queue behind the hold batches that keep
+		// a hot product's row locked. Holds and orders are only made by
+		// package stock, for a product it has just read; products are never
+		// deleted.
 		field.Int("product_id").Immutable(),
 		field.Int("qty").Positive().Immutable(),
 		field.Int64("amount_cents").NonNegative().Immutable(),
@@ -38,7 +45,6 @@ func (Order) Fields() []ent.Field {
 func (Order) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.From("hold", Hold.Type).Ref("order").Field("hold_id").Unique().Required().Immutable(),
-		edge.From("product", Product.Type).Ref("orders").Field("product_id").Unique().Required().Immutable(),
 		edge.To("payment_events", PaymentEvent.Type),
 	}
 }

@@ -6,7 +6,6 @@ import (
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect"
-	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 )
 
@@ -39,9 +38,4 @@ func (Product) Fields() []ent.Field {
 	}
 }
 
-func (Product) Edges() []ent.Edge {
-	return []ent.Edge{
-		edge.To("holds", Hold.Type),
-		edge.To("orders", Order.Type),
-	}
-}
+
