@@ -104,18 +104,72 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestParseScenarios(t *testing.T) {
-	got, err := parseScenarios("db-forupdate, typename,read")
-	if err != nil || strings.Join(got, ",") != "typename,read,db-forupdate" {
+	got, err := parseScenarios("db-lifecycle,db-forupdate, typename,read")
+	if err != nil || strings.Join(got, ",") != "typename,read,db-forupdate,db-lifecycle" {
 		t.Fatalf("got %v, %v", got, err)
 	}
 	if _, err := parseScenarios("typename,nope"); err == nil {
 		t.Fatal("unknown scenario accepted")
 	}
+	// A database scenario named outright needs a MySQL -db.
+	for _, db := range []string{"", "sqlite://x.db"} {
+		var errb bytes.Buffer
+		_, err := parseFlags([]string{"loadtest", "-token", "x", "-db", db, "-scenarios", "typename,db-lifecycle"}, noEnv, &errb)
+		if err == nil || !strings.Contains(err.Error(), "db-lifecycle needs a MySQL") {
+			t.Errorf("-db %q: db-lifecycle accepted: %v", db, err)
+		}
+	}
+}
+
+// TestRatios checks the lifecycle ratios on made-up figures: throughput
+// against typename and db-lifecycle, and each step's p99 against typename's.
+func TestRatios(t *testing.T) {
+	ms := func(n int) latency { return latency{Count: 10, P99: time.Duration(n) * time.Millisecond} }
+	rs := []scenarioResult{
+		{Name: scTypename, RequestsPerSec: 1000, OKPerSec: 1000, Latency: ms(10)},
+		{Name: scLifecycle, OKPerSec: 150, Steps: []stepLatency{
+			{Step: stepHold, Latency: ms(20)}, {Step: stepOrder, Latency: ms(30)}, {Step: stepWebhook, Latency: ms(31)}}},
+		{Name: scDBLifecycle, OKPerSec: 60},
+	}
+	want := map[string]string{
+		"lifecycle complete/s ÷ typename req/s":          "0.15 ≥ 0.1 PASS",
+		"lifecycle complete/s ÷ db-lifecycle complete/s": "2.50 ≥ 3 MISS",
+		"lifecycle createHold p99 ÷ typename p99":        "2.00 ≤ 3 PASS",
+		"lifecycle createOrder p99 ÷ typename p99":       "3.00 ≤ 3 PASS",
+		"lifecycle webhook p99 ÷ typename p99":           "3.10 ≤ 3 MISS",
+		"hot-hold holds/s ÷ typename req/s":              "- ≥ 0.5 n/a",
+	}
+	check := func(rs []scenarioResult, want map[string]string) {
+		t.Helper()
+		got := map[string]string{}
+		for _, r := range computeRatios(rs) {
+			v := "-"
+			if r.Value != nil {
+				v = fmt.Sprintf("%.2f", *r.Value)
+			}
+			got[r.Name] = v + " " + r.Target + " " + r.Result
+		}
+		for name, w := range want {
+			if got[name] != w {
+				t.Errorf("%s: %q, want %q", name, got[name], w)
+			}
+		}
+	}
+	check(rs, want)
+	// Without db-lifecycle (no -db) and without a step, those ratios are n/a.
+	rs[1].Steps = rs[1].Steps[:2]
+	check(rs[:2], map[string]string{
+		"lifecycle complete/s ÷ db-lifecycle complete/s": "- ≥ 3 n/a",
+		"lifecycle webhook p99 ÷ typename p99":           "- ≤ 3 n/a",
+		"lifecycle createHold p99 ÷ typename p99":        "2.00 ≤ 3 PASS",
+	})
 }
 
 // TestAgainstServer builds the server, runs it on a fresh MariaDB database,
 // and runs every scenario for a second with 8 clients: the tool's own checks
-// must pass and every figure must be non-zero. Then it breaks the stock of
+// must pass and every figure must be non-zero. It runs db-lifecycle again on
+// the schema the stock rewrite may bring (no foreign key from orders to
+// products, more columns with defaults). Then it breaks the stock of
 // the sellout product behind the server's back and checks that the tool's
 // checks see it.
 func TestAgainstServer(t *testing.T) {
@@ -131,7 +185,9 @@ func TestAgainstServer(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d, want 0\nstderr:\n%s", code, errb.String())
 	}
-	for _, want := range []string{"verdict: OK", "hot-hold holds/s ÷ db-forupdate holds/s", "stock.Service.Audit", "oversold"} {
+	for _, want := range []string{"verdict: OK", "hot-hold holds/s ÷ db-forupdate holds/s", "stock.Service.Audit", "oversold",
+		"\ndb-lifecycle ", "\n  payment tx ", "lifecycle complete/s ÷ db-lifecycle complete/s", "lifecycle complete/s ÷ typename req/s",
+		"lifecycle createHold p99 ÷ typename p99", "lifecycle createOrder p99 ÷ typename p99", "lifecycle webhook p99 ÷ typename p99"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
@@ -171,9 +227,23 @@ func TestAgainstServer(t *testing.T) {
 			if s.OK > 20 || s.OK == 0 || s.Refused == 0 || s.RefusedPerSec <= 0 {
 				t.Errorf("sellout: %d holds on a stock of 20, %d refusals", s.OK, s.Refused)
 			}
-		case scLifecycle:
+		case scLifecycle, scDBLifecycle:
 			if s.Extra["PAID"] == 0 || s.Extra["CANCELLED"] == 0 || s.Extra["PAID"]+s.Extra["CANCELLED"] != s.OK {
-				t.Errorf("lifecycle: %d requests, %d lifecycles, %v", s.Requests, s.OK, s.Extra)
+				t.Errorf("%s: %d requests, %d lifecycles, %v", s.Name, s.Requests, s.OK, s.Extra)
+			}
+			steps := lifecycleSteps
+			if s.Name == scDBLifecycle {
+				steps = dbLifecycleSteps
+			}
+			var n int
+			for i, st := range s.Steps {
+				n += st.Latency.Count
+				if i >= len(steps) || st.Step != steps[i] || st.Latency.Count < int(s.OK) || st.Latency.P99ms <= 0 {
+					t.Errorf("%s: step %d: %+v, want %s with at least %d requests", s.Name, i, st, steps[min(i, len(steps)-1)], s.OK)
+				}
+			}
+			if len(s.Steps) != len(steps) || int64(n) != s.Requests {
+				t.Errorf("%s: steps %+v, %d requests", s.Name, s.Steps, s.Requests)
 			}
 		}
 	}
@@ -182,9 +252,43 @@ func TestAgainstServer(t *testing.T) {
 			t.Errorf("ratio %s: %v %s", r.Name, r.Value, r.Result)
 		}
 	}
-	if len(rep.Checks.Violations) > 0 || rep.Checks.Failed || rep.DBPoolCap != 8 || len(rep.Products) != 5 {
+	if len(rep.Checks.Violations) > 0 || rep.Checks.Failed || rep.DBPoolCap != 8 || len(rep.Products) != 6 {
 		t.Fatalf("checks %+v, pool %d, products %v", rep.Checks, rep.DBPoolCap, rep.Products)
 	}
+	db := openSQL(t, dbURL)
+	checkDBLifecycle(t, db, rep)
+
+	// db-lifecycle names every column it writes and needs no foreign key
+	// from orders to products: it still runs once that key is gone and the
+	// tables have grown columns with defaults.
+	var fks int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()
+		AND TABLE_NAME = 'orders' AND CONSTRAINT_NAME = 'orders_products_orders'`).Scan(&fks); err != nil {
+		t.Fatal(err)
+	}
+	if fks > 0 {
+		if _, err := db.Exec(`ALTER TABLE orders DROP FOREIGN KEY orders_products_orders`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, table := range []string{"holds", "orders", "payment_events", "products"} {
+		if _, err := db.Exec("ALTER TABLE " + table + " ADD COLUMN lt_extra varchar(20) NOT NULL DEFAULT 'x'"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out.Reset()
+	errb.Reset()
+	jsonFile2 := filepath.Join(t.TempDir(), "figures.json")
+	code = run(context.Background(), []string{"loadtest", "-url", srv, "-token", testToken, "-db", dbURL, "-clients", "4",
+		"-duration", "300ms", "-timeout", "30s", "-scenarios", "db-lifecycle", "-json", jsonFile2}, noEnv, &out, &errb)
+	var rep2 report
+	if raw, err := os.ReadFile(jsonFile2); err == nil {
+		_ = json.Unmarshal(raw, &rep2)
+	}
+	if code != exitOK || len(rep2.Scenarios) != 1 || rep2.Scenarios[0].OK == 0 || len(rep2.Scenarios[0].Errors) > 0 {
+		t.Fatalf("db-lifecycle on the changed schema: exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	checkDBLifecycle(t, db, rep2)
 
 	// Ctrl-C (a cancelled context) stops the first scenario early and skips
 	// the next: the tool still reports and checks, and says it was interrupted.
@@ -209,7 +313,6 @@ func TestAgainstServer(t *testing.T) {
 			sellout = p
 		}
 	}
-	db := openSQL(t, dbURL)
 	if _, err := db.Exec(`INSERT INTO holds (id, created_at, updated_at, qty, status, expires_at, product_id)
 		VALUES (UUID(), UTC_TIMESTAMP(6), UTC_TIMESTAMP(6), 1, 'ACTIVE', UTC_TIMESTAMP(6) + INTERVAL 1 HOUR, ?)`, sellout.ID); err != nil {
 		t.Fatal(err)
@@ -232,6 +335,43 @@ func TestAgainstServer(t *testing.T) {
 	all := strings.Join(c.Violations, "\n")
 	if !strings.Contains(all, "OVERSOLD") || !strings.Contains(all, "Audit: product "+sellout.ID+": reserved ") {
 		t.Fatalf("the checks missed the extra hold:\n%s", all)
+	}
+}
+
+// checkDBLifecycle checks the rows db-lifecycle left on its product: the
+// counters match them, every PAID or CANCELLED order it counted is there
+// with its payment event, and every order's hold is REDEEMED or RELEASED.
+func checkDBLifecycle(t *testing.T, db *sql.DB, rep report) {
+	t.Helper()
+	var res scenarioResult
+	for _, s := range rep.Scenarios {
+		if s.Name == scDBLifecycle {
+			res = s
+		}
+	}
+	if res.ProductID == "" {
+		t.Fatalf("db-lifecycle did not run: %+v", rep.Notes)
+	}
+	var received, available, reserved, active, pending, paid, cancelled, events, orphans int64
+	err := db.QueryRow(`SELECT p.stock_received, p.stock_available, p.stock_reserved,
+  (SELECT COALESCE(SUM(qty), 0) FROM holds WHERE product_id = p.id AND status = 'ACTIVE'),
+  (SELECT COALESCE(SUM(qty), 0) FROM orders WHERE product_id = p.id AND status = 'PENDING_PAYMENT'),
+  (SELECT COALESCE(SUM(qty), 0) FROM orders WHERE product_id = p.id AND status = 'PAID'),
+  (SELECT COUNT(*) FROM orders WHERE product_id = p.id AND status = 'CANCELLED'),
+  (SELECT COUNT(*) FROM payment_events e JOIN orders o ON o.id = e.order_id
+     WHERE o.product_id = p.id AND e.outcome = 'APPLIED' AND e.order_status_after = o.status),
+  (SELECT COUNT(*) FROM orders o JOIN holds h ON h.id = o.hold_id
+     WHERE o.product_id = p.id AND h.status <> IF(o.status = 'CANCELLED', 'RELEASED', 'REDEEMED'))
+FROM products p WHERE p.id = ?`, res.ProductID).
+		Scan(&received, &available, &reserved, &active, &pending, &paid, &cancelled, &events, &orphans)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reserved != active+pending || available != received-paid || paid < res.Extra["PAID"] ||
+		cancelled < res.Extra["CANCELLED"] || events < res.OK || orphans != 0 {
+		t.Errorf("db-lifecycle product %s: received %d available %d reserved %d; active %d pending %d paid %d cancelled %d; "+
+			"%d events, %d orders whose hold is in the wrong state; the run counted %v",
+			res.ProductID, received, available, reserved, active, pending, paid, cancelled, events, orphans, res.Extra)
 	}
 }
 

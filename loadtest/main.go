@@ -40,9 +40,15 @@ const (
 	scRead        = "read"
 	scLifecycle   = "lifecycle"
 	scDBForUpdate = "db-forupdate"
+	scDBLifecycle = "db-lifecycle"
 )
 
-var allScenarios = []string{scTypename, scHotHold, scSellout, scRead, scLifecycle, scDBForUpdate}
+var allScenarios = []string{scTypename, scHotHold, scSellout, scRead, scLifecycle, scDBForUpdate, scDBLifecycle}
+
+// dbScenarios run straight against -db, without HTTP: they need MySQL.
+var dbScenarios = []string{scDBForUpdate, scDBLifecycle}
+
+func isDBScenario(name string) bool { return slices.Contains(dbScenarios, name) }
 
 // Bounds on what one run may do.
 const (
@@ -64,20 +70,21 @@ const (
 )
 
 type options struct {
-	URL          string
-	Token        string
-	Secret       string
-	DB           string
-	Clients      int
-	Duration     time.Duration
-	Timeout      time.Duration
-	Scenarios    []string
-	SelloutStock int
-	HoldTTL      time.Duration
-	DBConns      int
-	MaxRequests  int64
-	JSONFile     string
-	FailOnMiss   bool
+	URL            string
+	Token          string
+	Secret         string
+	DB             string
+	Clients        int
+	Duration       time.Duration
+	Timeout        time.Duration
+	Scenarios      []string
+	SelloutStock   int
+	HoldTTL        time.Duration
+	PaymentTimeout time.Duration
+	DBConns        int
+	MaxRequests    int64
+	JSONFile       string
+	FailOnMiss     bool
 }
 
 func main() {
@@ -124,8 +131,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 
 	var base *baseline
-	if strings.HasPrefix(opts.DB, "mysql://") && slices.Contains(opts.Scenarios, scDBForUpdate) {
-		base, err = openBaseline(opts.DB, opts.Clients, opts.DBConns, opts.HoldTTL)
+	if strings.HasPrefix(opts.DB, "mysql://") && slices.ContainsFunc(opts.Scenarios, isDBScenario) {
+		base, err = openBaseline(opts.DB, opts.Clients, opts.DBConns, opts.HoldTTL, opts.PaymentTimeout)
 		if err != nil {
 			fmt.Fprintln(stderr, "loadtest: -db:", err)
 			return exitViolation
@@ -137,8 +144,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	st := &state{opts: opts, api: api, base: base, runID: runID, progress: progress, stop: ctx}
 	var toRun []string
 	for _, name := range opts.Scenarios {
-		if name == scDBForUpdate && base == nil {
-			rep.Notes = append(rep.Notes, "db-forupdate skipped: it needs a MySQL/MariaDB -db (mysql://...)")
+		if isDBScenario(name) && base == nil {
+			rep.Notes = append(rep.Notes, name+" skipped: it needs a MySQL/MariaDB -db (mysql://...)")
 			continue
 		}
 		toRun = append(toRun, name)
@@ -202,15 +209,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "server base URL (loopback only: 127.0.0.0/8, ::1 or localhost)")
 	fs.StringVar(&o.Token, "token", "", "admin bearer token, to create the tool's own products (default $ADMIN_TOKEN)")
 	fs.StringVar(&o.Secret, "secret", "", "webhook secret (whsec_...) the server uses; empty sends unsigned webhooks (default $WEBHOOK_SECRET)")
-	fs.StringVar(&o.DB, "db", "", "the server's DATABASE_URL (mysql://... or sqlite://...): enables db-forupdate and the database checks")
+	fs.StringVar(&o.DB, "db", "", "the server's DATABASE_URL (mysql://... or sqlite://...): enables db-forupdate, db-lifecycle and the database checks")
 	fs.IntVar(&o.Clients, "clients", 256, fmt.Sprintf("concurrent clients per scenario (1..%d)", maxClients))
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, fmt.Sprintf("how long each scenario runs (%s..%s)", minDuration, maxDuration))
 	fs.DurationVar(&o.Timeout, "timeout", 15*time.Second, "per-request timeout")
 	scen := fs.String("scenarios", "all", "comma-separated scenarios, run in this order: "+strings.Join(allScenarios, ","))
 	fs.IntVar(&o.SelloutStock, "sellout-stock", 100, "stock of the sellout scenario's product")
-	fs.DurationVar(&o.HoldTTL, "hold-ttl", 2*time.Minute, "expiry of the holds db-forupdate writes (use the server's HOLD_TTL)")
-	fs.IntVar(&o.DBConns, "db-conns", 0, fmt.Sprintf("database connections of db-forupdate (0: min(clients, %d); MariaDB's max_connections, 151, is shared with the server)", dbPoolLimit))
-	fs.Int64Var(&o.MaxRequests, "max-requests", 2_000_000, "most operations one scenario starts (requests; lifecycles in lifecycle): bounds memory, as every latency is kept")
+	fs.DurationVar(&o.HoldTTL, "hold-ttl", 2*time.Minute, "expiry of the holds db-forupdate and db-lifecycle write (use the server's HOLD_TTL)")
+	fs.DurationVar(&o.PaymentTimeout, "payment-timeout", 15*time.Minute, "payment due time of the orders db-lifecycle writes (use the server's PAYMENT_TIMEOUT)")
+	fs.IntVar(&o.DBConns, "db-conns", 0, fmt.Sprintf("database connections of db-forupdate and db-lifecycle (0: min(clients, %d); MariaDB's max_connections, 151, is shared with the server)", dbPoolLimit))
+	fs.Int64Var(&o.MaxRequests, "max-requests", 2_000_000, "most operations one scenario starts (requests; lifecycles in lifecycle and db-lifecycle): bounds memory, as every latency is kept")
 	fs.StringVar(&o.JSONFile, "json", "", "also write the figures to this file as JSON")
 	fs.BoolVar(&o.FailOnMiss, "fail-on-miss", false, fmt.Sprintf("exit %d when a ratio misses its target", exitMiss))
 	fs.Usage = func() {
@@ -247,6 +255,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.HoldTTL < time.Second || o.HoldTTL > 24*time.Hour {
 		errs = append(errs, fmt.Errorf("-hold-ttl %s: want 1s..24h", o.HoldTTL))
 	}
+	if o.PaymentTimeout < time.Second || o.PaymentTimeout > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("-payment-timeout %s: want 1s..168h", o.PaymentTimeout))
+	}
 	if o.DBConns < 0 || o.DBConns > dbPoolLimit {
 		errs = append(errs, fmt.Errorf("-db-conns %d: want 0..%d", o.DBConns, dbPoolLimit))
 	}
@@ -272,8 +283,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	var err error
 	if o.Scenarios, err = parseScenarios(*scen); err != nil {
 		errs = append(errs, fmt.Errorf("-scenarios: %w", err))
-	} else if slices.Contains(o.Scenarios, scDBForUpdate) && *scen != "all" && !strings.HasPrefix(o.DB, "mysql://") {
-		errs = append(errs, errors.New("-scenarios: db-forupdate needs a MySQL/MariaDB -db (mysql://...)"))
+	} else if *scen != "all" && !strings.HasPrefix(o.DB, "mysql://") {
+		for _, n := range o.Scenarios {
+			if isDBScenario(n) {
+				errs = append(errs, fmt.Errorf("-scenarios: %s needs a MySQL/MariaDB -db (mysql://...)", n))
+			}
+		}
 	}
 	return o, errors.Join(errs...)
 }

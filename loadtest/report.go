@@ -47,7 +47,7 @@ type scenarioResult struct {
 	OKPerSec       float64          `json:"ok_per_sec"`
 	RefusedPerSec  float64          `json:"refused_per_sec"`
 	Latency        latency          `json:"latency"`
-	Steps          []stepLatency    `json:"steps,omitempty"` // lifecycle: latency of each step
+	Steps          []stepLatency    `json:"steps,omitempty"` // lifecycle, db-lifecycle: latency of each step
 	Extra          map[string]int64 `json:"extra,omitempty"`
 	Notes          []string         `json:"notes,omitempty"`
 	Capped         bool             `json:"capped"` // stopped by -max-requests
@@ -55,10 +55,12 @@ type scenarioResult struct {
 }
 
 const okMeaning = "ok/s counts holds made (hot-hold, sellout, db-forupdate), answered queries (typename, read), " +
-	"complete lifecycles: hold, order, webhook answered as expected (lifecycle); refused/s counts INSUFFICIENT_STOCK. " +
-	"Latencies are of every single request, no sampling (lifecycle: each of its three requests, and by step below it)."
+	"complete lifecycles: hold, order, then a payment applied as expected, 3 in 4 a success (PAID) and 1 in 4 a failure " +
+	"(CANCELLED), the same mix in both (lifecycle: webhook; db-lifecycle: transaction); refused/s counts INSUFFICIENT_STOCK. " +
+	"Latencies are of every single request, no sampling (lifecycle: each of its three requests, db-lifecycle: each of " +
+	"its three transactions, and by step below them)."
 
-// stepLatency is the latency of one step of the lifecycle.
+// stepLatency is the latency of one step of a lifecycle.
 type stepLatency struct {
 	Step    string  `json:"step"`
 	Latency latency `json:"latency"`
@@ -87,6 +89,7 @@ func computeRatios(rs []scenarioResult) []ratio {
 		return nil
 	}
 	tn, hot, sell, read, base := get(scTypename), get(scHotHold), get(scSellout), get(scRead), get(scDBForUpdate)
+	life, dbLife := get(scLifecycle), get(scDBLifecycle)
 	type def struct {
 		name   string
 		num    func() (float64, bool)
@@ -106,12 +109,31 @@ func computeRatios(rs []scenarioResult) []ratio {
 	reqRate := func(s *scenarioResult) float64 { return s.RequestsPerSec }
 	refRate := func(s *scenarioResult) float64 { return s.RefusedPerSec }
 	p99 := func(s *scenarioResult) float64 { return float64(s.Latency.P99) }
+	// stepP99 is the p99 of one step of s; not there when s made no such request.
+	stepP99 := func(s *scenarioResult, step string) func() (float64, bool) {
+		return func() (float64, bool) {
+			if s == nil {
+				return 0, false
+			}
+			for _, st := range s.Steps {
+				if st.Step == step && st.Latency.Count > 0 {
+					return float64(st.Latency.P99), true
+				}
+			}
+			return 0, false
+		}
+	}
 	defs := []def{
 		{"hot-hold holds/s ÷ db-forupdate holds/s", rate(hot, okRate), rate(base, okRate), false, 3},
 		{"hot-hold holds/s ÷ typename req/s", rate(hot, okRate), rate(tn, reqRate), false, 0.5},
 		{"sellout refusals/s ÷ typename req/s", rate(sell, refRate), rate(tn, reqRate), false, 0.8},
 		{"read ok/s ÷ typename req/s", rate(read, okRate), rate(tn, reqRate), false, 0.8},
 		{"hot-hold p99 ÷ typename p99", rate(hot, p99), rate(tn, p99), true, 2},
+		{"lifecycle complete/s ÷ typename req/s", rate(life, okRate), rate(tn, reqRate), false, 0.1},
+		{"lifecycle complete/s ÷ db-lifecycle complete/s", rate(life, okRate), rate(dbLife, okRate), false, 3},
+	}
+	for _, step := range lifecycleSteps {
+		defs = append(defs, def{"lifecycle " + step + " p99 ÷ typename p99", stepP99(life, step), rate(tn, p99), true, 3})
 	}
 	out := make([]ratio, 0, len(defs))
 	for _, d := range defs {

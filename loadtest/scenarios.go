@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -60,6 +62,26 @@ const (
 )
 
 var lifecycleSteps = []string{stepHold, stepOrder, stepWebhook}
+
+// Steps of a db-lifecycle, one transaction each.
+const (
+	stepHoldTx    = "hold tx"
+	stepOrderTx   = "order tx"
+	stepPaymentTx = "payment tx"
+)
+
+var dbLifecycleSteps = []string{stepHoldTx, stepOrderTx, stepPaymentTx}
+
+// paymentOf is the payment a worker's i-th lifecycle ends with, the same in
+// lifecycle and db-lifecycle: three in four succeed (the order is PAID),
+// the rest fail (the order is CANCELLED and its units released). Either
+// completes the lifecycle.
+func paymentOf(i int) (status, want string) {
+	if i%4 == 3 {
+		return "failure", "CANCELLED"
+	}
+	return "success", "PAID"
+}
 
 // step records one request of a multi-request operation, also under its
 // step's name.
@@ -127,7 +149,7 @@ func (st *state) drive(name, productID string, op opFunc) scenarioResult {
 	}
 	res.Interrupted = st.stop.Err() != nil && elapsed < st.opts.Duration
 	res.Latency = summarize(all)
-	for _, name := range lifecycleSteps {
+	for _, name := range slices.Concat(lifecycleSteps, dbLifecycleSteps) {
 		var d []time.Duration
 		for _, r := range recs {
 			d = append(d, r.steps[name]...)
@@ -287,11 +309,7 @@ func (st *state) runScenario(name string) (scenarioResult, error) {
 				r.fail("createOrder: " + c)
 				return
 			}
-			// Three payments in four succeed; the rest fail and release the stock.
-			status, want := "success", "PAID"
-			if i%4 == 3 {
-				status, want = "failure", "CANCELLED"
-			}
+			status, want := paymentOf(i)
 			key := "lt_" + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
 			t0 = time.Now()
 			ans, c := a.webhook(ctx, key, o.CreateOrder.ID, status)
@@ -315,35 +333,97 @@ func (st *state) runScenario(name string) (scenarioResult, error) {
 		return res, nil
 
 	case scDBForUpdate:
-		id, _, err := st.productOf(name)
+		id, pid, err := st.dbProduct(name)
 		if err != nil {
 			return scenarioResult{}, err
 		}
-		pid, err := strconv.ParseInt(id, 10, 64)
-		if err != nil {
-			return scenarioResult{}, fmt.Errorf("product id %q is not an integer", id)
-		}
 		b := st.base
-		st.progress("%s: product %s, %d goroutines over %d database connections for %s", name, id, st.opts.Clients, b.pool, st.opts.Duration)
 		res := st.drive(name, id, func(_ context.Context, _, _ int, r *recorder) {
 			ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
 			defer cancel()
 			t0 := time.Now()
-			refused, err := b.hold(ctx, pid)
+			_, err := b.hold(ctx, pid, 1)
 			r.request(t0)
 			switch {
+			case errors.Is(err, errInsufficientStock):
+				r.refused++
 			case err != nil:
 				r.fail(dbErrClass(err))
-			case refused:
-				r.refused++
 			default:
 				r.ok++
 			}
 		})
-		res.Notes = append(res.Notes, b.note())
+		res.Notes = append(res.Notes, b.note(name))
+		return res, nil
+
+	case scDBLifecycle:
+		id, pid, err := st.dbProduct(name)
+		if err != nil {
+			return scenarioResult{}, err
+		}
+		b := st.base
+		// Each step gets the per-request timeout, as each HTTP request does.
+		step := func(r *recorder, name string, fn func(ctx context.Context) error) error {
+			ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
+			defer cancel()
+			t0 := time.Now()
+			err := fn(ctx)
+			r.step(name, t0)
+			if err != nil {
+				r.fail(name + ": " + dbErrClass(err))
+			}
+			return err
+		}
+		res := st.drive(name, id, func(_ context.Context, w, i int, r *recorder) {
+			var holdID, orderID, got string
+			if step(r, stepHoldTx, func(ctx context.Context) (err error) {
+				holdID, err = b.hold(ctx, pid, 1)
+				return err
+			}) != nil {
+				return
+			}
+			if step(r, stepOrderTx, func(ctx context.Context) (err error) {
+				orderID, err = b.order(ctx, pid, holdID)
+				return err
+			}) != nil {
+				return
+			}
+			status, want := paymentOf(i)
+			// Not lifecycle's "lt_" keys: both may run against one database.
+			key := "ltdb_" + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
+			if step(r, stepPaymentTx, func(ctx context.Context) (err error) {
+				got, err = b.pay(ctx, pid, orderID, key, status)
+				return err
+			}) != nil {
+				return
+			}
+			if got != want {
+				r.fail("payment tx: order " + got + ", want " + want)
+				return
+			}
+			r.ok++
+			r.extra[want]++
+		})
+		res.Notes = append(res.Notes, fmt.Sprintf("%d PAID, %d CANCELLED by a payment failure", res.Extra["PAID"], res.Extra["CANCELLED"]),
+			b.note(name))
 		return res, nil
 	}
 	return scenarioResult{}, fmt.Errorf("unknown scenario %q", name)
+}
+
+// dbProduct returns a db-* scenario's product ID, also as an integer, and
+// says the scenario is starting.
+func (st *state) dbProduct(name string) (string, int64, error) {
+	id, _, err := st.productOf(name)
+	if err != nil {
+		return "", 0, err
+	}
+	pid, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		return "", 0, fmt.Errorf("product id %q is not an integer", id)
+	}
+	st.progress("%s: product %s, %d goroutines over %d database connections for %s", name, id, st.opts.Clients, st.base.pool, st.opts.Duration)
+	return id, pid, nil
 }
 
 // tally counts a single-request operation: success, an INSUFFICIENT_STOCK
