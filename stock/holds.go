@@ -3,8 +3,10 @@ package stock
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
+	"entgo.io/ent/dialect/sql"
 	"github.com/google/uuid"
 
 	"flashsale/ent"
@@ -99,6 +101,33 @@ func (s *Service) holdBatch(ctx context.Context, productID int, qtys []int) []re
 	return results
 }
 
+// priceColumn carries a hold's product price in orderBatch's locking read.
+const priceColumn = "unit_price_cents"
+
+// withPrice adds the product's price to a read of holds, from a subquery
+// that takes no lock (MySQL and MariaDB lock only the rows of the outer
+// SELECT ... FOR UPDATE): an order never waits for the product's row, and
+// needs no round trip of its own for the price.
+func withPrice(sel *sql.Selector) {
+	sel.AppendSelectExprAs(sql.Raw(fmt.Sprintf("(SELECT `%s` FROM `%s` WHERE `%s`.`%s` = %s)",
+		product.FieldPriceCents, product.Table, product.Table, product.FieldID, sel.C(hold.FieldProductID))), priceColumn)
+}
+
+// priceOf returns the price read by withPrice.
+func priceOf(h *ent.Hold) (int64, error) {
+	v, err := h.Value(priceColumn)
+	if err != nil {
+		return 0, err
+	}
+	switch p := v.(type) {
+	case int64:
+		return p, nil
+	case []byte: // a driver that returns integers as text
+		return strconv.ParseInt(string(p), 10, 64)
+	}
+	return 0, fmt.Errorf("price of hold %s: got %T", h.ID, v)
+}
+
 // CreateOrder turns an ACTIVE, unexpired hold into a PENDING_PAYMENT order.
 // The hold's units stay reserved, now for the order, so no product counter
 // changes and the product's row is not locked: orders never queue behind
@@ -114,35 +143,20 @@ func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID) (*ent.Order
 }
 
 // orderBatch is one transaction for concurrent createOrder calls: lock
-// their holds (by ID, reading the database clock once the locks are held),
-// decide each call in arrival order, insert all orders in one statement and
-// mark their holds REDEEMED in another.
+// their holds (by ID, reading the database clock once the locks are held,
+// and the price without a lock), decide each call in arrival order, insert
+// all orders in one statement and mark their holds REDEEMED in another.
 func (s *Service) orderBatch(ctx context.Context, _ int, holdIDs []uuid.UUID) []result[*ent.Order] {
 	var results []result[*ent.Order]
 	err := s.tx(ctx, "create order", func(tx *ent.Tx) error {
 		results = make([]result[*ent.Order], len(holdIDs))
-		hs, now, err := s.lockHolds(ctx, tx, holdIDs)
+		hs, now, err := s.lockHolds(ctx, tx, holdIDs, withPrice)
 		if err != nil {
 			return err
 		}
 		byID := make(map[uuid.UUID]*ent.Hold, len(hs))
-		pids := make([]int, 0, len(hs))
 		for _, h := range hs {
 			byID[h.ID] = h
-			pids = append(pids, h.ProductID)
-		}
-		// The price as it is now, read without a lock: an order never waits
-		// for the product's row.
-		prices := map[int]int64{}
-		if len(pids) > 0 {
-			var ps []*ent.Product
-			if err := tx.Product.Query().Where(product.IDIn(pids...)).
-				Select(product.FieldID, product.FieldPriceCents).Scan(ctx, &ps); err != nil {
-				return err
-			}
-			for _, p := range ps {
-				prices[p.ID] = p.PriceCents
-			}
 		}
 		builders := make([]*ent.OrderCreate, 0, len(holdIDs))
 		admitted := make([]int, 0, len(holdIDs))
@@ -168,9 +182,13 @@ func (s *Service) orderBatch(ctx context.Context, _ int, holdIDs []uuid.UUID) []
 			h.UpdatedAt = now
 			admitted = append(admitted, i)
 			redeemed = append(redeemed, h.ID)
+			price, err := priceOf(h)
+			if err != nil {
+				return err
+			}
 			builders = append(builders, tx.Order.Create().
 				SetHoldID(h.ID).SetProductID(h.ProductID).SetQty(h.Qty).
-				SetAmountCents(prices[h.ProductID]*int64(h.Qty)).
+				SetAmountCents(price*int64(h.Qty)).
 				SetStatus(order.StatusPENDING_PAYMENT).
 				SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
 				SetCreatedAt(now).SetUpdatedAt(now))

@@ -218,8 +218,10 @@ func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment,
 					ErrKeyReused, truncate(pay.Key), ev.orderID, ev.status)
 				continue
 			}
-			results[i].out = PaymentResult{OrderID: pay.OrderID, OrderStatus: orders[pay.OrderID].Status, Duplicate: true, Outcome: ev.outcome}
-			continue
+			if o := orders[pay.OrderID]; o != nil { // always: the event's order exists
+				results[i].out = PaymentResult{OrderID: o.ID, OrderStatus: o.Status, Duplicate: true, Outcome: ev.outcome}
+				continue
+			}
 		}
 		o := orders[pay.OrderID]
 		if o == nil {
@@ -227,6 +229,9 @@ func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment,
 			continue
 		}
 		p := products[o.ProductID]
+		if p == nil {
+			return fmt.Errorf("order %s: product %d is missing", o.ID, o.ProductID)
+		}
 		if pay.Status == PaymentSuccess && o.Status == order.StatusCANCELLED && Sellable(p) < o.Qty && !released[p.ID] {
 			// Lapsed holds may be what stands between this buyer and the stock.
 			released[p.ID] = true

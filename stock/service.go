@@ -249,13 +249,14 @@ func (s *Service) lockProduct(ctx context.Context, tx *ent.Tx, id int) (*ent.Pro
 
 // lockHolds reads holds by ID and, on MySQL, locks them in ascending ID
 // order, returning the database clock once every lock is held. Missing
-// holds are left out.
-func (s *Service) lockHolds(ctx context.Context, tx *ent.Tx, ids []uuid.UUID) ([]*ent.Hold, time.Time, error) {
+// holds are left out. extra adds columns to the read (see orderBatch).
+func (s *Service) lockHolds(ctx context.Context, tx *ent.Tx, ids []uuid.UUID, extra ...func(*sql.Selector)) ([]*ent.Hold, time.Time, error) {
 	q := tx.Hold.Query().Where(hold.IDIn(sortedIDs(ids)...)).Order(hold.ByID())
 	if s.dialect == dialect.MySQL {
 		q.ForUpdate()
 		q.Modify(s.withClock)
 	}
+	q.Modify(extra...)
 	hs, err := q.All(ctx)
 	if err != nil {
 		return nil, time.Time{}, err
