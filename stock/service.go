@@ -11,15 +11,23 @@
 //
 //	product rows (ascending ID) → hold rows (ascending ID) → order rows (ascending ID) → payment events (ascending key)
 //
+// Each transaction takes some of them, always in that order:
+//
 //   - createHold: its product, then inserts holds.
-//   - createOrder: no product lock at all (it changes no counter, and orders
-//     have no foreign key to products, whose check would take a shared lock
-//     on the hot row). It locks its holds, then inserts orders.
-//   - payments: their products, then their orders' holds, then the orders,
-//     then inserts events.
+//   - createOrder: no product lock at all (it changes no counter, and holds
+//     and orders have no foreign key to products, whose check would take a
+//     shared lock on the hot row). It locks its holds, then inserts orders.
+//   - payments: their products, then the holds a failure may release, then
+//     the orders, then inserts events.
 //   - sweeps, and createHold or a late payment releasing lapsed stock: the
 //     product, then the overdue holds and the holds of overdue orders, then
 //     those orders.
+//
+// One exception: a payment batch that releases lapsed stock for a late
+// success locks those holds after its orders. It holds the product's lock,
+// which every other transaction touching that product's holds and orders
+// takes first, except createOrder; and createOrder never waits for an order
+// lock (it only inserts new orders), so no cycle can form.
 //
 // Every locking read goes through a primary key (a candidate list is read
 // first without locks where a range is needed), and sessions run READ
@@ -195,7 +203,9 @@ func (s *Service) withClock(sel *sql.Selector) {
 // withClock: by then every one of their locks was held (zero when there
 // were no rows). On SQLite, whose writes this process serializes, it is the
 // process's clock.
-func lockedClock[T interface{ Value(string) (ent.Value, error) }](s *Service, rows []T) (time.Time, error) {
+func lockedClock[T interface {
+	Value(string) (ent.Value, error)
+}](s *Service, rows []T) (time.Time, error) {
 	if s.dialect != dialect.MySQL {
 		return time.Now().UTC(), nil
 	}

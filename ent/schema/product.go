@@ -37,5 +37,3 @@ func (Product) Fields() []ent.Field {
 		field.Int("stock_reserved").NonNegative().Default(0),
 	}
 }
-
-
