@@ -74,6 +74,16 @@ type coLapsed struct {
 
 type coStock struct{ available, reserved int }
 
+// coStocks reads the products' counters now.
+func coStocks(e *env, pids []int) map[int]coStock {
+	out := make(map[int]coStock, len(pids))
+	for _, pid := range pids {
+		p := e.getProduct(pid)
+		out[pid] = coStock{p.StockAvailable, p.StockReserved}
+	}
+	return out
+}
+
 // coCall is one ApplyPayment call and what it returned.
 type coCall struct {
 	pay stock.Payment
@@ -932,11 +942,7 @@ func coMixedAmple(e *env) {
 		t.Fatalf("setup sweep = %+v, want %d orders cancelled", r, len(timeouts))
 	}
 	orders, keys := coSnapshot(e, labels)
-	before := map[int]coStock{}
-	for _, pid := range pids {
-		p := e.getProduct(pid)
-		before[pid] = coStock{p.StockAvailable, p.StockReserved}
-	}
+	before := coStocks(e, pids)
 	e.audit()
 
 	rand.Shuffle(len(calls), func(i, j int) { calls[i], calls[j] = calls[j], calls[i] })
@@ -1011,11 +1017,7 @@ func coMixedScarce(e *env) {
 		e.waitPast(lastExpires)
 	}
 	orders, keys := coSnapshot(e, labels)
-	before := map[int]coStock{}
-	for _, pid := range pids {
-		p := e.getProduct(pid)
-		before[pid] = coStock{p.StockAvailable, p.StockReserved}
-	}
+	before := coStocks(e, pids)
 	e.audit()
 
 	rand.Shuffle(len(calls), func(i, j int) { calls[i], calls[j] = calls[j], calls[i] })
