@@ -109,8 +109,11 @@ func TestHostileInput(t *testing.T) {
 		{name: "hold ID with NUL", query: `mutation($h: ID!) { createOrder(holdId: $h) { id } }`, vars: map[string]any{"h": holdID[:35] + "\x00"}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "hold ID braces", query: `mutation($h: ID!) { createOrder(holdId: $h) { id } }`, vars: map[string]any{"h": "{" + holdID + "}"}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "product name SQL, no token", query: `mutation { createProduct(input: {name: "x'); DROP TABLE holds; --", priceCents: 1, stock: 1}) { id } }`, status: 200, code: "UNAUTHENTICATED"},
-		{name: "wrong token", token: "Bearer-guess", query: `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1}) { id } }`, status: 200, code: "UNAUTHENTICATED"},
-		{name: "token prefix", token: testAdminToken[:5], query: `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1}) { id } }`, status: 200, code: "UNAUTHENTICATED"},
+		// A bearer token that is not ADMIN_TOKEN is a customer token, and
+		// one that fails is refused before any field runs.
+		{name: "wrong token", token: "Bearer-guess", query: `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1}) { id } }`, status: 401, code: "UNAUTHENTICATED"},
+		{name: "token prefix", token: testAdminToken[:5], query: `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1}) { id } }`, status: 401, code: "UNAUTHENTICATED"},
+		{name: "wrong token on a query", token: "Bearer-guess", query: `{ __typename }`, status: 401, code: "UNAUTHENTICATED"},
 		{name: "name of 201 runes", token: testAdminToken, query: `mutation($n: String!) { createProduct(input: {name: $n, priceCents: 1, stock: 1}) { id } }`, vars: map[string]any{"n": strings.Repeat("é", 201)}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "name with NUL", token: testAdminToken, query: `mutation($n: String!) { createProduct(input: {name: $n, priceCents: 1, stock: 1}) { id } }`, vars: map[string]any{"n": "drop\x00"}, status: 200, code: "BAD_USER_INPUT"},
 		{name: "stock 2^40", token: testAdminToken, query: `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1099511627776}) { id } }`, status: 200, code: "BAD_USER_INPUT"},

@@ -31,6 +31,10 @@ type Hold struct {
 	Status hold.Status `json:"status,omitempty"`
 	// ExpiresAt holds the value of the "expires_at" field.
 	ExpiresAt time.Time `json:"expires_at,omitempty"`
+	// CustomerID holds the value of the "customer_id" field.
+	CustomerID string `json:"customer_id,omitempty"`
+	// IdempotencyKey holds the value of the "idempotency_key" field.
+	IdempotencyKey *string `json:"idempotency_key,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the HoldQuery when eager-loading is set.
 	Edges        HoldEdges `json:"edges"`
@@ -64,7 +68,7 @@ func (*Hold) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case hold.FieldProductID, hold.FieldQty:
 			values[i] = new(sql.NullInt64)
-		case hold.FieldStatus:
+		case hold.FieldStatus, hold.FieldCustomerID, hold.FieldIdempotencyKey:
 			values[i] = new(sql.NullString)
 		case hold.FieldCreatedAt, hold.FieldUpdatedAt, hold.FieldExpiresAt:
 			values[i] = new(sql.NullTime)
@@ -127,6 +131,19 @@ func (_m *Hold) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.ExpiresAt = value.Time
 			}
+		case hold.FieldCustomerID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field customer_id", values[i])
+			} else if value.Valid {
+				_m.CustomerID = value.String
+			}
+		case hold.FieldIdempotencyKey:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field idempotency_key", values[i])
+			} else if value.Valid {
+				_m.IdempotencyKey = new(string)
+				*_m.IdempotencyKey = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -185,6 +202,14 @@ func (_m *Hold) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("expires_at=")
 	builder.WriteString(_m.ExpiresAt.Format(time.ANSIC))
+	builder.WriteString(", ")
+	builder.WriteString("customer_id=")
+	builder.WriteString(_m.CustomerID)
+	builder.WriteString(", ")
+	if v := _m.IdempotencyKey; v != nil {
+		builder.WriteString("idempotency_key=")
+		builder.WriteString(*v)
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -82,6 +82,34 @@ func (_c *HoldCreate) SetExpiresAt(v time.Time) *HoldCreate {
 	return _c
 }
 
+// SetCustomerID sets the "customer_id" field.
+func (_c *HoldCreate) SetCustomerID(v string) *HoldCreate {
+	_c.mutation.SetCustomerID(v)
+	return _c
+}
+
+// SetNillableCustomerID sets the "customer_id" field if the given value is not nil.
+func (_c *HoldCreate) SetNillableCustomerID(v *string) *HoldCreate {
+	if v != nil {
+		_c.SetCustomerID(*v)
+	}
+	return _c
+}
+
+// SetIdempotencyKey sets the "idempotency_key" field.
+func (_c *HoldCreate) SetIdempotencyKey(v string) *HoldCreate {
+	_c.mutation.SetIdempotencyKey(v)
+	return _c
+}
+
+// SetNillableIdempotencyKey sets the "idempotency_key" field if the given value is not nil.
+func (_c *HoldCreate) SetNillableIdempotencyKey(v *string) *HoldCreate {
+	if v != nil {
+		_c.SetIdempotencyKey(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *HoldCreate) SetID(v uuid.UUID) *HoldCreate {
 	_c.mutation.SetID(v)
@@ -162,6 +190,10 @@ func (_c *HoldCreate) defaults() {
 		v := hold.DefaultStatus
 		_c.mutation.SetStatus(v)
 	}
+	if _, ok := _c.mutation.CustomerID(); !ok {
+		v := hold.DefaultCustomerID
+		_c.mutation.SetCustomerID(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		v := hold.DefaultID()
 		_c.mutation.SetID(v)
@@ -197,6 +229,9 @@ func (_c *HoldCreate) check() error {
 	}
 	if _, ok := _c.mutation.ExpiresAt(); !ok {
 		return &ValidationError{Name: "expires_at", err: errors.New(`ent: missing required field "Hold.expires_at"`)}
+	}
+	if _, ok := _c.mutation.CustomerID(); !ok {
+		return &ValidationError{Name: "customer_id", err: errors.New(`ent: missing required field "Hold.customer_id"`)}
 	}
 	return nil
 }
@@ -256,6 +291,14 @@ func (_c *HoldCreate) createSpec() (*Hold, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.ExpiresAt(); ok {
 		_spec.SetField(hold.FieldExpiresAt, field.TypeTime, value)
 		_node.ExpiresAt = value
+	}
+	if value, ok := _c.mutation.CustomerID(); ok {
+		_spec.SetField(hold.FieldCustomerID, field.TypeString, value)
+		_node.CustomerID = value
+	}
+	if value, ok := _c.mutation.IdempotencyKey(); ok {
+		_spec.SetField(hold.FieldIdempotencyKey, field.TypeString, value)
+		_node.IdempotencyKey = &value
 	}
 	if nodes := _c.mutation.OrderIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{

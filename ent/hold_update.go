@@ -150,6 +150,9 @@ func (_u *HoldUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(hold.FieldStatus, field.TypeEnum, value)
 	}
+	if _u.mutation.IdempotencyKeyCleared() {
+		_spec.ClearField(hold.FieldIdempotencyKey, field.TypeString)
+	}
 	if _u.mutation.OrderCleared() {
 		edge := &sqlgraph.EdgeSpec{
 			Rel:     sqlgraph.O2O,
@@ -349,6 +352,9 @@ func (_u *HoldUpdateOne) sqlSave(ctx context.Context) (_node *Hold, err error) {
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(hold.FieldStatus, field.TypeEnum, value)
+	}
+	if _u.mutation.IdempotencyKeyCleared() {
+		_spec.ClearField(hold.FieldIdempotencyKey, field.TypeString)
 	}
 	if _u.mutation.OrderCleared() {
 		edge := &sqlgraph.EdgeSpec{

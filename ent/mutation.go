@@ -37,23 +37,25 @@ const (
 // HoldMutation represents an operation that mutates the Hold nodes in the graph.
 type HoldMutation struct {
 	config
-	op            Op
-	typ           string
-	id            *uuid.UUID
-	created_at    *time.Time
-	updated_at    *time.Time
-	product_id    *int
-	addproduct_id *int
-	qty           *int
-	addqty        *int
-	status        *hold.Status
-	expires_at    *time.Time
-	clearedFields map[string]struct{}
-	_order        *uuid.UUID
-	cleared_order bool
-	done          bool
-	oldValue      func(context.Context) (*Hold, error)
-	predicates    []predicate.Hold
+	op              Op
+	typ             string
+	id              *uuid.UUID
+	created_at      *time.Time
+	updated_at      *time.Time
+	product_id      *int
+	addproduct_id   *int
+	qty             *int
+	addqty          *int
+	status          *hold.Status
+	expires_at      *time.Time
+	customer_id     *string
+	idempotency_key *string
+	clearedFields   map[string]struct{}
+	_order          *uuid.UUID
+	cleared_order   bool
+	done            bool
+	oldValue        func(context.Context) (*Hold, error)
+	predicates      []predicate.Hold
 }
 
 var _ ent.Mutation = (*HoldMutation)(nil)
@@ -416,6 +418,91 @@ func (m *HoldMutation) ResetExpiresAt() {
 	m.expires_at = nil
 }
 
+// SetCustomerID sets the "customer_id" field.
+func (m *HoldMutation) SetCustomerID(s string) {
+	m.customer_id = &s
+}
+
+// CustomerID returns the value of the "customer_id" field in the mutation.
+func (m *HoldMutation) CustomerID() (r string, exists bool) {
+	v := m.customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCustomerID returns the old "customer_id" field's value of the Hold entity.
+// If the Hold object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HoldMutation) OldCustomerID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCustomerID: %w", err)
+	}
+	return oldValue.CustomerID, nil
+}
+
+// ResetCustomerID resets all changes to the "customer_id" field.
+func (m *HoldMutation) ResetCustomerID() {
+	m.customer_id = nil
+}
+
+// SetIdempotencyKey sets the "idempotency_key" field.
+func (m *HoldMutation) SetIdempotencyKey(s string) {
+	m.idempotency_key = &s
+}
+
+// IdempotencyKey returns the value of the "idempotency_key" field in the mutation.
+func (m *HoldMutation) IdempotencyKey() (r string, exists bool) {
+	v := m.idempotency_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldIdempotencyKey returns the old "idempotency_key" field's value of the Hold entity.
+// If the Hold object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HoldMutation) OldIdempotencyKey(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldIdempotencyKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldIdempotencyKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldIdempotencyKey: %w", err)
+	}
+	return oldValue.IdempotencyKey, nil
+}
+
+// ClearIdempotencyKey clears the value of the "idempotency_key" field.
+func (m *HoldMutation) ClearIdempotencyKey() {
+	m.idempotency_key = nil
+	m.clearedFields[hold.FieldIdempotencyKey] = struct{}{}
+}
+
+// IdempotencyKeyCleared returns if the "idempotency_key" field was cleared in this mutation.
+func (m *HoldMutation) IdempotencyKeyCleared() bool {
+	_, ok := m.clearedFields[hold.FieldIdempotencyKey]
+	return ok
+}
+
+// ResetIdempotencyKey resets all changes to the "idempotency_key" field.
+func (m *HoldMutation) ResetIdempotencyKey() {
+	m.idempotency_key = nil
+	delete(m.clearedFields, hold.FieldIdempotencyKey)
+}
+
 // SetOrderID sets the "order" edge to the Order entity by id.
 func (m *HoldMutation) SetOrderID(id uuid.UUID) {
 	m._order = &id
@@ -489,7 +576,7 @@ func (m *HoldMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *HoldMutation) Fields() []string {
-	fields := make([]string, 0, 6)
+	fields := make([]string, 0, 8)
 	if m.created_at != nil {
 		fields = append(fields, hold.FieldCreatedAt)
 	}
@@ -507,6 +594,12 @@ func (m *HoldMutation) Fields() []string {
 	}
 	if m.expires_at != nil {
 		fields = append(fields, hold.FieldExpiresAt)
+	}
+	if m.customer_id != nil {
+		fields = append(fields, hold.FieldCustomerID)
+	}
+	if m.idempotency_key != nil {
+		fields = append(fields, hold.FieldIdempotencyKey)
 	}
 	return fields
 }
@@ -528,6 +621,10 @@ func (m *HoldMutation) Field(name string) (ent.Value, bool) {
 		return m.Status()
 	case hold.FieldExpiresAt:
 		return m.ExpiresAt()
+	case hold.FieldCustomerID:
+		return m.CustomerID()
+	case hold.FieldIdempotencyKey:
+		return m.IdempotencyKey()
 	}
 	return nil, false
 }
@@ -549,6 +646,10 @@ func (m *HoldMutation) OldField(ctx context.Context, name string) (ent.Value, er
 		return m.OldStatus(ctx)
 	case hold.FieldExpiresAt:
 		return m.OldExpiresAt(ctx)
+	case hold.FieldCustomerID:
+		return m.OldCustomerID(ctx)
+	case hold.FieldIdempotencyKey:
+		return m.OldIdempotencyKey(ctx)
 	}
 	return nil, fmt.Errorf("unknown Hold field %s", name)
 }
@@ -599,6 +700,20 @@ func (m *HoldMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetExpiresAt(v)
+		return nil
+	case hold.FieldCustomerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCustomerID(v)
+		return nil
+	case hold.FieldIdempotencyKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetIdempotencyKey(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Hold field %s", name)
@@ -656,7 +771,11 @@ func (m *HoldMutation) AddField(name string, value ent.Value) error {
 // ClearedFields returns all nullable fields that were cleared during this
 // mutation.
 func (m *HoldMutation) ClearedFields() []string {
-	return nil
+	var fields []string
+	if m.FieldCleared(hold.FieldIdempotencyKey) {
+		fields = append(fields, hold.FieldIdempotencyKey)
+	}
+	return fields
 }
 
 // FieldCleared returns a boolean indicating if a field with the given name was
@@ -669,6 +788,11 @@ func (m *HoldMutation) FieldCleared(name string) bool {
 // ClearField clears the value of the field with the given name. It returns an
 // error if the field is not defined in the schema.
 func (m *HoldMutation) ClearField(name string) error {
+	switch name {
+	case hold.FieldIdempotencyKey:
+		m.ClearIdempotencyKey()
+		return nil
+	}
 	return fmt.Errorf("unknown Hold nullable field %s", name)
 }
 
@@ -693,6 +817,12 @@ func (m *HoldMutation) ResetField(name string) error {
 		return nil
 	case hold.FieldExpiresAt:
 		m.ResetExpiresAt()
+		return nil
+	case hold.FieldCustomerID:
+		m.ResetCustomerID()
+		return nil
+	case hold.FieldIdempotencyKey:
+		m.ResetIdempotencyKey()
 		return nil
 	}
 	return fmt.Errorf("unknown Hold field %s", name)
@@ -788,6 +918,7 @@ type OrderMutation struct {
 	addamount_cents       *int64
 	status                *order.Status
 	payment_due_at        *time.Time
+	customer_id           *string
 	clearedFields         map[string]struct{}
 	hold                  *uuid.UUID
 	clearedhold           bool
@@ -1251,6 +1382,42 @@ func (m *OrderMutation) ResetPaymentDueAt() {
 	m.payment_due_at = nil
 }
 
+// SetCustomerID sets the "customer_id" field.
+func (m *OrderMutation) SetCustomerID(s string) {
+	m.customer_id = &s
+}
+
+// CustomerID returns the value of the "customer_id" field in the mutation.
+func (m *OrderMutation) CustomerID() (r string, exists bool) {
+	v := m.customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCustomerID returns the old "customer_id" field's value of the Order entity.
+// If the Order object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OrderMutation) OldCustomerID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCustomerID: %w", err)
+	}
+	return oldValue.CustomerID, nil
+}
+
+// ResetCustomerID resets all changes to the "customer_id" field.
+func (m *OrderMutation) ResetCustomerID() {
+	m.customer_id = nil
+}
+
 // ClearHold clears the "hold" edge to the Hold entity.
 func (m *OrderMutation) ClearHold() {
 	m.clearedhold = true
@@ -1366,7 +1533,7 @@ func (m *OrderMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *OrderMutation) Fields() []string {
-	fields := make([]string, 0, 8)
+	fields := make([]string, 0, 9)
 	if m.created_at != nil {
 		fields = append(fields, order.FieldCreatedAt)
 	}
@@ -1390,6 +1557,9 @@ func (m *OrderMutation) Fields() []string {
 	}
 	if m.payment_due_at != nil {
 		fields = append(fields, order.FieldPaymentDueAt)
+	}
+	if m.customer_id != nil {
+		fields = append(fields, order.FieldCustomerID)
 	}
 	return fields
 }
@@ -1415,6 +1585,8 @@ func (m *OrderMutation) Field(name string) (ent.Value, bool) {
 		return m.Status()
 	case order.FieldPaymentDueAt:
 		return m.PaymentDueAt()
+	case order.FieldCustomerID:
+		return m.CustomerID()
 	}
 	return nil, false
 }
@@ -1440,6 +1612,8 @@ func (m *OrderMutation) OldField(ctx context.Context, name string) (ent.Value, e
 		return m.OldStatus(ctx)
 	case order.FieldPaymentDueAt:
 		return m.OldPaymentDueAt(ctx)
+	case order.FieldCustomerID:
+		return m.OldCustomerID(ctx)
 	}
 	return nil, fmt.Errorf("unknown Order field %s", name)
 }
@@ -1504,6 +1678,13 @@ func (m *OrderMutation) SetField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.SetPaymentDueAt(v)
+		return nil
+	case order.FieldCustomerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCustomerID(v)
 		return nil
 	}
 	return fmt.Errorf("unknown Order field %s", name)
@@ -1616,6 +1797,9 @@ func (m *OrderMutation) ResetField(name string) error {
 		return nil
 	case order.FieldPaymentDueAt:
 		m.ResetPaymentDueAt()
+		return nil
+	case order.FieldCustomerID:
+		m.ResetCustomerID()
 		return nil
 	}
 	return fmt.Errorf("unknown Order field %s", name)
@@ -2430,24 +2614,28 @@ func (m *PaymentEventMutation) ResetEdge(name string) error {
 // ProductMutation represents an operation that mutates the Product nodes in the graph.
 type ProductMutation struct {
 	config
-	op                 Op
-	typ                string
-	id                 *int
-	created_at         *time.Time
-	updated_at         *time.Time
-	name               *string
-	price_cents        *int64
-	addprice_cents     *int64
-	stock_received     *int
-	addstock_received  *int
-	stock_available    *int
-	addstock_available *int
-	stock_reserved     *int
-	addstock_reserved  *int
-	clearedFields      map[string]struct{}
-	done               bool
-	oldValue           func(context.Context) (*Product, error)
-	predicates         []predicate.Product
+	op                  Op
+	typ                 string
+	id                  *int
+	created_at          *time.Time
+	updated_at          *time.Time
+	name                *string
+	price_cents         *int64
+	addprice_cents      *int64
+	stock_received      *int
+	addstock_received   *int
+	stock_available     *int
+	addstock_available  *int
+	stock_reserved      *int
+	addstock_reserved   *int
+	max_per_customer    *int
+	addmax_per_customer *int
+	sale_starts_at      *time.Time
+	sale_ends_at        *time.Time
+	clearedFields       map[string]struct{}
+	done                bool
+	oldValue            func(context.Context) (*Product, error)
+	predicates          []predicate.Product
 }
 
 var _ ent.Mutation = (*ProductMutation)(nil)
@@ -2880,6 +3068,174 @@ func (m *ProductMutation) ResetStockReserved() {
 	m.addstock_reserved = nil
 }
 
+// SetMaxPerCustomer sets the "max_per_customer" field.
+func (m *ProductMutation) SetMaxPerCustomer(i int) {
+	m.max_per_customer = &i
+	m.addmax_per_customer = nil
+}
+
+// MaxPerCustomer returns the value of the "max_per_customer" field in the mutation.
+func (m *ProductMutation) MaxPerCustomer() (r int, exists bool) {
+	v := m.max_per_customer
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMaxPerCustomer returns the old "max_per_customer" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldMaxPerCustomer(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMaxPerCustomer is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMaxPerCustomer requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMaxPerCustomer: %w", err)
+	}
+	return oldValue.MaxPerCustomer, nil
+}
+
+// AddMaxPerCustomer adds i to the "max_per_customer" field.
+func (m *ProductMutation) AddMaxPerCustomer(i int) {
+	if m.addmax_per_customer != nil {
+		*m.addmax_per_customer += i
+	} else {
+		m.addmax_per_customer = &i
+	}
+}
+
+// AddedMaxPerCustomer returns the value that was added to the "max_per_customer" field in this mutation.
+func (m *ProductMutation) AddedMaxPerCustomer() (r int, exists bool) {
+	v := m.addmax_per_customer
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearMaxPerCustomer clears the value of the "max_per_customer" field.
+func (m *ProductMutation) ClearMaxPerCustomer() {
+	m.max_per_customer = nil
+	m.addmax_per_customer = nil
+	m.clearedFields[product.FieldMaxPerCustomer] = struct{}{}
+}
+
+// MaxPerCustomerCleared returns if the "max_per_customer" field was cleared in this mutation.
+func (m *ProductMutation) MaxPerCustomerCleared() bool {
+	_, ok := m.clearedFields[product.FieldMaxPerCustomer]
+	return ok
+}
+
+// ResetMaxPerCustomer resets all changes to the "max_per_customer" field.
+func (m *ProductMutation) ResetMaxPerCustomer() {
+	m.max_per_customer = nil
+	m.addmax_per_customer = nil
+	delete(m.clearedFields, product.FieldMaxPerCustomer)
+}
+
+// SetSaleStartsAt sets the "sale_starts_at" field.
+func (m *ProductMutation) SetSaleStartsAt(t time.Time) {
+	m.sale_starts_at = &t
+}
+
+// SaleStartsAt returns the value of the "sale_starts_at" field in the mutation.
+func (m *ProductMutation) SaleStartsAt() (r time.Time, exists bool) {
+	v := m.sale_starts_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSaleStartsAt returns the old "sale_starts_at" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldSaleStartsAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSaleStartsAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSaleStartsAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSaleStartsAt: %w", err)
+	}
+	return oldValue.SaleStartsAt, nil
+}
+
+// ClearSaleStartsAt clears the value of the "sale_starts_at" field.
+func (m *ProductMutation) ClearSaleStartsAt() {
+	m.sale_starts_at = nil
+	m.clearedFields[product.FieldSaleStartsAt] = struct{}{}
+}
+
+// SaleStartsAtCleared returns if the "sale_starts_at" field was cleared in this mutation.
+func (m *ProductMutation) SaleStartsAtCleared() bool {
+	_, ok := m.clearedFields[product.FieldSaleStartsAt]
+	return ok
+}
+
+// ResetSaleStartsAt resets all changes to the "sale_starts_at" field.
+func (m *ProductMutation) ResetSaleStartsAt() {
+	m.sale_starts_at = nil
+	delete(m.clearedFields, product.FieldSaleStartsAt)
+}
+
+// SetSaleEndsAt sets the "sale_ends_at" field.
+func (m *ProductMutation) SetSaleEndsAt(t time.Time) {
+	m.sale_ends_at = &t
+}
+
+// SaleEndsAt returns the value of the "sale_ends_at" field in the mutation.
+func (m *ProductMutation) SaleEndsAt() (r time.Time, exists bool) {
+	v := m.sale_ends_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldSaleEndsAt returns the old "sale_ends_at" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldSaleEndsAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldSaleEndsAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldSaleEndsAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldSaleEndsAt: %w", err)
+	}
+	return oldValue.SaleEndsAt, nil
+}
+
+// ClearSaleEndsAt clears the value of the "sale_ends_at" field.
+func (m *ProductMutation) ClearSaleEndsAt() {
+	m.sale_ends_at = nil
+	m.clearedFields[product.FieldSaleEndsAt] = struct{}{}
+}
+
+// SaleEndsAtCleared returns if the "sale_ends_at" field was cleared in this mutation.
+func (m *ProductMutation) SaleEndsAtCleared() bool {
+	_, ok := m.clearedFields[product.FieldSaleEndsAt]
+	return ok
+}
+
+// ResetSaleEndsAt resets all changes to the "sale_ends_at" field.
+func (m *ProductMutation) ResetSaleEndsAt() {
+	m.sale_ends_at = nil
+	delete(m.clearedFields, product.FieldSaleEndsAt)
+}
+
 // Where appends a list predicates to the ProductMutation builder.
 func (m *ProductMutation) Where(ps ...predicate.Product) {
 	m.predicates = append(m.predicates, ps...)
@@ -2914,7 +3270,7 @@ func (m *ProductMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ProductMutation) Fields() []string {
-	fields := make([]string, 0, 7)
+	fields := make([]string, 0, 10)
 	if m.created_at != nil {
 		fields = append(fields, product.FieldCreatedAt)
 	}
@@ -2935,6 +3291,15 @@ func (m *ProductMutation) Fields() []string {
 	}
 	if m.stock_reserved != nil {
 		fields = append(fields, product.FieldStockReserved)
+	}
+	if m.max_per_customer != nil {
+		fields = append(fields, product.FieldMaxPerCustomer)
+	}
+	if m.sale_starts_at != nil {
+		fields = append(fields, product.FieldSaleStartsAt)
+	}
+	if m.sale_ends_at != nil {
+		fields = append(fields, product.FieldSaleEndsAt)
 	}
 	return fields
 }
@@ -2958,6 +3323,12 @@ func (m *ProductMutation) Field(name string) (ent.Value, bool) {
 		return m.StockAvailable()
 	case product.FieldStockReserved:
 		return m.StockReserved()
+	case product.FieldMaxPerCustomer:
+		return m.MaxPerCustomer()
+	case product.FieldSaleStartsAt:
+		return m.SaleStartsAt()
+	case product.FieldSaleEndsAt:
+		return m.SaleEndsAt()
 	}
 	return nil, false
 }
@@ -2981,6 +3352,12 @@ func (m *ProductMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldStockAvailable(ctx)
 	case product.FieldStockReserved:
 		return m.OldStockReserved(ctx)
+	case product.FieldMaxPerCustomer:
+		return m.OldMaxPerCustomer(ctx)
+	case product.FieldSaleStartsAt:
+		return m.OldSaleStartsAt(ctx)
+	case product.FieldSaleEndsAt:
+		return m.OldSaleEndsAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown Product field %s", name)
 }
@@ -3039,6 +3416,27 @@ func (m *ProductMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetStockReserved(v)
 		return nil
+	case product.FieldMaxPerCustomer:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMaxPerCustomer(v)
+		return nil
+	case product.FieldSaleStartsAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSaleStartsAt(v)
+		return nil
+	case product.FieldSaleEndsAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetSaleEndsAt(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Product field %s", name)
 }
@@ -3059,6 +3457,9 @@ func (m *ProductMutation) AddedFields() []string {
 	if m.addstock_reserved != nil {
 		fields = append(fields, product.FieldStockReserved)
 	}
+	if m.addmax_per_customer != nil {
+		fields = append(fields, product.FieldMaxPerCustomer)
+	}
 	return fields
 }
 
@@ -3075,6 +3476,8 @@ func (m *ProductMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedStockAvailable()
 	case product.FieldStockReserved:
 		return m.AddedStockReserved()
+	case product.FieldMaxPerCustomer:
+		return m.AddedMaxPerCustomer()
 	}
 	return nil, false
 }
@@ -3112,6 +3515,13 @@ func (m *ProductMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddStockReserved(v)
 		return nil
+	case product.FieldMaxPerCustomer:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddMaxPerCustomer(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Product numeric field %s", name)
 }
@@ -3119,7 +3529,17 @@ func (m *ProductMutation) AddField(name string, value ent.Value) error {
 // ClearedFields returns all nullable fields that were cleared during this
 // mutation.
 func (m *ProductMutation) ClearedFields() []string {
-	return nil
+	var fields []string
+	if m.FieldCleared(product.FieldMaxPerCustomer) {
+		fields = append(fields, product.FieldMaxPerCustomer)
+	}
+	if m.FieldCleared(product.FieldSaleStartsAt) {
+		fields = append(fields, product.FieldSaleStartsAt)
+	}
+	if m.FieldCleared(product.FieldSaleEndsAt) {
+		fields = append(fields, product.FieldSaleEndsAt)
+	}
+	return fields
 }
 
 // FieldCleared returns a boolean indicating if a field with the given name was
@@ -3132,6 +3552,17 @@ func (m *ProductMutation) FieldCleared(name string) bool {
 // ClearField clears the value of the field with the given name. It returns an
 // error if the field is not defined in the schema.
 func (m *ProductMutation) ClearField(name string) error {
+	switch name {
+	case product.FieldMaxPerCustomer:
+		m.ClearMaxPerCustomer()
+		return nil
+	case product.FieldSaleStartsAt:
+		m.ClearSaleStartsAt()
+		return nil
+	case product.FieldSaleEndsAt:
+		m.ClearSaleEndsAt()
+		return nil
+	}
 	return fmt.Errorf("unknown Product nullable field %s", name)
 }
 
@@ -3159,6 +3590,15 @@ func (m *ProductMutation) ResetField(name string) error {
 		return nil
 	case product.FieldStockReserved:
 		m.ResetStockReserved()
+		return nil
+	case product.FieldMaxPerCustomer:
+		m.ResetMaxPerCustomer()
+		return nil
+	case product.FieldSaleStartsAt:
+		m.ResetSaleStartsAt()
+		return nil
+	case product.FieldSaleEndsAt:
+		m.ResetSaleEndsAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Product field %s", name)

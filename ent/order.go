@@ -35,6 +35,8 @@ type Order struct {
 	Status order.Status `json:"status,omitempty"`
 	// PaymentDueAt holds the value of the "payment_due_at" field.
 	PaymentDueAt time.Time `json:"payment_due_at,omitempty"`
+	// CustomerID holds the value of the "customer_id" field.
+	CustomerID string `json:"customer_id,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the OrderQuery when eager-loading is set.
 	Edges        OrderEdges `json:"edges"`
@@ -79,7 +81,7 @@ func (*Order) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case order.FieldProductID, order.FieldQty, order.FieldAmountCents:
 			values[i] = new(sql.NullInt64)
-		case order.FieldStatus:
+		case order.FieldStatus, order.FieldCustomerID:
 			values[i] = new(sql.NullString)
 		case order.FieldCreatedAt, order.FieldUpdatedAt, order.FieldPaymentDueAt:
 			values[i] = new(sql.NullTime)
@@ -154,6 +156,12 @@ func (_m *Order) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.PaymentDueAt = value.Time
 			}
+		case order.FieldCustomerID:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field customer_id", values[i])
+			} else if value.Valid {
+				_m.CustomerID = value.String
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -223,6 +231,9 @@ func (_m *Order) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("payment_due_at=")
 	builder.WriteString(_m.PaymentDueAt.Format(time.ANSIC))
+	builder.WriteString(", ")
+	builder.WriteString("customer_id=")
+	builder.WriteString(_m.CustomerID)
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -95,6 +95,20 @@ func (_c *OrderCreate) SetPaymentDueAt(v time.Time) *OrderCreate {
 	return _c
 }
 
+// SetCustomerID sets the "customer_id" field.
+func (_c *OrderCreate) SetCustomerID(v string) *OrderCreate {
+	_c.mutation.SetCustomerID(v)
+	return _c
+}
+
+// SetNillableCustomerID sets the "customer_id" field if the given value is not nil.
+func (_c *OrderCreate) SetNillableCustomerID(v *string) *OrderCreate {
+	if v != nil {
+		_c.SetCustomerID(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *OrderCreate) SetID(v uuid.UUID) *OrderCreate {
 	_c.mutation.SetID(v)
@@ -176,6 +190,10 @@ func (_c *OrderCreate) defaults() {
 		v := order.DefaultStatus
 		_c.mutation.SetStatus(v)
 	}
+	if _, ok := _c.mutation.CustomerID(); !ok {
+		v := order.DefaultCustomerID
+		_c.mutation.SetCustomerID(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		v := order.DefaultID()
 		_c.mutation.SetID(v)
@@ -222,6 +240,9 @@ func (_c *OrderCreate) check() error {
 	}
 	if _, ok := _c.mutation.PaymentDueAt(); !ok {
 		return &ValidationError{Name: "payment_due_at", err: errors.New(`ent: missing required field "Order.payment_due_at"`)}
+	}
+	if _, ok := _c.mutation.CustomerID(); !ok {
+		return &ValidationError{Name: "customer_id", err: errors.New(`ent: missing required field "Order.customer_id"`)}
 	}
 	if len(_c.mutation.HoldIDs()) == 0 {
 		return &ValidationError{Name: "hold", err: errors.New(`ent: missing required edge "Order.hold"`)}
@@ -288,6 +309,10 @@ func (_c *OrderCreate) createSpec() (*Order, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.PaymentDueAt(); ok {
 		_spec.SetField(order.FieldPaymentDueAt, field.TypeTime, value)
 		_node.PaymentDueAt = value
+	}
+	if value, ok := _c.mutation.CustomerID(); ok {
+		_spec.SetField(order.FieldCustomerID, field.TypeString, value)
+		_node.CustomerID = value
 	}
 	if nodes := _c.mutation.HoldIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{

@@ -31,7 +31,13 @@ type Product struct {
 	StockAvailable int `json:"stock_available,omitempty"`
 	// StockReserved holds the value of the "stock_reserved" field.
 	StockReserved int `json:"stock_reserved,omitempty"`
-	selectValues  sql.SelectValues
+	// MaxPerCustomer holds the value of the "max_per_customer" field.
+	MaxPerCustomer *int `json:"max_per_customer,omitempty"`
+	// SaleStartsAt holds the value of the "sale_starts_at" field.
+	SaleStartsAt *time.Time `json:"sale_starts_at,omitempty"`
+	// SaleEndsAt holds the value of the "sale_ends_at" field.
+	SaleEndsAt   *time.Time `json:"sale_ends_at,omitempty"`
+	selectValues sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -39,11 +45,11 @@ func (*Product) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case product.FieldID, product.FieldPriceCents, product.FieldStockReceived, product.FieldStockAvailable, product.FieldStockReserved:
+		case product.FieldID, product.FieldPriceCents, product.FieldStockReceived, product.FieldStockAvailable, product.FieldStockReserved, product.FieldMaxPerCustomer:
 			values[i] = new(sql.NullInt64)
 		case product.FieldName:
 			values[i] = new(sql.NullString)
-		case product.FieldCreatedAt, product.FieldUpdatedAt:
+		case product.FieldCreatedAt, product.FieldUpdatedAt, product.FieldSaleStartsAt, product.FieldSaleEndsAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -108,6 +114,27 @@ func (_m *Product) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.StockReserved = int(value.Int64)
 			}
+		case product.FieldMaxPerCustomer:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field max_per_customer", values[i])
+			} else if value.Valid {
+				_m.MaxPerCustomer = new(int)
+				*_m.MaxPerCustomer = int(value.Int64)
+			}
+		case product.FieldSaleStartsAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field sale_starts_at", values[i])
+			} else if value.Valid {
+				_m.SaleStartsAt = new(time.Time)
+				*_m.SaleStartsAt = value.Time
+			}
+		case product.FieldSaleEndsAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field sale_ends_at", values[i])
+			} else if value.Valid {
+				_m.SaleEndsAt = new(time.Time)
+				*_m.SaleEndsAt = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -164,6 +191,21 @@ func (_m *Product) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("stock_reserved=")
 	builder.WriteString(fmt.Sprintf("%v", _m.StockReserved))
+	builder.WriteString(", ")
+	if v := _m.MaxPerCustomer; v != nil {
+		builder.WriteString("max_per_customer=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	if v := _m.SaleStartsAt; v != nil {
+		builder.WriteString("sale_starts_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.SaleEndsAt; v != nil {
+		builder.WriteString("sale_ends_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -86,6 +86,48 @@ func (_c *ProductCreate) SetNillableStockReserved(v *int) *ProductCreate {
 	return _c
 }
 
+// SetMaxPerCustomer sets the "max_per_customer" field.
+func (_c *ProductCreate) SetMaxPerCustomer(v int) *ProductCreate {
+	_c.mutation.SetMaxPerCustomer(v)
+	return _c
+}
+
+// SetNillableMaxPerCustomer sets the "max_per_customer" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableMaxPerCustomer(v *int) *ProductCreate {
+	if v != nil {
+		_c.SetMaxPerCustomer(*v)
+	}
+	return _c
+}
+
+// SetSaleStartsAt sets the "sale_starts_at" field.
+func (_c *ProductCreate) SetSaleStartsAt(v time.Time) *ProductCreate {
+	_c.mutation.SetSaleStartsAt(v)
+	return _c
+}
+
+// SetNillableSaleStartsAt sets the "sale_starts_at" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableSaleStartsAt(v *time.Time) *ProductCreate {
+	if v != nil {
+		_c.SetSaleStartsAt(*v)
+	}
+	return _c
+}
+
+// SetSaleEndsAt sets the "sale_ends_at" field.
+func (_c *ProductCreate) SetSaleEndsAt(v time.Time) *ProductCreate {
+	_c.mutation.SetSaleEndsAt(v)
+	return _c
+}
+
+// SetNillableSaleEndsAt sets the "sale_ends_at" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableSaleEndsAt(v *time.Time) *ProductCreate {
+	if v != nil {
+		_c.SetSaleEndsAt(*v)
+	}
+	return _c
+}
+
 // Mutation returns the ProductMutation object of the builder.
 func (_c *ProductCreate) Mutation() *ProductMutation {
 	return _c.mutation
@@ -183,6 +225,11 @@ func (_c *ProductCreate) check() error {
 			return &ValidationError{Name: "stock_reserved", err: fmt.Errorf(`ent: validator failed for field "Product.stock_reserved": %w`, err)}
 		}
 	}
+	if v, ok := _c.mutation.MaxPerCustomer(); ok {
+		if err := product.MaxPerCustomerValidator(v); err != nil {
+			return &ValidationError{Name: "max_per_customer", err: fmt.Errorf(`ent: validator failed for field "Product.max_per_customer": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -236,6 +283,18 @@ func (_c *ProductCreate) createSpec() (*Product, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.StockReserved(); ok {
 		_spec.SetField(product.FieldStockReserved, field.TypeInt, value)
 		_node.StockReserved = value
+	}
+	if value, ok := _c.mutation.MaxPerCustomer(); ok {
+		_spec.SetField(product.FieldMaxPerCustomer, field.TypeInt, value)
+		_node.MaxPerCustomer = &value
+	}
+	if value, ok := _c.mutation.SaleStartsAt(); ok {
+		_spec.SetField(product.FieldSaleStartsAt, field.TypeTime, value)
+		_node.SaleStartsAt = &value
+	}
+	if value, ok := _c.mutation.SaleEndsAt(); ok {
+		_spec.SetField(product.FieldSaleEndsAt, field.TypeTime, value)
+		_node.SaleEndsAt = &value
 	}
 	return _node, _spec
 }

@@ -141,6 +141,73 @@ func (_u *ProductUpdate) AddStockReserved(v int) *ProductUpdate {
 	return _u
 }
 
+// SetMaxPerCustomer sets the "max_per_customer" field.
+func (_u *ProductUpdate) SetMaxPerCustomer(v int) *ProductUpdate {
+	_u.mutation.ResetMaxPerCustomer()
+	_u.mutation.SetMaxPerCustomer(v)
+	return _u
+}
+
+// SetNillableMaxPerCustomer sets the "max_per_customer" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableMaxPerCustomer(v *int) *ProductUpdate {
+	if v != nil {
+		_u.SetMaxPerCustomer(*v)
+	}
+	return _u
+}
+
+// AddMaxPerCustomer adds value to the "max_per_customer" field.
+func (_u *ProductUpdate) AddMaxPerCustomer(v int) *ProductUpdate {
+	_u.mutation.AddMaxPerCustomer(v)
+	return _u
+}
+
+// ClearMaxPerCustomer clears the value of the "max_per_customer" field.
+func (_u *ProductUpdate) ClearMaxPerCustomer() *ProductUpdate {
+	_u.mutation.ClearMaxPerCustomer()
+	return _u
+}
+
+// SetSaleStartsAt sets the "sale_starts_at" field.
+func (_u *ProductUpdate) SetSaleStartsAt(v time.Time) *ProductUpdate {
+	_u.mutation.SetSaleStartsAt(v)
+	return _u
+}
+
+// SetNillableSaleStartsAt sets the "sale_starts_at" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableSaleStartsAt(v *time.Time) *ProductUpdate {
+	if v != nil {
+		_u.SetSaleStartsAt(*v)
+	}
+	return _u
+}
+
+// ClearSaleStartsAt clears the value of the "sale_starts_at" field.
+func (_u *ProductUpdate) ClearSaleStartsAt() *ProductUpdate {
+	_u.mutation.ClearSaleStartsAt()
+	return _u
+}
+
+// SetSaleEndsAt sets the "sale_ends_at" field.
+func (_u *ProductUpdate) SetSaleEndsAt(v time.Time) *ProductUpdate {
+	_u.mutation.SetSaleEndsAt(v)
+	return _u
+}
+
+// SetNillableSaleEndsAt sets the "sale_ends_at" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableSaleEndsAt(v *time.Time) *ProductUpdate {
+	if v != nil {
+		_u.SetSaleEndsAt(*v)
+	}
+	return _u
+}
+
+// ClearSaleEndsAt clears the value of the "sale_ends_at" field.
+func (_u *ProductUpdate) ClearSaleEndsAt() *ProductUpdate {
+	_u.mutation.ClearSaleEndsAt()
+	return _u
+}
+
 // Mutation returns the ProductMutation object of the builder.
 func (_u *ProductUpdate) Mutation() *ProductMutation {
 	return _u.mutation
@@ -200,6 +267,11 @@ func (_u *ProductUpdate) check() error {
 			return &ValidationError{Name: "stock_reserved", err: fmt.Errorf(`ent: validator failed for field "Product.stock_reserved": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.MaxPerCustomer(); ok {
+		if err := product.MaxPerCustomerValidator(v); err != nil {
+			return &ValidationError{Name: "max_per_customer", err: fmt.Errorf(`ent: validator failed for field "Product.max_per_customer": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -250,6 +322,27 @@ func (_u *ProductUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.AddedStockReserved(); ok {
 		_spec.AddField(product.FieldStockReserved, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.MaxPerCustomer(); ok {
+		_spec.SetField(product.FieldMaxPerCustomer, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedMaxPerCustomer(); ok {
+		_spec.AddField(product.FieldMaxPerCustomer, field.TypeInt, value)
+	}
+	if _u.mutation.MaxPerCustomerCleared() {
+		_spec.ClearField(product.FieldMaxPerCustomer, field.TypeInt)
+	}
+	if value, ok := _u.mutation.SaleStartsAt(); ok {
+		_spec.SetField(product.FieldSaleStartsAt, field.TypeTime, value)
+	}
+	if _u.mutation.SaleStartsAtCleared() {
+		_spec.ClearField(product.FieldSaleStartsAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SaleEndsAt(); ok {
+		_spec.SetField(product.FieldSaleEndsAt, field.TypeTime, value)
+	}
+	if _u.mutation.SaleEndsAtCleared() {
+		_spec.ClearField(product.FieldSaleEndsAt, field.TypeTime)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -385,6 +478,73 @@ func (_u *ProductUpdateOne) AddStockReserved(v int) *ProductUpdateOne {
 	return _u
 }
 
+// SetMaxPerCustomer sets the "max_per_customer" field.
+func (_u *ProductUpdateOne) SetMaxPerCustomer(v int) *ProductUpdateOne {
+	_u.mutation.ResetMaxPerCustomer()
+	_u.mutation.SetMaxPerCustomer(v)
+	return _u
+}
+
+// SetNillableMaxPerCustomer sets the "max_per_customer" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableMaxPerCustomer(v *int) *ProductUpdateOne {
+	if v != nil {
+		_u.SetMaxPerCustomer(*v)
+	}
+	return _u
+}
+
+// AddMaxPerCustomer adds value to the "max_per_customer" field.
+func (_u *ProductUpdateOne) AddMaxPerCustomer(v int) *ProductUpdateOne {
+	_u.mutation.AddMaxPerCustomer(v)
+	return _u
+}
+
+// ClearMaxPerCustomer clears the value of the "max_per_customer" field.
+func (_u *ProductUpdateOne) ClearMaxPerCustomer() *ProductUpdateOne {
+	_u.mutation.ClearMaxPerCustomer()
+	return _u
+}
+
+// SetSaleStartsAt sets the "sale_starts_at" field.
+func (_u *ProductUpdateOne) SetSaleStartsAt(v time.Time) *ProductUpdateOne {
+	_u.mutation.SetSaleStartsAt(v)
+	return _u
+}
+
+// SetNillableSaleStartsAt sets the "sale_starts_at" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableSaleStartsAt(v *time.Time) *ProductUpdateOne {
+	if v != nil {
+		_u.SetSaleStartsAt(*v)
+	}
+	return _u
+}
+
+// ClearSaleStartsAt clears the value of the "sale_starts_at" field.
+func (_u *ProductUpdateOne) ClearSaleStartsAt() *ProductUpdateOne {
+	_u.mutation.ClearSaleStartsAt()
+	return _u
+}
+
+// SetSaleEndsAt sets the "sale_ends_at" field.
+func (_u *ProductUpdateOne) SetSaleEndsAt(v time.Time) *ProductUpdateOne {
+	_u.mutation.SetSaleEndsAt(v)
+	return _u
+}
+
+// SetNillableSaleEndsAt sets the "sale_ends_at" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableSaleEndsAt(v *time.Time) *ProductUpdateOne {
+	if v != nil {
+		_u.SetSaleEndsAt(*v)
+	}
+	return _u
+}
+
+// ClearSaleEndsAt clears the value of the "sale_ends_at" field.
+func (_u *ProductUpdateOne) ClearSaleEndsAt() *ProductUpdateOne {
+	_u.mutation.ClearSaleEndsAt()
+	return _u
+}
+
 // Mutation returns the ProductMutation object of the builder.
 func (_u *ProductUpdateOne) Mutation() *ProductMutation {
 	return _u.mutation
@@ -457,6 +617,11 @@ func (_u *ProductUpdateOne) check() error {
 			return &ValidationError{Name: "stock_reserved", err: fmt.Errorf(`ent: validator failed for field "Product.stock_reserved": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.MaxPerCustomer(); ok {
+		if err := product.MaxPerCustomerValidator(v); err != nil {
+			return &ValidationError{Name: "max_per_customer", err: fmt.Errorf(`ent: validator failed for field "Product.max_per_customer": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -524,6 +689,27 @@ func (_u *ProductUpdateOne) sqlSave(ctx context.Context) (_node *Product, err er
 	}
 	if value, ok := _u.mutation.AddedStockReserved(); ok {
 		_spec.AddField(product.FieldStockReserved, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.MaxPerCustomer(); ok {
+		_spec.SetField(product.FieldMaxPerCustomer, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedMaxPerCustomer(); ok {
+		_spec.AddField(product.FieldMaxPerCustomer, field.TypeInt, value)
+	}
+	if _u.mutation.MaxPerCustomerCleared() {
+		_spec.ClearField(product.FieldMaxPerCustomer, field.TypeInt)
+	}
+	if value, ok := _u.mutation.SaleStartsAt(); ok {
+		_spec.SetField(product.FieldSaleStartsAt, field.TypeTime, value)
+	}
+	if _u.mutation.SaleStartsAtCleared() {
+		_spec.ClearField(product.FieldSaleStartsAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.SaleEndsAt(); ok {
+		_spec.SetField(product.FieldSaleEndsAt, field.TypeTime, value)
+	}
+	if _u.mutation.SaleEndsAtCleared() {
+		_spec.ClearField(product.FieldSaleEndsAt, field.TypeTime)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Product{config: _u.config}

@@ -34,6 +34,10 @@ func init() {
 	holdDescQty := holdFields[2].Descriptor()
 	// hold.QtyValidator is a validator for the "qty" field. It is called by the builders before save.
 	hold.QtyValidator = holdDescQty.Validators[0].(func(int) error)
+	// holdDescCustomerID is the schema descriptor for customer_id field.
+	holdDescCustomerID := holdFields[5].Descriptor()
+	// hold.DefaultCustomerID holds the default value on creation for the customer_id field.
+	hold.DefaultCustomerID = holdDescCustomerID.Default.(string)
 	// holdDescID is the schema descriptor for id field.
 	holdDescID := holdFields[0].Descriptor()
 	// hold.DefaultID holds the default value on creation for the id field.
@@ -59,6 +63,10 @@ func init() {
 	orderDescAmountCents := orderFields[4].Descriptor()
 	// order.AmountCentsValidator is a validator for the "amount_cents" field. It is called by the builders before save.
 	order.AmountCentsValidator = orderDescAmountCents.Validators[0].(func(int64) error)
+	// orderDescCustomerID is the schema descriptor for customer_id field.
+	orderDescCustomerID := orderFields[7].Descriptor()
+	// order.DefaultCustomerID holds the default value on creation for the customer_id field.
+	order.DefaultCustomerID = orderDescCustomerID.Default.(string)
 	// orderDescID is the schema descriptor for id field.
 	orderDescID := orderFields[0].Descriptor()
 	// order.DefaultID holds the default value on creation for the id field.
@@ -136,4 +144,8 @@ func init() {
 	product.DefaultStockReserved = productDescStockReserved.Default.(int)
 	// product.StockReservedValidator is a validator for the "stock_reserved" field. It is called by the builders before save.
 	product.StockReservedValidator = productDescStockReserved.Validators[0].(func(int) error)
+	// productDescMaxPerCustomer is the schema descriptor for max_per_customer field.
+	productDescMaxPerCustomer := productFields[5].Descriptor()
+	// product.MaxPerCustomerValidator is a validator for the "max_per_customer" field. It is called by the builders before save.
+	product.MaxPerCustomerValidator = productDescMaxPerCustomer.Validators[0].(func(int) error)
 }

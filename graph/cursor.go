@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/google/uuid"
+
 	"flashsale/stock"
 )
 
@@ -26,4 +28,37 @@ func decodeCursor(c string) (int, error) {
 		}
 	}
 	return 0, stock.InvalidInput("malformed cursor %q", c)
+}
+
+// Hold and order cursors are base64url of "id:<uuid>": UUIDv7 IDs are in
+// creation order, so a page newest first continues below the last ID.
+const idCursorPrefix = "id:"
+
+func encodeIDCursor(id uuid.UUID) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(idCursorPrefix + id.String()))
+}
+
+func decodeIDCursor(c string) (uuid.UUID, error) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err == nil {
+		if s, ok := strings.CutPrefix(string(b), idCursorPrefix); ok {
+			if id, err := uuid.Parse(s); err == nil && id.String() == s {
+				return id, nil
+			}
+		}
+	}
+	return uuid.Nil, stock.InvalidInput("malformed cursor %q", c)
+}
+
+// pageArgs reads a newest-first page's first (default 20) and after.
+func pageArgs(first *int, after *string) (int, uuid.UUID, error) {
+	n := 20
+	if first != nil {
+		n = *first
+	}
+	if after == nil {
+		return n, uuid.Nil, nil
+	}
+	id, err := decodeIDCursor(*after)
+	return n, id, err
 }

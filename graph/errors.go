@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
@@ -22,6 +23,10 @@ const (
 	CodeInsufficientStock = "INSUFFICIENT_STOCK"
 	CodeHoldExpired       = "HOLD_EXPIRED"
 	CodeHoldNotActive     = "HOLD_NOT_ACTIVE"
+	CodePurchaseLimit     = "PURCHASE_LIMIT_EXCEEDED"
+	CodeKeyReused         = "IDEMPOTENCY_KEY_REUSED"
+	CodeSaleNotStarted    = "SALE_NOT_STARTED"
+	CodeSaleEnded         = "SALE_ENDED"
 	CodeUnauthenticated   = "UNAUTHENTICATED"
 	CodeUnavailable       = "UNAVAILABLE"
 	CodeInternal          = "INTERNAL_SERVER_ERROR"
@@ -39,6 +44,10 @@ var codes = []struct {
 	{stock.ErrInsufficientStock, CodeInsufficientStock},
 	{stock.ErrHoldExpired, CodeHoldExpired},
 	{stock.ErrHoldNotActive, CodeHoldNotActive},
+	{stock.ErrPurchaseLimit, CodePurchaseLimit},
+	{stock.ErrKeyReused, CodeKeyReused},
+	{stock.ErrSaleNotStarted, CodeSaleNotStarted},
+	{stock.ErrSaleEnded, CodeSaleEnded},
 	{ErrUnauthenticated, CodeUnauthenticated},
 }
 
@@ -52,6 +61,11 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
 		for _, c := range codes {
 			if errors.Is(err, c.err) {
+				var notYet *stock.SaleNotStartedError
+				if errors.As(err, &notYet) {
+					// When to come back, for the storefront's countdown.
+					withCode(gqlErr, c.code).Extensions["saleStartsAt"] = notYet.StartsAt.UTC().Format(time.RFC3339Nano)
+				}
 				return withCode(gqlErr, c.code)
 			}
 		}

@@ -111,7 +111,7 @@ func newGQLFuzzEnv(tb testing.TB) *gqlFuzzEnv {
 	}
 	e.active = e.newHold(tb, e.svc)
 	e.redeemed = e.newHold(tb, e.svc)
-	if _, err := e.svc.CreateOrder(ctx, e.redeemed); err != nil {
+	if _, err := e.svc.CreateOrder(ctx, e.redeemed, stock.Anonymous); err != nil {
 		tb.Fatal(err)
 	}
 	cfg.HoldTTL = time.Millisecond
@@ -122,7 +122,7 @@ func newGQLFuzzEnv(tb testing.TB) *gqlFuzzEnv {
 
 func (e *gqlFuzzEnv) newHold(tb testing.TB, svc *stock.Service) uuid.UUID {
 	tb.Helper()
-	h, err := svc.CreateHold(context.Background(), e.plenty, 1)
+	h, err := svc.CreateHold(context.Background(), stock.HoldRequest{ProductID: e.plenty, Qty: 1})
 	if err != nil {
 		tb.Fatal(err)
 	}

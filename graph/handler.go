@@ -44,7 +44,7 @@ func NewHandler(r *Resolver, limits Limits, log *slog.Logger) http.Handler {
 	}
 	srv.SetErrorPresenter(ErrorPresenter(log))
 	srv.SetRecoverFunc(RecoverFunc(log))
-	return checkRequest(WithBearer(srv))
+	return checkRequest(r.authenticate(srv))
 }
 
 // MaxBody is the largest GraphQL request body accepted.
@@ -56,11 +56,11 @@ func checkRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-				writeError(w, http.StatusUnsupportedMediaType, "POST /graphql needs Content-Type: application/json")
+				writeError(w, http.StatusUnsupportedMediaType, CodeBadUserInput, "POST /graphql needs Content-Type: application/json")
 				return
 			}
 			if r.ContentLength > MaxBody {
-				writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body over %d bytes", MaxBody))
+				writeError(w, http.StatusRequestEntityTooLarge, CodeBadUserInput, fmt.Sprintf("request body over %d bytes", MaxBody))
 				return
 			}
 			r.Body = http.MaxBytesReader(w, r.Body, MaxBody)
@@ -69,11 +69,13 @@ func checkRequest(next http.Handler) http.Handler {
 	})
 }
 
-func writeError(w http.ResponseWriter, status int, msg string) {
+// writeError answers a request refused before GraphQL ran, in GraphQL's
+// error shape.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(map[string]any{
-		"errors": []any{map[string]any{"message": msg, "extensions": map[string]string{"code": CodeBadUserInput}}},
+		"errors": []any{map[string]any{"message": msg, "extensions": map[string]string{"code": code}}},
 	})
 }
 

@@ -13,8 +13,11 @@ import (
 // Resolver is the root resolver; it holds the dependencies of all others.
 type Resolver struct {
 	Stock *stock.Service
-	// AdminToken guards operator mutations; empty disables them.
+	// AdminToken guards operator fields; empty disables them.
 	AdminToken string
+	// Customers verifies customer tokens; nil when no customer key is
+	// configured (buyers are then anonymous).
+	Customers TokenVerifier
 }
 
 // nullIfNotFound turns ErrNotFound into a null result: the contract's

@@ -10,7 +10,48 @@ import (
 	"flashsale/ent"
 	"flashsale/graph/model"
 	"flashsale/stock"
+	"time"
 )
+
+// Holds is the resolver for the holds field.
+func (r *customerResolver) Holds(ctx context.Context, obj *model.Customer, first *int, after *string) (*model.HoldConnection, error) {
+	n, before, err := pageArgs(first, after)
+	if err != nil {
+		return nil, err
+	}
+	hs, more, err := r.Stock.CustomerHolds(ctx, obj.ID, n, before)
+	if err != nil {
+		return nil, err
+	}
+	conn := &model.HoldConnection{Edges: make([]*model.HoldEdge, len(hs)), PageInfo: &model.PageInfo{HasNextPage: more}}
+	for i, h := range hs {
+		conn.Edges[i] = &model.HoldEdge{Cursor: encodeIDCursor(h.ID), Node: h}
+	}
+	if len(hs) > 0 {
+		conn.PageInfo.EndCursor = &conn.Edges[len(hs)-1].Cursor
+	}
+	return conn, nil
+}
+
+// Orders is the resolver for the orders field.
+func (r *customerResolver) Orders(ctx context.Context, obj *model.Customer, first *int, after *string) (*model.OrderConnection, error) {
+	n, before, err := pageArgs(first, after)
+	if err != nil {
+		return nil, err
+	}
+	os, more, err := r.Stock.CustomerOrders(ctx, obj.ID, n, before)
+	if err != nil {
+		return nil, err
+	}
+	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(os)), PageInfo: &model.PageInfo{HasNextPage: more}}
+	for i, o := range os {
+		conn.Edges[i] = &model.OrderEdge{Cursor: encodeIDCursor(o.ID), Node: o}
+	}
+	if len(os) > 0 {
+		conn.PageInfo.EndCursor = &conn.Edges[len(os)-1].Cursor
+	}
+	return conn, nil
+}
 
 // Product is the resolver for the product field.
 func (r *holdResolver) Product(ctx context.Context, obj *ent.Hold) (*ent.Product, error) {
@@ -23,12 +64,23 @@ func (r *holdResolver) Order(ctx context.Context, obj *ent.Hold) (*ent.Order, er
 }
 
 // CreateHold is the resolver for the createHold field.
-func (r *mutationResolver) CreateHold(ctx context.Context, productID string, qty int) (*ent.Hold, error) {
+func (r *mutationResolver) CreateHold(ctx context.Context, productID string, qty int, idempotencyKey *string) (*ent.Hold, error) {
 	id, err := stock.ParseProductID(productID)
 	if err != nil {
 		return nil, err
 	}
-	return r.Stock.CreateHold(ctx, id, qty)
+	by, err := r.buyer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := stock.HoldRequest{ProductID: id, Qty: qty, Customer: by.Customer}
+	if idempotencyKey != nil {
+		if *idempotencyKey == "" {
+			return nil, stock.InvalidInput("idempotencyKey must be 1 to 255 printable characters, or left out")
+		}
+		req.IdempotencyKey = *idempotencyKey
+	}
+	return r.Stock.CreateHold(ctx, req)
 }
 
 // CreateOrder is the resolver for the createOrder field.
@@ -37,7 +89,24 @@ func (r *mutationResolver) CreateOrder(ctx context.Context, holdID string) (*ent
 	if err != nil {
 		return nil, err
 	}
-	return r.Stock.CreateOrder(ctx, id)
+	by, err := r.buyer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.Stock.CreateOrder(ctx, id, by)
+}
+
+// ReleaseHold is the resolver for the releaseHold field.
+func (r *mutationResolver) ReleaseHold(ctx context.Context, holdID string) (*ent.Hold, error) {
+	id, err := stock.ParseID("hold", holdID)
+	if err != nil {
+		return nil, err
+	}
+	by, err := r.buyer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return r.Stock.ReleaseHold(ctx, id, by)
 }
 
 // CreateProduct is the resolver for the createProduct field.
@@ -45,7 +114,10 @@ func (r *mutationResolver) CreateProduct(ctx context.Context, input model.Create
 	if err := r.requireAdmin(ctx); err != nil {
 		return nil, err
 	}
-	return r.Stock.CreateProduct(ctx, stock.NewProduct{Name: input.Name, PriceCents: int64(input.PriceCents), Stock: input.Stock})
+	return r.Stock.CreateProduct(ctx, stock.NewProduct{
+		Name: input.Name, PriceCents: int64(input.PriceCents), Stock: input.Stock,
+		MaxPerCustomer: input.MaxPerCustomer, SaleStartsAt: input.SaleStartsAt, SaleEndsAt: input.SaleEndsAt,
+	})
 }
 
 // Hold is the resolver for the hold field.
@@ -53,7 +125,8 @@ func (r *orderResolver) Hold(ctx context.Context, obj *ent.Order) (*ent.Hold, er
 	if h := obj.Edges.Hold; h != nil {
 		return h, nil
 	}
-	return r.Stock.Hold(ctx, obj.HoldID)
+	// Whoever read the order may read its hold: they belong to one customer.
+	return r.Stock.Hold(ctx, obj.HoldID, stock.Caller{Operator: true})
 }
 
 // Product is the resolver for the product field.
@@ -108,7 +181,7 @@ func (r *queryResolver) Hold(ctx context.Context, id string) (*ent.Hold, error) 
 	if err != nil {
 		return nil, err
 	}
-	return nullIfNotFound(r.Stock.Hold(ctx, hid))
+	return nullIfNotFound(r.Stock.Hold(ctx, hid, callerOf(ctx)))
 }
 
 // Order is the resolver for the order field.
@@ -117,8 +190,29 @@ func (r *queryResolver) Order(ctx context.Context, id string) (*ent.Order, error
 	if err != nil {
 		return nil, err
 	}
-	return nullIfNotFound(r.Stock.Order(ctx, oid))
+	return nullIfNotFound(r.Stock.Order(ctx, oid, callerOf(ctx)))
 }
+
+// ServerTime is the resolver for the serverTime field.
+func (r *queryResolver) ServerTime(ctx context.Context) (*time.Time, error) {
+	t, err := r.Stock.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
+
+// Me is the resolver for the me field.
+func (r *queryResolver) Me(ctx context.Context) (*model.Customer, error) {
+	c := callerOf(ctx)
+	if c.Customer == "" {
+		return nil, nil // anonymous, or the operator: no customer
+	}
+	return &model.Customer{ID: c.Customer}, nil
+}
+
+// Customer returns CustomerResolver implementation.
+func (r *Resolver) Customer() CustomerResolver { return &customerResolver{r} }
 
 // Hold returns HoldResolver implementation.
 func (r *Resolver) Hold() HoldResolver { return &holdResolver{r} }
@@ -136,6 +230,7 @@ func (r *Resolver) Product() ProductResolver { return &productResolver{r} }
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
 type (
+	customerResolver struct{ *Resolver }
 	holdResolver     struct{ *Resolver }
 	mutationResolver struct{ *Resolver }
 	orderResolver    struct{ *Resolver }

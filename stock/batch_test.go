@@ -37,7 +37,7 @@ func TestGroupCommitAcrossServers(t *testing.T) {
 			}
 			wg.Go(func() {
 				<-start
-				_, err := svc.CreateHold(e.ctx, p.ID, 1)
+				_, err := svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1})
 				switch {
 				case err == nil:
 					ok.Add(1)
@@ -74,7 +74,7 @@ func TestBatchIsolatesRefusals(t *testing.T) {
 				qty = 1
 			}
 			wg.Go(func() {
-				_, err := e.svc.CreateHold(e.ctx, p.ID, qty)
+				_, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: qty})
 				if err == nil {
 					taken.Add(int64(qty))
 				} else if !errors.Is(err, stock.ErrInsufficientStock) {
@@ -138,7 +138,7 @@ func TestCreateHoldJudgesExpiryUnderLock(t *testing.T) {
 		}
 		done := make(chan answer, 1)
 		go func() {
-			h, err := e.svc.CreateHold(e.ctx, p.ID, 1)
+			h, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1})
 			done <- answer{h, err}
 		}()
 		e.waitPast(first.ExpiresAt.Add(200 * time.Millisecond))
@@ -166,7 +166,7 @@ func TestCreateOrderSkipsProductLock(t *testing.T) {
 	e.blockRow("products", p.ID) // held until the test ends
 	ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
 	defer cancel()
-	o, err := e.svc.CreateOrder(ctx, h.ID)
+	o, err := e.svc.CreateOrder(ctx, h.ID, stock.Anonymous)
 	if err != nil {
 		t.Fatalf("CreateOrder while another transaction holds the product's row: %v", err)
 	}
@@ -247,7 +247,7 @@ func TestConcurrentCallsShareABatch(t *testing.T) {
 			var wg sync.WaitGroup
 			for i := range n + 1 {
 				h := holds[i%n] // the last call repeats the first hold
-				wg.Go(func() { _, errs[i] = e.svc.CreateOrder(e.ctx, h.ID) })
+				wg.Go(func() { _, errs[i] = e.svc.CreateOrder(e.ctx, h.ID, stock.Anonymous) })
 			}
 			e.waitUntil("every order is in a batch or queued", func() bool {
 				return e.svc.OrderBatches().Calls-before.Calls+int64(e.svc.OrdersWaiting(holds[0].ID)) == n+1

@@ -44,7 +44,7 @@ func BenchmarkCreateHold(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
 				for pb.Next() {
-					if _, err := svc.CreateHold(ctx, ids[i%len(ids)], 1); err != nil {
+					if _, err := svc.CreateHold(ctx, stock.HoldRequest{ProductID: ids[i%len(ids)], Qty: 1}); err != nil {
 						b.Error(err)
 						return
 					}
@@ -78,7 +78,7 @@ func benchHolds(b *testing.B, svc *stock.Service, pid, n int) chan uuid.UUID {
 	for w := range 64 {
 		wg.Go(func() {
 			for i := w; i < n && !failed.Load(); i += 64 {
-				h, err := svc.CreateHold(context.Background(), pid, 1)
+				h, err := svc.CreateHold(context.Background(), stock.HoldRequest{ProductID: pid, Qty: 1})
 				if err != nil {
 					b.Error(err)
 					failed.Store(true)
@@ -104,7 +104,7 @@ func BenchmarkCreateOrder(b *testing.B) {
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			if _, err := svc.CreateOrder(ctx, <-holds); err != nil {
+			if _, err := svc.CreateOrder(ctx, <-holds, stock.Anonymous); err != nil {
 				b.Error(err)
 				return
 			}
@@ -125,7 +125,7 @@ func BenchmarkApplyPayment(b *testing.B) {
 			for {
 				select {
 				case h := <-holds:
-					o, err := svc.CreateOrder(ctx, h)
+					o, err := svc.CreateOrder(ctx, h, stock.Anonymous)
 					if err != nil {
 						b.Error(err)
 						return

@@ -1079,12 +1079,12 @@ func coRaceTimeout(e *env, cfg stock.Config, contested bool) {
 	for i := range n {
 		wg.Go(func() {
 			svc := servers[i%2]
-			h, err := svc.CreateHold(e.ctx, p.ID, qtys[i])
+			h, err := svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: qtys[i]})
 			if err != nil {
 				t.Errorf("CreateHold: %v", err)
 				return
 			}
-			if orders[i], err = svc.CreateOrder(e.ctx, h.ID); err != nil {
+			if orders[i], err = svc.CreateOrder(e.ctx, h.ID, stock.Anonymous); err != nil {
 				t.Errorf("CreateOrder: %v", err)
 			}
 		})
@@ -1152,7 +1152,7 @@ func coRaceTimeout(e *env, cfg stock.Config, contested bool) {
 						return
 					default:
 					}
-					_, err := servers[i].CreateHold(e.ctx, p.ID, 1)
+					_, err := servers[i].CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1})
 					switch {
 					case err == nil:
 						bought.Add(1)
@@ -1284,7 +1284,7 @@ func coOrdersAtDeadline(e *env, cfg stock.Config) {
 	for i := range n {
 		wg.Go(func() {
 			time.Sleep(time.Duration(i%4) * 25 * time.Millisecond)
-			h, err := e.svc.CreateHold(e.ctx, p.ID, qtys[i])
+			h, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: qtys[i]})
 			if err != nil {
 				t.Errorf("CreateHold: %v", err)
 				return
@@ -1339,7 +1339,7 @@ func coOrdersAtDeadline(e *env, cfg stock.Config) {
 			var round sync.WaitGroup
 			for range 3 {
 				round.Go(func() {
-					h, err := svc.CreateHold(e.ctx, p.ID, 1)
+					h, err := svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1})
 					switch {
 					case err == nil:
 						boughtMu.Lock()
@@ -1362,7 +1362,7 @@ func coOrdersAtDeadline(e *env, cfg stock.Config) {
 			callsWG.Go(func() {
 				time.Sleep(time.Until(exp.Add(c.at)))
 				c.start = time.Now()
-				c.o, c.err = c.svc.CreateOrder(e.ctx, h.ID)
+				c.o, c.err = c.svc.CreateOrder(e.ctx, h.ID, stock.Anonymous)
 				c.end = time.Now()
 			})
 		}
@@ -1520,7 +1520,7 @@ func coDuplicateOrders(e *env) {
 		for j := range callsPer {
 			wg.Go(func() {
 				<-start
-				o, err := svcs[j%2].CreateOrder(e.ctx, h.ID)
+				o, err := svcs[j%2].CreateOrder(e.ctx, h.ID, stock.Anonymous)
 				results[i][j] = result{j % 2, o, err}
 			})
 		}
@@ -1628,7 +1628,7 @@ func TestCheckoutTwoServers(t *testing.T) {
 					if try > 0 {
 						time.Sleep(100*time.Millisecond + rand.N(300*time.Millisecond))
 					}
-					h, err := home.CreateHold(e.ctx, p.ID, 1+rand.N(3))
+					h, err := home.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1 + rand.N(3)})
 					if err == nil {
 						b.hold = h
 						break
@@ -1647,7 +1647,7 @@ func TestCheckoutTwoServers(t *testing.T) {
 					os := make([]*ent.Order, 2)
 					errs := make([]error, 2)
 					for s := range 2 {
-						wg.Go(func() { os[s], errs[s] = servers[s].CreateOrder(e.ctx, b.hold.ID) })
+						wg.Go(func() { os[s], errs[s] = servers[s].CreateOrder(e.ctx, b.hold.ID, stock.Anonymous) })
 					}
 					wg.Wait()
 					for s := range 2 {
@@ -1661,7 +1661,7 @@ func TestCheckoutTwoServers(t *testing.T) {
 						}
 					}
 				} else {
-					o, err := servers[(i+1)%2].CreateOrder(e.ctx, b.hold.ID)
+					o, err := servers[(i+1)%2].CreateOrder(e.ctx, b.hold.ID, stock.Anonymous)
 					if err != nil {
 						b.orderErrs = append(b.orderErrs, err)
 					}

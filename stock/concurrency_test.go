@@ -38,7 +38,7 @@ func TestConcurrentHoldsNeverOversell(t *testing.T) {
 		for i := range results {
 			wg.Go(func() {
 				<-start
-				results[i].hold, results[i].err = e.svc.CreateHold(e.ctx, p.ID, results[i].qty)
+				results[i].hold, results[i].err = e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: results[i].qty})
 			})
 		}
 		began := time.Now()
@@ -103,7 +103,7 @@ func TestConcurrentHoldsNeverOversell(t *testing.T) {
 		// Top up one unit at a time: exactly the rest must fit.
 		topUp := 0
 		for {
-			_, err := e.svc.CreateHold(e.ctx, p.ID, 1)
+			_, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1})
 			if errors.Is(err, stock.ErrInsufficientStock) {
 				break
 			}
@@ -166,7 +166,7 @@ func TestConcurrentSweepersReleaseOnce(t *testing.T) {
 		for range 8 {
 			wg.Go(func() {
 				for j := range jobsChan {
-					h, err := e.svc.CreateHold(e.ctx, j.product, j.qty)
+					h, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: j.product, Qty: j.qty})
 					if err != nil {
 						t.Errorf("CreateHold: %v", err)
 						continue
@@ -183,7 +183,7 @@ func TestConcurrentSweepersReleaseOnce(t *testing.T) {
 						mu.Unlock()
 						continue
 					}
-					o, err := e.svc.CreateOrder(e.ctx, h.ID)
+					o, err := e.svc.CreateOrder(e.ctx, h.ID, stock.Anonymous)
 					if err != nil {
 						t.Errorf("CreateOrder: %v", err)
 						continue
@@ -266,7 +266,7 @@ func TestConcurrentSweepersReleaseOnce(t *testing.T) {
 					}
 					pid := pids[rand.N(len(pids))]
 					qty := 1 + rand.N(3)
-					if _, err := svc.CreateHold(e.ctx, pid, qty); err != nil {
+					if _, err := svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: pid, Qty: qty}); err != nil {
 						t.Errorf("CreateHold during sweeps: %v", err)
 						return
 					}

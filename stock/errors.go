@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"syscall"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"modernc.org/sqlite"
@@ -22,14 +23,32 @@ var (
 	ErrInsufficientStock = errors.New("insufficient stock")
 	ErrHoldExpired       = errors.New("hold expired")
 	ErrHoldNotActive     = errors.New("hold not active")
-	// ErrKeyReused: a payment idempotency key seen before, with another order or status.
+	// ErrKeyReused: an idempotency key seen before with other content: a
+	// payment's with another order or status, a hold's with another
+	// product or qty.
 	ErrKeyReused = errors.New("idempotency key reused with different content")
+	// ErrPurchaseLimit: the hold would take the customer past the product's maxPerCustomer.
+	ErrPurchaseLimit = errors.New("purchase limit exceeded")
+	// ErrSaleNotStarted: createHold before the product's saleStartsAt (see SaleNotStartedError).
+	ErrSaleNotStarted = errors.New("sale not started")
+	// ErrSaleEnded: createHold at or after the product's saleEndsAt.
+	ErrSaleEnded = errors.New("sale ended")
 	// ErrUnavailable: the database could not be reached or is overloaded.
 	// Nothing was changed and the caller may retry.
 	ErrUnavailable = errors.New("database unavailable")
 )
 
-var domainErrors = []error{ErrInvalidInput, ErrNotFound, ErrInsufficientStock, ErrHoldExpired, ErrHoldNotActive, ErrKeyReused, ErrUnavailable}
+var domainErrors = []error{ErrInvalidInput, ErrNotFound, ErrInsufficientStock, ErrHoldExpired, ErrHoldNotActive,
+	ErrKeyReused, ErrPurchaseLimit, ErrSaleNotStarted, ErrSaleEnded, ErrUnavailable}
+
+// SaleNotStartedError is ErrSaleNotStarted with the time the sale opens.
+type SaleNotStartedError struct{ StartsAt time.Time }
+
+func (e *SaleNotStartedError) Error() string {
+	return fmt.Sprintf("%v: the sale opens at %s", ErrSaleNotStarted, e.StartsAt.UTC().Format(time.RFC3339Nano))
+}
+
+func (e *SaleNotStartedError) Unwrap() error { return ErrSaleNotStarted }
 
 // InvalidInput returns an ErrInvalidInput with a message for the caller.
 func InvalidInput(format string, args ...any) error {

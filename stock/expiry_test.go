@@ -29,7 +29,7 @@ func TestExpiry(t *testing.T) {
 			// Overdue but not yet swept: refused, and nothing changes.
 			before := e.getProduct(p.ID)
 			for _, h := range []uuid.UUID{h1.ID, h2.ID} {
-				o, err := e.svc.CreateOrder(e.ctx, h)
+				o, err := e.svc.CreateOrder(e.ctx, h, stock.Anonymous)
 				if !errors.Is(err, stock.ErrHoldExpired) {
 					t.Errorf("CreateOrder on an overdue ACTIVE hold: %v, %v; want ErrHoldExpired", o, err)
 				}
@@ -58,7 +58,7 @@ func TestExpiry(t *testing.T) {
 			e.wantHoldStatus(h2.ID, hold.StatusEXPIRED)
 			e.wantStock(p.ID, 10, 0)
 			for _, h := range []uuid.UUID{h1.ID, h2.ID} {
-				if _, err := e.svc.CreateOrder(e.ctx, h); !errors.Is(err, stock.ErrHoldExpired) {
+				if _, err := e.svc.CreateOrder(e.ctx, h, stock.Anonymous); !errors.Is(err, stock.ErrHoldExpired) {
 					t.Errorf("CreateOrder on an EXPIRED hold: %v, want ErrHoldExpired", err)
 				}
 			}
@@ -80,7 +80,7 @@ func TestExpiry(t *testing.T) {
 			}
 			e.wantHoldStatus(h.ID, hold.StatusREDEEMED)
 			e.wantStock(p.ID, 10, 3) // still reserved, now for the order
-			if _, err := long.CreateOrder(e.ctx, h.ID); !errors.Is(err, stock.ErrHoldNotActive) {
+			if _, err := long.CreateOrder(e.ctx, h.ID, stock.Anonymous); !errors.Is(err, stock.ErrHoldNotActive) {
 				t.Errorf("second CreateOrder on a REDEEMED hold: %v, want ErrHoldNotActive", err)
 			}
 
@@ -90,7 +90,7 @@ func TestExpiry(t *testing.T) {
 				t.Errorf("failure left the order %s, want CANCELLED", r.OrderStatus)
 			}
 			e.wantHoldStatus(h2.ID, hold.StatusRELEASED)
-			if _, err := long.CreateOrder(e.ctx, h2.ID); !errors.Is(err, stock.ErrHoldNotActive) {
+			if _, err := long.CreateOrder(e.ctx, h2.ID, stock.Anonymous); !errors.Is(err, stock.ErrHoldNotActive) {
 				t.Errorf("CreateOrder on a RELEASED hold: %v, want ErrHoldNotActive", err)
 			}
 			e.wantStock(p.ID, 10, 3)
@@ -98,7 +98,7 @@ func TestExpiry(t *testing.T) {
 				t.Errorf("%d orders for the product (err %v), want 2", n, err)
 			}
 
-			if _, err := long.CreateOrder(e.ctx, uuid.New()); !errors.Is(err, stock.ErrNotFound) {
+			if _, err := long.CreateOrder(e.ctx, uuid.New(), stock.Anonymous); !errors.Is(err, stock.ErrNotFound) {
 				t.Errorf("CreateOrder on an unknown hold: %v, want ErrNotFound", err)
 			}
 
@@ -122,13 +122,13 @@ func TestCreateHoldReleasesLapsedStock(t *testing.T) {
 			e := e.with(t)
 			p := e.newProduct(2)
 			h1 := e.hold(e.svc, p.ID, 2)
-			if _, err := long.CreateHold(e.ctx, p.ID, 1); !errors.Is(err, stock.ErrInsufficientStock) {
+			if _, err := long.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1}); !errors.Is(err, stock.ErrInsufficientStock) {
 				t.Errorf("CreateHold while the stock is held: %v, want ErrInsufficientStock", err)
 			}
 			e.wantHoldStatus(h1.ID, hold.StatusACTIVE)
 			e.waitPast(h1.ExpiresAt)
 
-			h2, err := long.CreateHold(e.ctx, p.ID, 2)
+			h2, err := long.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 2})
 			if err != nil {
 				t.Fatalf("CreateHold after the only hold lapsed: %v", err)
 			}
@@ -145,7 +145,7 @@ func TestCreateHoldReleasesLapsedStock(t *testing.T) {
 			o1 := e.order(e.svc, h1.ID)
 			e.waitPast(o1.CreatedAt.Add(time.Second))
 
-			if _, err := long.CreateHold(e.ctx, p.ID, 2); err != nil {
+			if _, err := long.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 2}); err != nil {
 				t.Fatalf("CreateHold after the only order timed out: %v", err)
 			}
 			e.wantOrderStatus(o1.ID, order.StatusCANCELLED)
@@ -183,7 +183,7 @@ func TestCreateOrderJudgesExpiryUnderLock(t *testing.T) {
 		}
 		done := make(chan result, 1)
 		go func() {
-			o, err := e.svc.CreateOrder(e.ctx, h.ID)
+			o, err := e.svc.CreateOrder(e.ctx, h.ID, stock.Anonymous)
 			r := result{err: err}
 			if o != nil {
 				r.detail = "order created at " + o.CreatedAt.Format(time.RFC3339Nano)

@@ -116,7 +116,7 @@ func (e *env) newPricedProduct(stockN int, price int64) *ent.Product {
 
 func (e *env) hold(svc *stock.Service, productID, qty int) *ent.Hold {
 	e.t.Helper()
-	h, err := svc.CreateHold(e.ctx, productID, qty)
+	h, err := svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: productID, Qty: qty})
 	if err != nil {
 		e.t.Fatalf("CreateHold(product %d, qty %d): %v", productID, qty, err)
 	}
@@ -125,7 +125,7 @@ func (e *env) hold(svc *stock.Service, productID, qty int) *ent.Hold {
 
 func (e *env) order(svc *stock.Service, holdID uuid.UUID) *ent.Order {
 	e.t.Helper()
-	o, err := svc.CreateOrder(e.ctx, holdID)
+	o, err := svc.CreateOrder(e.ctx, holdID, stock.Anonymous)
 	if err != nil {
 		e.t.Fatalf("CreateOrder(%s): %v", holdID, err)
 	}

@@ -12,47 +12,83 @@ import (
 	"flashsale/ent"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
+	"flashsale/ent/predicate"
 	"flashsale/ent/product"
 )
 
-// CreateHold reserves qty units of a product for the hold TTL.
-//
-// Concurrent calls for one product are committed together (holdBatch). It
-// refuses with ErrInsufficientStock when sellable stock is short; before
-// refusing, the batch releases the product's overdue holds and orders, so
-// stock that has lapsed is sold again without waiting for the sweeper. A
-// product this process just saw sold out is refused without a database
-// round trip for a short while (soldOutRecheck).
-//
-// A caller that leaves before its answer may still get its hold committed;
-// nobody learns its ID, so it simply expires after the hold TTL.
-func (s *Service) CreateHold(ctx context.Context, productID, qty int) (*ent.Hold, error) {
-	if qty < 1 || qty > s.cfg.MaxHoldQty {
-		return nil, InvalidInput("qty must be between 1 and %d", s.cfg.MaxHoldQty)
-	}
-	if s.soldOut(productID) {
-		return nil, fmt.Errorf("%w: %d requested, product is sold out", ErrInsufficientStock, qty)
-	}
-	return s.holds.do(ctx, productID, qty)
+// HoldRequest is one createHold call.
+type HoldRequest struct {
+	ProductID      int
+	Qty            int
+	Customer       string // the customer's ID; "" for an anonymous buyer
+	IdempotencyKey string // "" for none
 }
 
+// CreateHold reserves qty units of a product for the hold TTL.
+//
+// Concurrent calls for one product are committed together (holdBatch),
+// each decided as if it ran alone at its turn, under the product's lock:
+//   - a call with an idempotency key this customer used before gets the
+//     hold that key made, in whatever state it is now (ErrKeyReused if that
+//     was for another product or qty), and changes nothing;
+//   - outside the product's sale window: ErrSaleNotStarted (a
+//     *SaleNotStartedError) or ErrSaleEnded, by the database clock;
+//   - past the product's maxPerCustomer (the customer's ACTIVE holds,
+//     PENDING_PAYMENT and PAID orders; an anonymous hold counts as its own
+//     buyer): ErrPurchaseLimit;
+//   - short of sellable stock: ErrInsufficientStock. Before refusing, the
+//     batch releases the product's overdue holds and orders, so stock that
+//     has lapsed is sold again without waiting for the sweeper.
+//
+// A product this process just saw sold out is refused without a database
+// round trip for a short while (soldOutRecheck), unless the call carries a
+// key (its retry must find its hold). A caller that leaves before its
+// answer may still get its hold committed; a retry with the same key finds
+// it, and without a key nobody learns its ID, so it expires.
+func (s *Service) CreateHold(ctx context.Context, req HoldRequest) (*ent.Hold, error) {
+	if req.Qty < 1 || req.Qty > s.cfg.MaxHoldQty {
+		return nil, InvalidInput("qty must be between 1 and %d", s.cfg.MaxHoldQty)
+	}
+	if req.IdempotencyKey != "" && !validKey(req.IdempotencyKey) {
+		return nil, InvalidInput("idempotencyKey must be 1 to %d printable characters", maxKeyRunes)
+	}
+	if req.Customer != "" && !validKey(req.Customer) {
+		return nil, InvalidInput("customer ID must be 1 to %d printable characters", maxKeyRunes)
+	}
+	if req.IdempotencyKey == "" && s.soldOut(req.ProductID) {
+		return nil, fmt.Errorf("%w: %d requested, product is sold out", ErrInsufficientStock, req.Qty)
+	}
+	return s.holds.do(ctx, req.ProductID, req)
+}
+
+// holdKey is a hold idempotency key in its customer's scope.
+type holdKey struct{ customer, key string }
+
 // holdBatch is one transaction for concurrent holds of a product: lock the
-// row, admit requests in arrival order while sellable stock lasts, insert
-// all their holds in one statement and update the product once.
-func (s *Service) holdBatch(ctx context.Context, productID int, qtys []int) []result[*ent.Hold] {
+// row, decide every call in arrival order (key, window, limit, stock),
+// insert the new holds in one statement and update the product once.
+func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldRequest) []result[*ent.Hold] {
 	var (
 		results []result[*ent.Hold]
 		changed *ent.Product
 	)
-	err := s.tx(ctx, "create hold", func(tx *ent.Tx) error {
-		results = make([]result[*ent.Hold], len(qtys))
+	err := s.txUnique(ctx, "create hold", func(tx *ent.Tx) error {
+		results, changed = make([]result[*ent.Hold], len(reqs)), nil
 		p, now, err := s.lockProduct(ctx, tx, productID)
 		if err != nil {
 			return err
 		}
+		known, err := s.keyedHolds(ctx, tx, reqs)
+		if err != nil {
+			return err
+		}
+		used, err := s.unitsOfCustomers(ctx, tx, p, reqs)
+		if err != nil {
+			return err
+		}
 		want := 0
-		for _, q := range qtys {
-			want += q
+		for _, r := range reqs {
+			want += r.Qty
 		}
 		if Sellable(p) < want {
 			// Lapsed holds may be what stands between these buyers and the stock.
@@ -60,45 +96,184 @@ func (s *Service) holdBatch(ctx context.Context, productID int, qtys []int) []re
 				return err
 			}
 		}
-		// A request that does not fit is refused without stopping smaller
-		// ones behind it, as if each had run alone at its turn.
-		builders := make([]*ent.HoldCreate, 0, len(qtys))
-		admitted := make([]int, 0, len(qtys))
+		builders := make([]*ent.HoldCreate, 0, len(reqs))
+		made := make([]int, 0, len(reqs)) // the call each builder answers
+		sameKey := make([]int, len(reqs)) // for a key repeated in the batch: the call that made its hold, plus one
+		madeWithKey := map[holdKey]int{}
 		taken := 0
-		for i, q := range qtys {
-			if left := Sellable(p) - taken; q > left {
-				results[i].err = fmt.Errorf("%w: %d requested, %d sellable", ErrInsufficientStock, q, max(left, 0))
+		for i, r := range reqs {
+			k := holdKey{r.Customer, r.IdempotencyKey}
+			if r.IdempotencyKey != "" {
+				if h, ok := known[k]; ok {
+					results[i] = replay(h, r)
+					continue
+				}
+				if j, ok := madeWithKey[k]; ok {
+					if reqs[j].Qty != r.Qty {
+						results[i].err = keyReused(r, productID, reqs[j].Qty)
+					} else {
+						sameKey[i] = j + 1
+					}
+					continue
+				}
+				// A key whose earlier call was refused made nothing: this
+				// call is decided afresh, as it would be on its own.
+			}
+			if err := saleOpen(p, now); err != nil {
+				results[i].err = err
 				continue
 			}
-			taken += q
-			admitted = append(admitted, i)
-			builders = append(builders, tx.Hold.Create().
-				SetProductID(p.ID).SetQty(q).SetStatus(hold.StatusACTIVE).
-				SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now))
+			if limit := p.MaxPerCustomer; limit != nil {
+				have := 0
+				if r.Customer != "" {
+					have = used[r.Customer]
+				}
+				if have+r.Qty > *limit {
+					results[i].err = fmt.Errorf("%w: %d requested, %d of at most %d per customer already held, pending or bought",
+						ErrPurchaseLimit, r.Qty, have, *limit)
+					continue
+				}
+			}
+			// A call that does not fit is refused without stopping smaller
+			// ones behind it, as if each had run alone at its turn.
+			if left := Sellable(p) - taken; r.Qty > left {
+				results[i].err = fmt.Errorf("%w: %d requested, %d sellable", ErrInsufficientStock, r.Qty, max(left, 0))
+				continue
+			}
+			taken += r.Qty
+			if r.Customer != "" {
+				used[r.Customer] += r.Qty
+			}
+			made = append(made, i)
+			if r.IdempotencyKey != "" {
+				madeWithKey[k] = i
+			}
+			c := tx.Hold.Create().
+				SetProductID(p.ID).SetQty(r.Qty).SetStatus(hold.StatusACTIVE).SetCustomerID(r.Customer).
+				SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now)
+			if r.IdempotencyKey != "" {
+				c.SetIdempotencyKey(r.IdempotencyKey)
+			}
+			builders = append(builders, c)
 		}
 		changed = p
-		if taken == 0 {
-			return nil
+		if taken > 0 {
+			holds, err := tx.Hold.CreateBulk(builders...).Save(ctx)
+			if err != nil {
+				return err
+			}
+			if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(taken).SetUpdatedAt(now).Exec(ctx); err != nil {
+				return err
+			}
+			p.StockReserved += taken
+			p.UpdatedAt = now
+			for j, i := range made {
+				results[i].out = holds[j]
+			}
 		}
-		holds, err := tx.Hold.CreateBulk(builders...).Save(ctx)
-		if err != nil {
-			return err
-		}
-		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(taken).SetUpdatedAt(now).Exec(ctx); err != nil {
-			return err
-		}
-		p.StockReserved += taken
-		p.UpdatedAt = now
-		for j, i := range admitted {
-			results[i].out = holds[j]
+		for i, j := range sameKey {
+			if j > 0 {
+				results[i] = results[j-1]
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return fail[*ent.Hold](len(qtys), err)
+		return fail[*ent.Hold](len(reqs), err)
 	}
 	s.productChanged(changed)
 	return results
+}
+
+// replay answers a call whose key made hold h before: h as it is now, or
+// ErrKeyReused when the call asks for something else.
+func replay(h *ent.Hold, r HoldRequest) result[*ent.Hold] {
+	if h.ProductID != r.ProductID || h.Qty != r.Qty {
+		return result[*ent.Hold]{err: keyReused(r, h.ProductID, h.Qty)}
+	}
+	return result[*ent.Hold]{out: h}
+}
+
+func keyReused(r HoldRequest, productID, qty int) error {
+	return fmt.Errorf("%w: idempotencyKey %q was used for %d of product %d", ErrKeyReused, truncate(r.IdempotencyKey), qty, productID)
+}
+
+// saleOpen refuses a hold outside the product's sale window at now.
+func saleOpen(p *ent.Product, now time.Time) error {
+	if p.SaleStartsAt != nil && now.Before(*p.SaleStartsAt) {
+		return &SaleNotStartedError{StartsAt: p.SaleStartsAt.UTC()}
+	}
+	if p.SaleEndsAt != nil && !now.Before(*p.SaleEndsAt) {
+		return fmt.Errorf("%w: the sale closed at %s", ErrSaleEnded, p.SaleEndsAt.UTC().Format(time.RFC3339Nano))
+	}
+	return nil
+}
+
+// keyedHolds returns the holds the batch's idempotency keys made before,
+// in any product. A key another batch stores meanwhile makes this batch's
+// insert fail on the unique key; txUnique then runs it again.
+func (s *Service) keyedHolds(ctx context.Context, tx *ent.Tx, reqs []HoldRequest) (map[holdKey]*ent.Hold, error) {
+	var preds []predicate.Hold
+	for _, r := range reqs {
+		if r.IdempotencyKey != "" {
+			preds = append(preds, hold.And(hold.CustomerID(r.Customer), hold.IdempotencyKey(r.IdempotencyKey)))
+		}
+	}
+	if len(preds) == 0 {
+		return nil, nil
+	}
+	hs, err := tx.Hold.Query().Where(hold.Or(preds...)).All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	known := make(map[holdKey]*ent.Hold, len(hs))
+	for _, h := range hs {
+		known[holdKey{h.CustomerID, *h.IdempotencyKey}] = h
+	}
+	return known, nil
+}
+
+// unitsOfCustomers returns, for each customer of the batch, the units of
+// product p they hold (ACTIVE), have pending or bought: what counts against
+// maxPerCustomer. Read under the product's lock, the only lock under which
+// these counts change, so no concurrent hold can slip past the limit.
+func (s *Service) unitsOfCustomers(ctx context.Context, tx *ent.Tx, p *ent.Product, reqs []HoldRequest) (map[string]int, error) {
+	used := map[string]int{}
+	if p.MaxPerCustomer == nil {
+		return used, nil
+	}
+	var customers []string
+	for _, r := range reqs {
+		if _, ok := used[r.Customer]; r.Customer != "" && !ok {
+			used[r.Customer] = 0
+			customers = append(customers, r.Customer)
+		}
+	}
+	if len(customers) == 0 {
+		return used, nil
+	}
+	var sums []struct {
+		CustomerID string `json:"customer_id"`
+		Sum        int    `json:"sum"`
+	}
+	if err := tx.Hold.Query().
+		Where(hold.ProductID(p.ID), hold.CustomerIDIn(customers...), hold.StatusEQ(hold.StatusACTIVE)).
+		GroupBy(hold.FieldCustomerID).Aggregate(ent.Sum(hold.FieldQty)).Scan(ctx, &sums); err != nil {
+		return nil, err
+	}
+	for _, r := range sums {
+		used[r.CustomerID] += r.Sum
+	}
+	sums = sums[:0]
+	if err := tx.Order.Query().
+		Where(order.ProductID(p.ID), order.CustomerIDIn(customers...), order.StatusIn(order.StatusPENDING_PAYMENT, order.StatusPAID)).
+		GroupBy(order.FieldCustomerID).Aggregate(ent.Sum(order.FieldQty)).Scan(ctx, &sums); err != nil {
+		return nil, err
+	}
+	for _, r := range sums {
+		used[r.CustomerID] += r.Sum
+	}
+	return used, nil
 }
 
 // priceColumn carries a hold's product price in orderBatch's locking read.
@@ -134,22 +309,33 @@ func priceOf(h *ent.Hold) (int64, error) {
 // the hold batches of a hot product. Concurrent calls are committed
 // together (orderBatch).
 //
-// A hold past its expires_at is refused with ErrHoldExpired even before the
-// sweeper saw it; the refusal changes nothing (the sweeper releases it). A
-// caller that leaves before its answer may still get its order committed;
-// a retry then gets ErrHoldNotActive, and the hold shows the order.
-func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID) (*ent.Order, error) {
-	return s.orders.do(ctx, orderShard(holdID), holdID)
+// Another customer's hold is ErrNotFound to the caller. A hold past its
+// expires_at is refused with ErrHoldExpired even before the sweeper saw it;
+// the refusal changes nothing (the sweeper releases it). A caller that
+// leaves before its answer may still get its order committed; a retry then
+// gets ErrHoldNotActive, and the hold shows the order.
+func (s *Service) CreateOrder(ctx context.Context, holdID uuid.UUID, by Caller) (*ent.Order, error) {
+	return s.orders.do(ctx, orderShard(holdID), orderCall{holdID: holdID, by: by})
+}
+
+// orderCall is one createOrder call.
+type orderCall struct {
+	holdID uuid.UUID
+	by     Caller
 }
 
 // orderBatch is one transaction for concurrent createOrder calls: lock
 // their holds (by ID, reading the database clock once the locks are held,
 // and the price without a lock), decide each call in arrival order, insert
 // all orders in one statement and mark their holds REDEEMED in another.
-func (s *Service) orderBatch(ctx context.Context, _ int, holdIDs []uuid.UUID) []result[*ent.Order] {
+func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall) []result[*ent.Order] {
 	var results []result[*ent.Order]
 	err := s.tx(ctx, "create order", func(tx *ent.Tx) error {
-		results = make([]result[*ent.Order], len(holdIDs))
+		results = make([]result[*ent.Order], len(calls))
+		holdIDs := make([]uuid.UUID, len(calls))
+		for i, c := range calls {
+			holdIDs[i] = c.holdID
+		}
 		hs, now, err := s.lockHolds(ctx, tx, holdIDs, withPrice)
 		if err != nil {
 			return err
@@ -161,11 +347,11 @@ func (s *Service) orderBatch(ctx context.Context, _ int, holdIDs []uuid.UUID) []
 		builders := make([]*ent.OrderCreate, 0, len(holdIDs))
 		admitted := make([]int, 0, len(holdIDs))
 		redeemed := make([]uuid.UUID, 0, len(holdIDs))
-		for i, id := range holdIDs {
-			h := byID[id]
+		for i, c := range calls {
+			h := byID[c.holdID]
 			switch {
-			case h == nil:
-				results[i].err = fmt.Errorf("%w: no hold with ID %s", ErrNotFound, id)
+			case h == nil || !c.by.mayAct(h.CustomerID):
+				results[i].err = fmt.Errorf("%w: no hold with ID %s", ErrNotFound, c.holdID)
 				continue
 			case h.Status == hold.StatusEXPIRED:
 				results[i].err = fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format(time.RFC3339))
@@ -187,7 +373,7 @@ func (s *Service) orderBatch(ctx context.Context, _ int, holdIDs []uuid.UUID) []
 				return err
 			}
 			builders = append(builders, tx.Order.Create().
-				SetHoldID(h.ID).SetProductID(h.ProductID).SetQty(h.Qty).
+				SetHoldID(h.ID).SetProductID(h.ProductID).SetQty(h.Qty).SetCustomerID(h.CustomerID).
 				SetAmountCents(price*int64(h.Qty)).
 				SetStatus(order.StatusPENDING_PAYMENT).
 				SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
@@ -211,34 +397,146 @@ func (s *Service) orderBatch(ctx context.Context, _ int, holdIDs []uuid.UUID) []
 		return nil
 	})
 	if err != nil {
-		return fail[*ent.Order](len(holdIDs), err)
+		return fail[*ent.Order](len(calls), err)
 	}
 	return results
 }
 
-// Hold returns a hold, or ErrNotFound.
-func (s *Service) Hold(ctx context.Context, id uuid.UUID) (*ent.Hold, error) {
+// ReleaseHold gives an ACTIVE hold's units back at once (RELEASED; one that
+// has lapsed by the database clock becomes EXPIRED, as the sweeper would
+// make it). An EXPIRED or RELEASED hold comes back unchanged, so releasing
+// is idempotent; a REDEEMED one is ErrHoldNotActive, since its units are
+// the order's now. Another customer's hold is ErrNotFound.
+func (s *Service) ReleaseHold(ctx context.Context, holdID uuid.UUID, by Caller) (*ent.Hold, error) {
+	// The hold's product never changes, so it can be read before locking:
+	// the product's lock comes first.
+	h0, err := s.client.Hold.Get(ctx, holdID)
+	if ent.IsNotFound(err) || (err == nil && !by.mayAct(h0.CustomerID)) {
+		return nil, fmt.Errorf("%w: no hold with ID %s", ErrNotFound, holdID)
+	}
+	if err != nil {
+		return nil, classify("release hold", err)
+	}
+	var (
+		out     *ent.Hold
+		changed *ent.Product
+	)
+	err = s.tx(ctx, "release hold", func(tx *ent.Tx) error {
+		p, now, err := s.lockProduct(ctx, tx, h0.ProductID)
+		if err != nil {
+			return err
+		}
+		hs, _, err := s.lockHolds(ctx, tx, []uuid.UUID{holdID})
+		if err != nil {
+			return err
+		}
+		if len(hs) == 0 {
+			return fmt.Errorf("%w: no hold with ID %s", ErrNotFound, holdID)
+		}
+		h := hs[0]
+		switch h.Status {
+		case hold.StatusREDEEMED:
+			return fmt.Errorf("%w: hold is REDEEMED; its units belong to its order", ErrHoldNotActive)
+		case hold.StatusEXPIRED, hold.StatusRELEASED:
+			out = h
+			return nil
+		}
+		to := hold.StatusRELEASED
+		if !now.Before(h.ExpiresAt) {
+			to = hold.StatusEXPIRED
+		}
+		if err := tx.Hold.UpdateOneID(h.ID).SetStatus(to).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return err
+		}
+		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(-h.Qty).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return err
+		}
+		h.Status, h.UpdatedAt = to, now
+		p.StockReserved -= h.Qty
+		p.UpdatedAt = now
+		out, changed = h, p
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.productChanged(changed)
+	return out, nil
+}
+
+// Hold returns a hold the caller may read, or ErrNotFound.
+func (s *Service) Hold(ctx context.Context, id uuid.UUID, by Caller) (*ent.Hold, error) {
 	h, err := s.client.Hold.Get(ctx, id)
-	if ent.IsNotFound(err) {
+	if ent.IsNotFound(err) || (err == nil && !by.mayRead(h.CustomerID)) {
 		return nil, ErrNotFound
 	}
 	return h, classify("get hold", err)
 }
 
-// Order returns an order, or ErrNotFound.
-func (s *Service) Order(ctx context.Context, id uuid.UUID) (*ent.Order, error) {
+// Order returns an order the caller may read, or ErrNotFound.
+func (s *Service) Order(ctx context.Context, id uuid.UUID, by Caller) (*ent.Order, error) {
 	o, err := s.client.Order.Get(ctx, id)
-	if ent.IsNotFound(err) {
+	if ent.IsNotFound(err) || (err == nil && !by.mayRead(o.CustomerID)) {
 		return nil, ErrNotFound
 	}
 	return o, classify("get order", err)
 }
 
 // OrderOfHold returns the order made from a hold, or nil if there is none.
+// An order has its hold's customer, so whoever read the hold may read it.
 func (s *Service) OrderOfHold(ctx context.Context, holdID uuid.UUID) (*ent.Order, error) {
 	o, err := s.client.Order.Query().Where(order.HoldID(holdID)).Only(ctx)
 	if ent.IsNotFound(err) {
 		return nil, nil
 	}
 	return o, classify("get order of hold", err)
+}
+
+// CustomerHolds returns up to first of a customer's holds, newest first,
+// older than the hold before (uuid.Nil: from the newest), and whether more
+// follow. Hold IDs are UUIDv7, so their order is their creation order.
+func (s *Service) CustomerHolds(ctx context.Context, customer string, first int, before uuid.UUID) ([]*ent.Hold, bool, error) {
+	if first < 1 || first > 100 {
+		return nil, false, InvalidInput("first must be between 1 and 100")
+	}
+	q := s.client.Hold.Query().Where(hold.CustomerID(customer))
+	if before != uuid.Nil {
+		q = q.Where(hold.IDLT(before))
+	}
+	hs, err := q.Order(ent.Desc(hold.FieldID)).Limit(first + 1).All(ctx)
+	if err != nil {
+		return nil, false, classify("list holds", err)
+	}
+	return page(hs, first)
+}
+
+// CustomerOrders is CustomerHolds for orders.
+func (s *Service) CustomerOrders(ctx context.Context, customer string, first int, before uuid.UUID) ([]*ent.Order, bool, error) {
+	if first < 1 || first > 100 {
+		return nil, false, InvalidInput("first must be between 1 and 100")
+	}
+	q := s.client.Order.Query().Where(order.CustomerID(customer))
+	if before != uuid.Nil {
+		q = q.Where(order.IDLT(before))
+	}
+	os, err := q.Order(ent.Desc(order.FieldID)).Limit(first + 1).All(ctx)
+	if err != nil {
+		return nil, false, classify("list orders", err)
+	}
+	return page(os, first)
+}
+
+// page cuts a list read with one row to spare to its page, saying whether
+// more follow.
+func page[T any](rows []T, first int) ([]T, bool, error) {
+	if len(rows) > first {
+		return rows[:first], true, nil
+	}
+	return rows, false, nil
+}
+
+// Now returns the clock that decides expiry and sale windows.
+func (s *Service) Now(ctx context.Context) (time.Time, error) {
+	t, err := s.now(ctx, s.client)
+	return t, classify("read the clock", err)
 }

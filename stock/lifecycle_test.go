@@ -115,7 +115,7 @@ func TestInterleavedLifecycle(t *testing.T) {
 					if try > 0 {
 						time.Sleep(200*time.Millisecond + rand.N(500*time.Millisecond))
 					}
-					h, err := e.svc.CreateHold(e.ctx, p.ID, b.qty)
+					h, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: b.qty})
 					if err == nil {
 						b.hold = h
 						break
@@ -129,7 +129,7 @@ func TestInterleavedLifecycle(t *testing.T) {
 				if b.hold == nil || b.abandon {
 					return
 				}
-				b.order, b.orderErr = e.svc.CreateOrder(e.ctx, b.hold.ID)
+				b.order, b.orderErr = e.svc.CreateOrder(e.ctx, b.hold.ID, stock.Anonymous)
 				if b.orderErr != nil {
 					return
 				}

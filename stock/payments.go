@@ -98,11 +98,6 @@ func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult,
 	return s.payments.do(ctx, 0, pay)
 }
 
-// maxKeyRaces bounds the retries of a payment batch that lost a race for an
-// idempotency key to a batch of another product or server: the retry reads
-// the winner's event and answers as a duplicate or ErrKeyReused.
-const maxKeyRaces = 3
-
 // seenEvent is what a batch knows of a key: stored before, or applied
 // earlier in the same batch.
 type seenEvent struct {
@@ -123,15 +118,10 @@ func (s *Service) paymentBatch(ctx context.Context, _ int, pays []Payment) []res
 		changed []*ent.Product
 		err     error
 	)
-	for range maxKeyRaces {
-		err = s.tx(ctx, "apply payment", func(tx *ent.Tx) error {
-			results, changed = make([]result[PaymentResult], len(pays)), nil
-			return s.applyPayments(ctx, tx, pays, results, &changed)
-		})
-		if err == nil || !ent.IsConstraintError(err) {
-			break
-		}
-	}
+	err = s.txUnique(ctx, "apply payment", func(tx *ent.Tx) error {
+		results, changed = make([]result[PaymentResult], len(pays)), nil
+		return s.applyPayments(ctx, tx, pays, results, &changed)
+	})
 	if err != nil {
 		return fail[PaymentResult](len(pays), err)
 	}

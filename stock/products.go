@@ -3,6 +3,7 @@ package stock
 import (
 	"context"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -19,9 +20,12 @@ const (
 
 // NewProduct is the input of CreateProduct.
 type NewProduct struct {
-	Name       string
-	PriceCents int64
-	Stock      int
+	Name           string
+	PriceCents     int64
+	Stock          int
+	MaxPerCustomer *int       // nil: no limit
+	SaleStartsAt   *time.Time // nil: open now
+	SaleEndsAt     *time.Time // nil: no end
 }
 
 // CreateProduct adds a product with its initial stock.
@@ -37,6 +41,10 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 		return nil, InvalidInput("priceCents must be between 0 and %d", int64(maxPriceCents))
 	case in.Stock < 0 || in.Stock > maxStock:
 		return nil, InvalidInput("stock must be between 0 and %d", maxStock)
+	case in.MaxPerCustomer != nil && (*in.MaxPerCustomer < 1 || *in.MaxPerCustomer > maxStock):
+		return nil, InvalidInput("maxPerCustomer must be between 1 and %d, or null for no limit", maxStock)
+	case in.SaleStartsAt != nil && in.SaleEndsAt != nil && !in.SaleEndsAt.After(*in.SaleStartsAt):
+		return nil, InvalidInput("saleEndsAt must be after saleStartsAt")
 	}
 	var p *ent.Product
 	err := s.tx(ctx, "create product", func(tx *ent.Tx) error {
@@ -46,6 +54,8 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 		}
 		p, err = tx.Product.Create().
 			SetName(name).SetPriceCents(in.PriceCents).SetStockReceived(in.Stock).SetStockAvailable(in.Stock).
+			SetNillableMaxPerCustomer(in.MaxPerCustomer).
+			SetNillableSaleStartsAt(utc(in.SaleStartsAt)).SetNillableSaleEndsAt(utc(in.SaleEndsAt)).
 			SetCreatedAt(now).SetUpdatedAt(now).
 			Save(ctx)
 		return err
@@ -81,4 +91,13 @@ func (s *Service) Products(ctx context.Context, first, after int) ([]*ent.Produc
 func (s *Service) CountProducts(ctx context.Context) (int, error) {
 	n, err := s.client.Product.Query().Count(ctx)
 	return n, classify("count products", err)
+}
+
+// utc returns t in UTC (times are stored without a zone).
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }

@@ -85,8 +85,8 @@ type Service struct {
 
 	// Group commit (batch.go): holds per product, orders per shard of
 	// their hold ID, payments on one queue.
-	holds    *batcher[int, *ent.Hold]
-	orders   *batcher[uuid.UUID, *ent.Order]
+	holds    *batcher[HoldRequest, *ent.Hold]
+	orders   *batcher[orderCall, *ent.Order]
 	payments *batcher[Payment, PaymentResult]
 	cache    productCache
 }
@@ -97,8 +97,8 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 		cfg.SweepBatch = 500
 	}
 	s := &Service{client: client, dialect: d, cfg: cfg, log: log, writeSem: make(chan struct{}, 1)}
-	s.holds = &batcher[int, *ent.Hold]{op: "create hold", run: s.holdBatch, log: log.Error}
-	s.orders = &batcher[uuid.UUID, *ent.Order]{op: "create order", run: s.orderBatch, log: log.Error}
+	s.holds = &batcher[HoldRequest, *ent.Hold]{op: "create hold", run: s.holdBatch, log: log.Error}
+	s.orders = &batcher[orderCall, *ent.Order]{op: "create order", run: s.orderBatch, log: log.Error}
 	s.payments = &batcher[Payment, PaymentResult]{op: "apply payment", run: s.paymentBatch, log: log.Error}
 	return s
 }
@@ -136,6 +136,25 @@ func (s *Service) tx(ctx context.Context, op string, fn func(tx *ent.Tx) error) 
 		}
 	}
 	return classify(op, err)
+}
+
+// maxKeyRaces bounds the reruns of a batch that lost a race for a unique
+// idempotency key to a batch of another product or server: the rerun reads
+// the winner's row and answers from it.
+const maxKeyRaces = 3
+
+// txUnique is tx for batches that insert rows with client-chosen unique
+// keys (hold and payment idempotency keys): a unique-key violation means
+// another transaction stored the key since this one looked, so the batch
+// runs again from the start and finds it.
+func (s *Service) txUnique(ctx context.Context, op string, fn func(tx *ent.Tx) error) error {
+	var err error
+	for range maxKeyRaces {
+		if err = s.tx(ctx, op, fn); err == nil || !ent.IsConstraintError(err) {
+			break
+		}
+	}
+	return err
 }
 
 func (s *Service) attempt(ctx context.Context, fn func(tx *ent.Tx) error) (err error) {

@@ -16,7 +16,7 @@ func TestInputValidation(t *testing.T) {
 		p := e.newProduct(100)
 
 		for _, qty := range []int{0, -1, 11, 1 << 40} {
-			h, err := e.svc.CreateHold(e.ctx, p.ID, qty)
+			h, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: qty})
 			if !errors.Is(err, stock.ErrInvalidInput) {
 				t.Errorf("CreateHold(qty %d) = %v, %v; want ErrInvalidInput", qty, h, err)
 			}
@@ -31,7 +31,7 @@ func TestInputValidation(t *testing.T) {
 		e.hold(e.svc, p.ID, 1)
 		e.wantStock(p.ID, 100, 11)
 
-		if _, err := e.svc.CreateHold(e.ctx, p.ID+1000, 1); !errors.Is(err, stock.ErrNotFound) {
+		if _, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID + 1000, Qty: 1}); !errors.Is(err, stock.ErrNotFound) {
 			t.Errorf("CreateHold on an unknown product: %v, want ErrNotFound", err)
 		}
 
@@ -60,7 +60,7 @@ func TestInputValidation(t *testing.T) {
 		if empty.Name != "free" || empty.StockAvailable != 0 || empty.StockReserved != 0 {
 			t.Errorf("product: name %q available %d reserved %d; want \"free\", 0, 0", empty.Name, empty.StockAvailable, empty.StockReserved)
 		}
-		if _, err := e.svc.CreateHold(e.ctx, empty.ID, 1); !errors.Is(err, stock.ErrInsufficientStock) {
+		if _, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: empty.ID, Qty: 1}); !errors.Is(err, stock.ErrInsufficientStock) {
 			t.Errorf("CreateHold on a product with no stock: %v, want ErrInsufficientStock", err)
 		}
 		e.audit()

@@ -99,11 +99,11 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 func (e *fuzzEnv) newOrder(tb testing.TB) uuid.UUID {
 	tb.Helper()
 	ctx := context.Background()
-	h, err := e.svc.CreateHold(ctx, e.productID, 2)
+	h, err := e.svc.CreateHold(ctx, stock.HoldRequest{ProductID: e.productID, Qty: 2})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	o, err := e.svc.CreateOrder(ctx, h.ID)
+	o, err := e.svc.CreateOrder(ctx, h.ID, stock.Anonymous)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -88,11 +88,11 @@ func (e *env) newOrder(t *testing.T) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := e.svc.CreateHold(ctx, p.ID, 3)
+	h, err := e.svc.CreateHold(ctx, stock.HoldRequest{ProductID: p.ID, Qty: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := e.svc.CreateOrder(ctx, h.ID)
+	o, err := e.svc.CreateOrder(ctx, h.ID, stock.Anonymous)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,7 +336,7 @@ func TestDeliveries(t *testing.T) {
 		{name: "late success without stock needs a refund",
 			setup: func(t *testing.T, e *env, f fixture) {
 				e.apply(t, "evt_"+uuid.NewString(), f.orderID, "failure")
-				if _, err := e.svc.CreateHold(context.Background(), f.productID, 10); err != nil {
+				if _, err := e.svc.CreateHold(context.Background(), stock.HoldRequest{ProductID: f.productID, Qty: 10}); err != nil {
 					t.Fatal(err)
 				}
 			},

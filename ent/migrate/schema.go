@@ -18,6 +18,8 @@ var (
 		{Name: "qty", Type: field.TypeInt},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"ACTIVE", "REDEEMED", "EXPIRED", "RELEASED"}, Default: "ACTIVE"},
 		{Name: "expires_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "customer_id", Type: field.TypeString, Default: "", SchemaType: map[string]string{"mysql": "varbinary(1020)"}},
+		{Name: "idempotency_key", Type: field.TypeString, Nullable: true, SchemaType: map[string]string{"mysql": "varbinary(1020)"}},
 	}
 	// HoldsTable holds the schema information for the "holds" table.
 	HoldsTable = &schema.Table{
@@ -35,6 +37,21 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{HoldsColumns[3], HoldsColumns[5], HoldsColumns[6]},
 			},
+			{
+				Name:    "hold_customer_id_idempotency_key",
+				Unique:  true,
+				Columns: []*schema.Column{HoldsColumns[7], HoldsColumns[8]},
+			},
+			{
+				Name:    "hold_product_id_customer_id_status",
+				Unique:  false,
+				Columns: []*schema.Column{HoldsColumns[3], HoldsColumns[7], HoldsColumns[5]},
+			},
+			{
+				Name:    "hold_customer_id",
+				Unique:  false,
+				Columns: []*schema.Column{HoldsColumns[7]},
+			},
 		},
 	}
 	// OrdersColumns holds the columns for the "orders" table.
@@ -47,6 +64,7 @@ var (
 		{Name: "amount_cents", Type: field.TypeInt64},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED"}, Default: "PENDING_PAYMENT"},
 		{Name: "payment_due_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "customer_id", Type: field.TypeString, Default: "", SchemaType: map[string]string{"mysql": "varbinary(1020)"}},
 		{Name: "hold_id", Type: field.TypeUUID, Unique: true, SchemaType: map[string]string{"mysql": "char(36)"}},
 	}
 	// OrdersTable holds the schema information for the "orders" table.
@@ -57,7 +75,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "orders_holds_order",
-				Columns:    []*schema.Column{OrdersColumns[8]},
+				Columns:    []*schema.Column{OrdersColumns[9]},
 				RefColumns: []*schema.Column{HoldsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -72,6 +90,16 @@ var (
 				Name:    "order_product_id_status_payment_due_at",
 				Unique:  false,
 				Columns: []*schema.Column{OrdersColumns[3], OrdersColumns[6], OrdersColumns[7]},
+			},
+			{
+				Name:    "order_product_id_customer_id_status",
+				Unique:  false,
+				Columns: []*schema.Column{OrdersColumns[3], OrdersColumns[8], OrdersColumns[6]},
+			},
+			{
+				Name:    "order_customer_id",
+				Unique:  false,
+				Columns: []*schema.Column{OrdersColumns[8]},
 			},
 		},
 	}
@@ -110,6 +138,9 @@ var (
 		{Name: "stock_received", Type: field.TypeInt},
 		{Name: "stock_available", Type: field.TypeInt},
 		{Name: "stock_reserved", Type: field.TypeInt, Default: 0},
+		{Name: "max_per_customer", Type: field.TypeInt, Nullable: true},
+		{Name: "sale_starts_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "sale_ends_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 	}
 	// ProductsTable holds the schema information for the "products" table.
 	ProductsTable = &schema.Table{

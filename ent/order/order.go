@@ -32,6 +32,8 @@ const (
 	FieldStatus = "status"
 	// FieldPaymentDueAt holds the string denoting the payment_due_at field in the database.
 	FieldPaymentDueAt = "payment_due_at"
+	// FieldCustomerID holds the string denoting the customer_id field in the database.
+	FieldCustomerID = "customer_id"
 	// EdgeHold holds the string denoting the hold edge name in mutations.
 	EdgeHold = "hold"
 	// EdgePaymentEvents holds the string denoting the payment_events edge name in mutations.
@@ -65,6 +67,7 @@ var Columns = []string{
 	FieldAmountCents,
 	FieldStatus,
 	FieldPaymentDueAt,
+	FieldCustomerID,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -86,6 +89,8 @@ var (
 	QtyValidator func(int) error
 	// AmountCentsValidator is a validator for the "amount_cents" field. It is called by the builders before save.
 	AmountCentsValidator func(int64) error
+	// DefaultCustomerID holds the default value on creation for the "customer_id" field.
+	DefaultCustomerID string
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() uuid.UUID
 )
@@ -164,6 +169,11 @@ func ByStatus(opts ...sql.OrderTermOption) OrderOption {
 // ByPaymentDueAt orders the results by the payment_due_at field.
 func ByPaymentDueAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldPaymentDueAt, opts...).ToFunc()
+}
+
+// ByCustomerID orders the results by the customer_id field.
+func ByCustomerID(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldCustomerID, opts...).ToFunc()
 }
 
 // ByHoldField orders the results by hold field.

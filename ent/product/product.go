@@ -27,6 +27,12 @@ const (
 	FieldStockAvailable = "stock_available"
 	// FieldStockReserved holds the string denoting the stock_reserved field in the database.
 	FieldStockReserved = "stock_reserved"
+	// FieldMaxPerCustomer holds the string denoting the max_per_customer field in the database.
+	FieldMaxPerCustomer = "max_per_customer"
+	// FieldSaleStartsAt holds the string denoting the sale_starts_at field in the database.
+	FieldSaleStartsAt = "sale_starts_at"
+	// FieldSaleEndsAt holds the string denoting the sale_ends_at field in the database.
+	FieldSaleEndsAt = "sale_ends_at"
 	// Table holds the table name of the product in the database.
 	Table = "products"
 )
@@ -41,6 +47,9 @@ var Columns = []string{
 	FieldStockReceived,
 	FieldStockAvailable,
 	FieldStockReserved,
+	FieldMaxPerCustomer,
+	FieldSaleStartsAt,
+	FieldSaleEndsAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -70,6 +79,8 @@ var (
 	DefaultStockReserved int
 	// StockReservedValidator is a validator for the "stock_reserved" field. It is called by the builders before save.
 	StockReservedValidator func(int) error
+	// MaxPerCustomerValidator is a validator for the "max_per_customer" field. It is called by the builders before save.
+	MaxPerCustomerValidator func(int) error
 )
 
 // OrderOption defines the ordering options for the Product queries.
@@ -113,4 +124,19 @@ func ByStockAvailable(opts ...sql.OrderTermOption) OrderOption {
 // ByStockReserved orders the results by the stock_reserved field.
 func ByStockReserved(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldStockReserved, opts...).ToFunc()
+}
+
+// ByMaxPerCustomer orders the results by the max_per_customer field.
+func ByMaxPerCustomer(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldMaxPerCustomer, opts...).ToFunc()
+}
+
+// BySaleStartsAt orders the results by the sale_starts_at field.
+func BySaleStartsAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSaleStartsAt, opts...).ToFunc()
+}
+
+// BySaleEndsAt orders the results by the sale_ends_at field.
+func BySaleEndsAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldSaleEndsAt, opts...).ToFunc()
 }

@@ -89,6 +89,21 @@ func StockReserved(v int) predicate.Product {
 	return predicate.Product(sql.FieldEQ(FieldStockReserved, v))
 }
 
+// MaxPerCustomer applies equality check predicate on the "max_per_customer" field. It's identical to MaxPerCustomerEQ.
+func MaxPerCustomer(v int) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldMaxPerCustomer, v))
+}
+
+// SaleStartsAt applies equality check predicate on the "sale_starts_at" field. It's identical to SaleStartsAtEQ.
+func SaleStartsAt(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldSaleStartsAt, v))
+}
+
+// SaleEndsAt applies equality check predicate on the "sale_ends_at" field. It's identical to SaleEndsAtEQ.
+func SaleEndsAt(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldSaleEndsAt, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Product {
 	return predicate.Product(sql.FieldEQ(FieldCreatedAt, v))
@@ -392,6 +407,156 @@ func StockReservedLT(v int) predicate.Product {
 // StockReservedLTE applies the LTE predicate on the "stock_reserved" field.
 func StockReservedLTE(v int) predicate.Product {
 	return predicate.Product(sql.FieldLTE(FieldStockReserved, v))
+}
+
+// MaxPerCustomerEQ applies the EQ predicate on the "max_per_customer" field.
+func MaxPerCustomerEQ(v int) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldMaxPerCustomer, v))
+}
+
+// MaxPerCustomerNEQ applies the NEQ predicate on the "max_per_customer" field.
+func MaxPerCustomerNEQ(v int) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldMaxPerCustomer, v))
+}
+
+// MaxPerCustomerIn applies the In predicate on the "max_per_customer" field.
+func MaxPerCustomerIn(vs ...int) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldMaxPerCustomer, vs...))
+}
+
+// MaxPerCustomerNotIn applies the NotIn predicate on the "max_per_customer" field.
+func MaxPerCustomerNotIn(vs ...int) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldMaxPerCustomer, vs...))
+}
+
+// MaxPerCustomerGT applies the GT predicate on the "max_per_customer" field.
+func MaxPerCustomerGT(v int) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldMaxPerCustomer, v))
+}
+
+// MaxPerCustomerGTE applies the GTE predicate on the "max_per_customer" field.
+func MaxPerCustomerGTE(v int) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldMaxPerCustomer, v))
+}
+
+// MaxPerCustomerLT applies the LT predicate on the "max_per_customer" field.
+func MaxPerCustomerLT(v int) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldMaxPerCustomer, v))
+}
+
+// MaxPerCustomerLTE applies the LTE predicate on the "max_per_customer" field.
+func MaxPerCustomerLTE(v int) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldMaxPerCustomer, v))
+}
+
+// MaxPerCustomerIsNil applies the IsNil predicate on the "max_per_customer" field.
+func MaxPerCustomerIsNil() predicate.Product {
+	return predicate.Product(sql.FieldIsNull(FieldMaxPerCustomer))
+}
+
+// MaxPerCustomerNotNil applies the NotNil predicate on the "max_per_customer" field.
+func MaxPerCustomerNotNil() predicate.Product {
+	return predicate.Product(sql.FieldNotNull(FieldMaxPerCustomer))
+}
+
+// SaleStartsAtEQ applies the EQ predicate on the "sale_starts_at" field.
+func SaleStartsAtEQ(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldSaleStartsAt, v))
+}
+
+// SaleStartsAtNEQ applies the NEQ predicate on the "sale_starts_at" field.
+func SaleStartsAtNEQ(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldSaleStartsAt, v))
+}
+
+// SaleStartsAtIn applies the In predicate on the "sale_starts_at" field.
+func SaleStartsAtIn(vs ...time.Time) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldSaleStartsAt, vs...))
+}
+
+// SaleStartsAtNotIn applies the NotIn predicate on the "sale_starts_at" field.
+func SaleStartsAtNotIn(vs ...time.Time) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldSaleStartsAt, vs...))
+}
+
+// SaleStartsAtGT applies the GT predicate on the "sale_starts_at" field.
+func SaleStartsAtGT(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldSaleStartsAt, v))
+}
+
+// SaleStartsAtGTE applies the GTE predicate on the "sale_starts_at" field.
+func SaleStartsAtGTE(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldSaleStartsAt, v))
+}
+
+// SaleStartsAtLT applies the LT predicate on the "sale_starts_at" field.
+func SaleStartsAtLT(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldSaleStartsAt, v))
+}
+
+// SaleStartsAtLTE applies the LTE predicate on the "sale_starts_at" field.
+func SaleStartsAtLTE(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldSaleStartsAt, v))
+}
+
+// SaleStartsAtIsNil applies the IsNil predicate on the "sale_starts_at" field.
+func SaleStartsAtIsNil() predicate.Product {
+	return predicate.Product(sql.FieldIsNull(FieldSaleStartsAt))
+}
+
+// SaleStartsAtNotNil applies the NotNil predicate on the "sale_starts_at" field.
+func SaleStartsAtNotNil() predicate.Product {
+	return predicate.Product(sql.FieldNotNull(FieldSaleStartsAt))
+}
+
+// SaleEndsAtEQ applies the EQ predicate on the "sale_ends_at" field.
+func SaleEndsAtEQ(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldSaleEndsAt, v))
+}
+
+// SaleEndsAtNEQ applies the NEQ predicate on the "sale_ends_at" field.
+func SaleEndsAtNEQ(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldSaleEndsAt, v))
+}
+
+// SaleEndsAtIn applies the In predicate on the "sale_ends_at" field.
+func SaleEndsAtIn(vs ...time.Time) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldSaleEndsAt, vs...))
+}
+
+// SaleEndsAtNotIn applies the NotIn predicate on the "sale_ends_at" field.
+func SaleEndsAtNotIn(vs ...time.Time) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldSaleEndsAt, vs...))
+}
+
+// SaleEndsAtGT applies the GT predicate on the "sale_ends_at" field.
+func SaleEndsAtGT(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldSaleEndsAt, v))
+}
+
+// SaleEndsAtGTE applies the GTE predicate on the "sale_ends_at" field.
+func SaleEndsAtGTE(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldSaleEndsAt, v))
+}
+
+// SaleEndsAtLT applies the LT predicate on the "sale_ends_at" field.
+func SaleEndsAtLT(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldSaleEndsAt, v))
+}
+
+// SaleEndsAtLTE applies the LTE predicate on the "sale_ends_at" field.
+func SaleEndsAtLTE(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldSaleEndsAt, v))
+}
+
+// SaleEndsAtIsNil applies the IsNil predicate on the "sale_ends_at" field.
+func SaleEndsAtIsNil() predicate.Product {
+	return predicate.Product(sql.FieldIsNull(FieldSaleEndsAt))
+}
+
+// SaleEndsAtNotNil applies the NotNil predicate on the "sale_ends_at" field.
+func SaleEndsAtNotNil() predicate.Product {
+	return predicate.Product(sql.FieldNotNull(FieldSaleEndsAt))
 }
 
 // And groups predicates with the AND operator between them.

@@ -22,6 +22,10 @@ func (Hold) Fields() []ent.Field {
 		field.Int("qty").Positive().Immutable(),
 		field.Enum("status").Values("ACTIVE", "REDEEMED", "EXPIRED", "RELEASED").Default("ACTIVE"),
 		field.Time("expires_at").Immutable().SchemaType(mysqlTime),
+		customerField(),
+		// The buyer's retry key, unique per customer (anonymous holds share
+		// the "" customer's scope); nil when the call gave none.
+		field.String("idempotency_key").Optional().Nillable().Immutable().SchemaType(mysqlExactText),
 	}
 }
 
@@ -37,6 +41,12 @@ func (Hold) Indexes() []ent.Index {
 		index.Fields("status", "expires_at"),
 		// Releasing one product's overdue holds under its lock.
 		index.Fields("product_id", "status", "expires_at"),
+		// One hold per key and customer; the lookup of a retried createHold.
+		index.Fields("customer_id", "idempotency_key").Unique(),
+		// A customer's units of a product (maxPerCustomer), under its lock.
+		index.Fields("product_id", "customer_id", "status"),
+		// A customer's holds, newest first (me.holds; the key is appended).
+		index.Fields("customer_id"),
 	}
 }
 

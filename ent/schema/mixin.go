@@ -13,6 +13,18 @@ import (
 // limit and no session time-zone conversion (TIMESTAMP has all three issues).
 var mysqlTime = map[string]string{dialect.MySQL: "datetime(6)"}
 
+// mysqlExactText stores a string of up to 255 characters that must compare
+// byte for byte: MySQL's PAD SPACE collations would make "alice" and
+// "alice " one customer, or one idempotency key.
+var mysqlExactText = map[string]string{dialect.MySQL: "varbinary(1020)"}
+
+// customerField is the customer a hold or order belongs to: the token's
+// sub, or "" for an anonymous buyer (every row made before customers
+// existed is anonymous).
+func customerField() ent.Field {
+	return field.String("customer_id").Default("").Immutable().SchemaType(mysqlExactText)
+}
+
 // mysqlUUID keeps UUIDs portable between MySQL 8 and MariaDB (whose native
 // uuid type MySQL lacks).
 var mysqlUUID = map[string]string{dialect.MySQL: "char(36)"}

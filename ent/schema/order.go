@@ -39,6 +39,8 @@ func (Order) Fields() []ent.Field {
 		// Fixed when the order is made (created_at + PAYMENT_TIMEOUT), so every
 		// server agrees on it whatever its own setting.
 		field.Time("payment_due_at").Immutable().SchemaType(mysqlTime),
+		// The hold's customer, copied from it.
+		customerField(),
 	}
 }
 
@@ -54,5 +56,9 @@ func (Order) Indexes() []ent.Index {
 		// The payment-timeout sweep: PENDING_PAYMENT orders by due time.
 		index.Fields("status", "payment_due_at"),
 		index.Fields("product_id", "status", "payment_due_at"),
+		// A customer's units of a product (maxPerCustomer), under its lock.
+		index.Fields("product_id", "customer_id", "status"),
+		// A customer's orders, newest first (me.orders).
+		index.Fields("customer_id"),
 	}
 }

@@ -35,5 +35,11 @@ func (Product) Fields() []ent.Field {
 		field.Int("stock_available").NonNegative(),
 		// Units held by ACTIVE holds plus PENDING_PAYMENT orders.
 		field.Int("stock_reserved").NonNegative().Default(0),
+		// Most units one customer may hold, have pending and have bought;
+		// nil: no limit.
+		field.Int("max_per_customer").Optional().Nillable().Positive(),
+		// The sale window, judged by the database clock; nil: open now, no end.
+		field.Time("sale_starts_at").Optional().Nillable().SchemaType(mysqlTime),
+		field.Time("sale_ends_at").Optional().Nillable().SchemaType(mysqlTime),
 	}
 }

@@ -4,6 +4,7 @@ package model
 
 import (
 	"flashsale/ent"
+	"time"
 )
 
 type CreateProductInput struct {
@@ -13,9 +14,44 @@ type CreateProductInput struct {
 	PriceCents int `json:"priceCents"`
 	// Initial stock, >= 0.
 	Stock int `json:"stock"`
+	// Most units one customer may hold, have pending and have bought; null: no limit.
+	MaxPerCustomer *int `json:"maxPerCustomer,omitempty"`
+	// When createHold opens; null: open now.
+	SaleStartsAt *time.Time `json:"saleStartsAt,omitempty"`
+	// When createHold closes (after saleStartsAt); null: no end.
+	SaleEndsAt *time.Time `json:"saleEndsAt,omitempty"`
+}
+
+// A buyer identified by the shop's login system (the token's sub).
+type Customer struct {
+	ID string `json:"id"`
+	// This customer's holds, newest first. `first` is 1..100.
+	Holds *HoldConnection `json:"holds"`
+	// This customer's orders, newest first. `first` is 1..100.
+	Orders *OrderConnection `json:"orders"`
+}
+
+type HoldConnection struct {
+	Edges    []*HoldEdge `json:"edges"`
+	PageInfo *PageInfo   `json:"pageInfo"`
+}
+
+type HoldEdge struct {
+	Cursor string    `json:"cursor"`
+	Node   *ent.Hold `json:"node"`
 }
 
 type Mutation struct {
+}
+
+type OrderConnection struct {
+	Edges    []*OrderEdge `json:"edges"`
+	PageInfo *PageInfo    `json:"pageInfo"`
+}
+
+type OrderEdge struct {
+	Cursor string     `json:"cursor"`
+	Node   *ent.Order `json:"node"`
 }
 
 type PageInfo struct {
