@@ -13,6 +13,7 @@ import (
 
 	"entgo.io/ent/dialect"
 
+	"flashsale/customer"
 	"flashsale/database"
 	"flashsale/graph"
 	"flashsale/webhook"
@@ -29,6 +30,7 @@ type config struct {
 	MaxHoldQty     int
 	WebhookKey     []byte // decoded WEBHOOK_SECRET; nil: unsigned webhooks (embedded database only)
 	AdminToken     string
+	Customers      customer.Config // customer tokens; Enabled() false: buyers are anonymous
 	DBMaxConns     int
 	// Beyond the contract:
 	RequestTimeout  time.Duration // bound on one request's database work
@@ -52,6 +54,10 @@ var envVars = []envVar{
 	{"WEBHOOK_SECRET", "", "webhook signing secret (whsec_ + base64 of at least 24 random bytes); required with MySQL, unset on the embedded database accepts unsigned webhooks"},
 	{"ADMIN_TOKEN", "", "bearer token for operator mutations (at least 32 characters); unset disables them"},
 	{"DB_MAX_CONNS", "20", "most database connections this process opens"},
+	{"CUSTOMER_JWT_SECRET", "", "HS256 key (at least 32 bytes) of the customer tokens the shop's login issues; with it or CUSTOMER_JWKS_URL, holds and orders need a customer token"},
+	{"CUSTOMER_JWKS_URL", "", "https URL of the JWKS with the customer tokens' RS256/ES256/EdDSA public keys"},
+	{"CUSTOMER_JWT_ISSUER", "", "when set, a customer token's iss must equal it"},
+	{"CUSTOMER_JWT_AUDIENCE", "", "when set, a customer token's aud must contain it"},
 	{"REQUEST_TIMEOUT", "10s", "longest a request may wait for the database before UNAVAILABLE/503"},
 	{"SHUTDOWN_TIMEOUT", "30s", "how long in-flight requests may finish after SIGTERM"},
 	{"GRAPHQL_MAX_QUERY_BYTES", "16384", "longest GraphQL query text accepted"},
@@ -112,6 +118,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.loadSecrets(getenv)...)
+	c.Customers = customer.Config{
+		Secret:   getenv("CUSTOMER_JWT_SECRET"),
+		JWKSURL:  strings.TrimSpace(getenv("CUSTOMER_JWKS_URL")),
+		Issuer:   getenv("CUSTOMER_JWT_ISSUER"),
+		Audience: getenv("CUSTOMER_JWT_AUDIENCE"),
+	}
+	if err := c.Customers.Check(); err != nil {
+		errs = append(errs, err)
+	}
 	for _, o := range strings.Split(getenv("CORS_ALLOWED_ORIGINS"), ",") {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
@@ -167,6 +182,9 @@ func (c *config) loadSecrets(getenv func(string) string) []error {
 	case strings.TrimSpace(secret) == tok:
 		// The payment provider knows the webhook secret; it must not be an operator.
 		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as WEBHOOK_SECRET; %s", howToken))
+	case getenv("CUSTOMER_JWT_SECRET") == tok:
+		// The shop's login system signs customer tokens with it; it must not be an operator.
+		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as CUSTOMER_JWT_SECRET; %s", howToken))
 	}
 	return errs
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/rs/cors"
 
+	"flashsale/customer"
 	"flashsale/database"
 	"flashsale/graph"
 	"flashsale/stock"
@@ -106,11 +107,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
+	resolver := &graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}
+	if cfg.Customers.Enabled() {
+		cc := cfg.Customers
+		cc.Logger = log
+		verifier, err := customer.New(ctx, cc)
+		if err != nil {
+			return err
+		}
+		defer verifier.Close()
+		resolver.Customers = verifier
+		log.Info("customer tokens required for holds and orders", "hs256", cc.Secret != "", "jwks", cc.JWKSURL != "",
+			"issuer", cc.Issuer, "audience", cc.Audience)
+	} else {
+		log.Info("no customer key configured (CUSTOMER_JWT_SECRET, CUSTOMER_JWKS_URL): buyers are anonymous, and maxPerCustomer caps each hold")
+	}
+
 	mux := http.NewServeMux()
 	mux.Handle("GET /{$}", graph.Playground("/graphql"))
 	limits := cfg.GraphQLLimits
 	limits.Timeout = cfg.RequestTimeout
-	api := graph.NewHandler(&graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}, limits, log)
+	api := graph.NewHandler(resolver, limits, log)
 	mux.Handle("/graphql", withCORS(cfg.CORSOrigins, api))
 	mux.Handle("/api/payments/webhook", hook)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -134,6 +134,13 @@ func (r gqlResponse) code() string {
 // gql posts one GraphQL request; token, when set, goes in Authorization.
 func (ts *testServer) gql(t *testing.T, token, query string, vars map[string]any) gqlResponse {
 	t.Helper()
+	_, r := ts.post(t, token, query, vars)
+	return r
+}
+
+// post is gql with the HTTP status.
+func (ts *testServer) post(t *testing.T, token, query string, vars map[string]any) (int, gqlResponse) {
+	t.Helper()
 	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
 	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/graphql", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
@@ -150,7 +157,7 @@ func (ts *testServer) gql(t *testing.T, token, query string, vars map[string]any
 	if err := json.Unmarshal(raw, &out); err != nil {
 		t.Fatalf("POST /graphql: status %d, body %q: %v", resp.StatusCode, raw, err)
 	}
-	return out
+	return resp.StatusCode, out
 }
 
 // must decodes data into v and fails the test on any GraphQL error.
@@ -441,6 +448,10 @@ func TestConfigErrors(t *testing.T) {
 		{map[string]string{"LOG_LEVEL": "loud"}, "LOG_LEVEL"},
 		{map[string]string{"CORS_ALLOWED_ORIGINS": "shop.example"}, "CORS_ALLOWED_ORIGINS"},
 		{map[string]string{"GRAPHQL_MAX_DEPTH": "1"}, "GRAPHQL_MAX_DEPTH"},
+		{map[string]string{"CUSTOMER_JWT_SECRET": "short"}, "CUSTOMER_JWT_SECRET"},
+		{map[string]string{"CUSTOMER_JWKS_URL": "http://login.shop.example/jwks.json"}, "CUSTOMER_JWKS_URL"},
+		{map[string]string{"CUSTOMER_JWT_ISSUER": "https://login.shop.example"}, "CUSTOMER_JWT_ISSUER"},
+		{map[string]string{"CUSTOMER_JWT_SECRET": testAdminToken, "ADMIN_TOKEN": testAdminToken}, "CUSTOMER_JWT_SECRET"},
 	} {
 		t.Run(tc.want, func(t *testing.T) {
 			env := map[string]string{"DATABASE_URL": "sqlite://" + t.TempDir() + "/x.db", "PORT": "0"}

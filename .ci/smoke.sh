@@ -104,4 +104,43 @@ wait "$pid" || fail "server exited non-zero after SIGTERM"
 pid=
 grep -q 'msg=stopped' "$work/log" || fail "no graceful stop in the log"
 ok "graceful shutdown on SIGTERM"
+
+# Customers: the same database, now with customer tokens required. Tokens are
+# made with openssl, as the README shows a shop may do.
+customer_secret=$(openssl rand -base64 32)
+b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+jwt() { # jwt SUB [EXP_OFFSET_SECONDS]
+	local head body sig
+	head=$(printf '{"alg":"HS256","typ":"JWT"}' | b64url)
+	body=$(printf '{"sub":"%s","exp":%d}' "$1" $(($(date +%s) + ${2:-900})) | b64url)
+	sig=$(printf '%s.%s' "$head" "$body" | openssl dgst -sha256 -hmac "$customer_secret" -binary | b64url)
+	printf '%s.%s.%s' "$head" "$body" "$sig"
+}
+PORT=$port DATABASE_URL="mysql://root@127.0.0.1:3306/$db" ADMIN_TOKEN=$token \
+	WEBHOOK_SECRET=whsec_$secret_b64 CUSTOMER_JWT_SECRET=$customer_secret "$work/flashsale" >"$work/log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+alice=$(jwt alice) bob=$(jwt bob)
+r=$(gql 'mutation { createProduct(input: {name: "Limited", priceCents: 900, stock: 50, maxPerCustomer: 2}) { id } }' '{}' -H "Authorization: Bearer $token")
+limited=$(jq -r .data.createProduct.id <<<"$r")
+hold='mutation($p: ID!, $q: Int!, $k: String) { createHold(productId: $p, qty: $q, idempotencyKey: $k) { id } }'
+r=$(gql "$hold" "{\"p\":\"$limited\",\"q\":1}")
+expect "createHold without a customer token is UNAUTHENTICATED" "$r" '.errors[0].extensions.code == "UNAUTHENTICATED"'
+r=$(gql "$hold" "{\"p\":\"$limited\",\"q\":1,\"k\":\"k1\"}" -H "Authorization: Bearer $alice")
+alice_hold=$(jq -r .data.createHold.id <<<"$r")
+r=$(gql "$hold" "{\"p\":\"$limited\",\"q\":1,\"k\":\"k1\"}" -H "Authorization: Bearer $alice")
+expect "a retry with the same key returns the same hold" "$r" ".data.createHold.id == \"$alice_hold\""
+r=$(gql "$hold" "{\"p\":\"$limited\",\"q\":2}" -H "Authorization: Bearer $alice")
+expect "past maxPerCustomer is PURCHASE_LIMIT_EXCEEDED" "$r" '.errors[0].extensions.code == "PURCHASE_LIMIT_EXCEEDED"'
+r=$(gql 'query($h: ID!) { hold(id: $h) { id } }' "{\"h\":\"$alice_hold\"}" -H "Authorization: Bearer $bob")
+expect "another customer's hold reads as null" "$r" '.data.hold == null and (.errors | not)'
+code=$(curl -s -o "$work/out" -w '%{http_code}' "$base/graphql" -H 'Content-Type: application/json' \
+	-H "Authorization: Bearer $(jwt alice -60)" -d '{"query":"{ me { id } }"}')
+[ "$code" = 401 ] && jq -e '.errors[0].extensions.code == "UNAUTHENTICATED"' "$work/out" >/dev/null || fail "expired token: $code $(cat "$work/out")"
+ok "an expired customer token is 401 UNAUTHENTICATED"
+r=$(gql 'mutation($h: ID!) { releaseHold(holdId: $h) { status product { stockReserved } } }' "{\"h\":\"$alice_hold\"}" -H "Authorization: Bearer $alice")
+expect "releaseHold gives the unit back" "$r" '.data.releaseHold.status == "RELEASED" and .data.releaseHold.product.stockReserved == 0'
+kill -TERM "$pid"
+wait "$pid" || fail "server exited non-zero after SIGTERM"
+pid=
 echo "smoke: $passed passed, 0 failed"
