@@ -6,13 +6,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"entgo.io/ent/dialect"
+	"github.com/google/uuid"
 	"entgo.io/ent/dialect/sql/schema"
 
 	"flashsale/database"
 	"flashsale/internal/testdb"
 	"flashsale/migrate"
+	"flashsale/stock"
 )
 
 // TestNoDrift applies the versioned migrations to a fresh database and asks
@@ -72,12 +75,13 @@ func TestUpgradeKeepsData(t *testing.T) {
 			}
 			const (
 				h1, h2 = "0190a000-0000-7000-8000-000000000001", "0190a000-0000-7000-8000-000000000002"
+				h3     = "0190a000-0000-7000-8000-000000000003" // still ACTIVE: an anonymous buyer's
 				o1, o2 = "0190a000-0000-7000-8000-0000000000a1", "0190a000-0000-7000-8000-0000000000a2"
 				ts     = "2026-11-25 12:00:00"
 			)
 			for _, q := range []string{
-				`INSERT INTO products (id, created_at, updated_at, name, price_cents, stock_received, stock_available, stock_reserved) VALUES (1, '` + ts + `', '` + ts + `', 'old', 500, 10, 9, 2)`,
-				`INSERT INTO holds (id, created_at, updated_at, qty, status, expires_at, product_id) VALUES ('` + h1 + `', '` + ts + `', '` + ts + `', 1, 'REDEEMED', '` + ts + `', 1), ('` + h2 + `', '` + ts + `', '` + ts + `', 2, 'REDEEMED', '` + ts + `', 1)`,
+				`INSERT INTO products (id, created_at, updated_at, name, price_cents, stock_received, stock_available, stock_reserved) VALUES (1, '` + ts + `', '` + ts + `', 'old', 500, 10, 9, 3)`,
+				`INSERT INTO holds (id, created_at, updated_at, qty, status, expires_at, product_id) VALUES ('` + h1 + `', '` + ts + `', '` + ts + `', 1, 'REDEEMED', '` + ts + `', 1), ('` + h2 + `', '` + ts + `', '` + ts + `', 2, 'REDEEMED', '` + ts + `', 1), ('` + h3 + `', '` + ts + `', '` + ts + `', 1, 'ACTIVE', '2099-01-01 00:00:00', 1)`,
 				`INSERT INTO orders (id, created_at, updated_at, qty, amount_cents, status, payment_due_at, hold_id, product_id) VALUES ('` + o1 + `', '` + ts + `', '` + ts + `', 1, 500, 'PAID', '` + ts + `', '` + h1 + `', 1), ('` + o2 + `', '` + ts + `', '` + ts + `', 2, 1000, 'PENDING_PAYMENT', '` + ts + `', '` + h2 + `', 1)`,
 				`INSERT INTO payment_events (idempotency_key, status, outcome, order_status_before, order_status_after, created_at, order_id) VALUES ('evt_1', 'success', 'APPLIED', 'PENDING_PAYMENT', 'PAID', '` + ts + `', '` + o1 + `')`,
 			} {
@@ -121,6 +125,26 @@ func TestUpgradeKeepsData(t *testing.T) {
 			}
 			if _, err := db.SQL.ExecContext(ctx, `INSERT INTO payment_events (idempotency_key, status, outcome, order_status_before, order_status_after, created_at, order_id) VALUES ('evt_x', 'success', 'APPLIED', 'PENDING_PAYMENT', 'PAID', '`+ts+`', '0190a000-0000-7000-8000-0000000000ff')`); err == nil {
 				t.Fatal("an event for no order was accepted: payment_events lost its foreign key")
+			}
+			// The old rows keep working: they are anonymous, and the ACTIVE
+			// hold can still be ordered by whoever has its ID, under the
+			// invariants.
+			svc := stock.New(db.Ent, d, stock.Config{HoldTTL: time.Minute, PaymentTimeout: time.Minute, MaxHoldQty: 10}, testLogger(t))
+			if bad, err := svc.Audit(ctx); err != nil || len(bad) > 0 {
+				t.Fatalf("audit after the upgrade: %v %v", bad, err)
+			}
+			o, err := svc.CreateOrder(ctx, uuid.MustParse(h3), stock.Anonymous)
+			if err != nil {
+				t.Fatalf("ordering a hold made before the upgrade: %v", err)
+			}
+			if o.CustomerID != "" || o.AmountCents != 500 {
+				t.Fatalf("order of an old hold: customer %q, amount %d", o.CustomerID, o.AmountCents)
+			}
+			if _, err := svc.Hold(ctx, uuid.MustParse(h1), stock.Caller{Customer: "alice"}); err != nil {
+				t.Fatalf("an anonymous hold made before the upgrade is not reachable by its ID: %v", err)
+			}
+			if bad, err := svc.Audit(ctx); err != nil || len(bad) > 0 {
+				t.Fatalf("audit after ordering: %v %v", bad, err)
 			}
 		})
 	}
