@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect"
-	"github.com/google/uuid"
 	"entgo.io/ent/dialect/sql/schema"
+	"github.com/google/uuid"
 
 	"flashsale/database"
 	"flashsale/internal/testdb"
