@@ -168,8 +168,12 @@ func TestOwnership(t *testing.T) {
 	}
 	var me struct {
 		Me struct {
-			Holds  struct{ Edges []struct{ Node struct{ ID, Status string } } }
-			Orders struct{ Edges []struct{ Node struct{ ID string } } }
+			Holds struct {
+				Edges []struct{ Node struct{ ID, Status string } }
+			}
+			Orders struct {
+				Edges []struct{ Node struct{ ID string } }
+			}
 		}
 	}
 	ts.gql(t, alice, `{ me { holds(first: 10) { edges { node { id status } } } orders { edges { node { id } } } } }`, nil).must(t, &me)
@@ -248,7 +252,9 @@ func TestBuyerRulesOverHTTP(t *testing.T) {
 			}
 		})
 	}
-	var ps struct{ Product struct{ StockReserved, MaxPerCustomer int } }
+	var ps struct {
+		Product struct{ StockReserved, MaxPerCustomer int }
+	}
 	ts.gql(t, "", `query($p: ID!) { product(id: $p) { stockReserved maxPerCustomer saleStartsAt saleEndsAt updatedAt } }`,
 		map[string]any{"p": limited}).must(t, &ps)
 	if ps.Product.StockReserved != 2 || ps.Product.MaxPerCustomer != 2 {
