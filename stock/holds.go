@@ -3,6 +3,7 @@ package stock
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -78,23 +79,25 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 		if err != nil {
 			return err
 		}
-		known, err := s.keyedHolds(ctx, tx, reqs)
+		customers := customersOf(reqs)
+		used, err := s.unitsOfCustomers(ctx, tx, p, customers)
 		if err != nil {
 			return err
 		}
-		used, err := s.unitsOfCustomers(ctx, tx, p, reqs)
-		if err != nil {
-			return err
-		}
-		want := 0
-		for _, r := range reqs {
-			want += r.Qty
-		}
-		if Sellable(p) < want {
-			// Lapsed holds may be what stands between these buyers and the stock.
+		if Sellable(p) < demand(reqs, "") || overLimit(p, used, reqs) {
+			// Lapsed holds and orders may be what stands between these buyers
+			// and the stock or their limit: release them, then count again.
 			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
 				return err
 			}
+			if used, err = s.unitsOfCustomers(ctx, tx, p, customers); err != nil {
+				return err
+			}
+		}
+		// Read after any release, so a retried key sees its hold as it is now.
+		known, err := s.keyedHolds(ctx, tx, reqs)
+		if err != nil {
+			return err
 		}
 		builders := make([]*ent.HoldCreate, 0, len(reqs))
 		made := make([]int, 0, len(reqs)) // the call each builder answers
@@ -141,7 +144,7 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 				continue
 			}
 			taken += r.Qty
-			if r.Customer != "" {
+			if used != nil && r.Customer != "" {
 				used[r.Customer] += r.Qty
 			}
 			made = append(made, i)
@@ -233,24 +236,54 @@ func (s *Service) keyedHolds(ctx context.Context, tx *ent.Tx, reqs []HoldRequest
 	return known, nil
 }
 
-// unitsOfCustomers returns, for each customer of the batch, the units of
-// product p they hold (ACTIVE), have pending or bought: what counts against
-// maxPerCustomer. Read under the product's lock, the only lock under which
-// these counts change, so no concurrent hold can slip past the limit.
-func (s *Service) unitsOfCustomers(ctx context.Context, tx *ent.Tx, p *ent.Product, reqs []HoldRequest) (map[string]int, error) {
-	used := map[string]int{}
-	if p.MaxPerCustomer == nil {
-		return used, nil
-	}
-	var customers []string
+// customersOf returns the distinct customers of a batch (not anonymous).
+func customersOf(reqs []HoldRequest) []string {
+	var out []string
 	for _, r := range reqs {
-		if _, ok := used[r.Customer]; r.Customer != "" && !ok {
-			used[r.Customer] = 0
-			customers = append(customers, r.Customer)
+		if r.Customer != "" && !slices.Contains(out, r.Customer) {
+			out = append(out, r.Customer)
 		}
 	}
-	if len(customers) == 0 {
-		return used, nil
+	return out
+}
+
+// demand is the units the batch's calls ask for; with a customer, only theirs.
+func demand(reqs []HoldRequest, customer string) int {
+	n := 0
+	for _, r := range reqs {
+		if customer == "" || r.Customer == customer {
+			n += r.Qty
+		}
+	}
+	return n
+}
+
+// overLimit reports whether a customer of the batch would pass the
+// product's maxPerCustomer if every one of their calls were admitted.
+func overLimit(p *ent.Product, used map[string]int, reqs []HoldRequest) bool {
+	if p.MaxPerCustomer == nil {
+		return false
+	}
+	for c, n := range used {
+		if n+demand(reqs, c) > *p.MaxPerCustomer {
+			return true
+		}
+	}
+	return false
+}
+
+// unitsOfCustomers returns, for each of the customers, the units of
+// product p they hold (ACTIVE), have pending or bought: what counts against
+// maxPerCustomer (nil when p has no limit). Read under the product's lock,
+// the only lock under which these counts change, so no concurrent call can
+// slip past the limit.
+func (s *Service) unitsOfCustomers(ctx context.Context, tx *ent.Tx, p *ent.Product, customers []string) (map[string]int, error) {
+	if p.MaxPerCustomer == nil || len(customers) == 0 {
+		return nil, nil
+	}
+	used := make(map[string]int, len(customers))
+	for _, c := range customers {
+		used[c] = 0
 	}
 	var sums []struct {
 		CustomerID string `json:"customer_id"`

@@ -51,8 +51,10 @@ type transition struct {
 	releaseHold bool // mark the order's hold RELEASED
 }
 
-// decide applies the contract's transition table. sellable is the product's
-// sellable stock at the time, under its lock.
+// decide applies the contract's transition table. sellable is what the
+// order's buyer may be sold at the time, under the product's lock: the
+// product's sellable stock, capped by what maxPerCustomer leaves the
+// customer (see roomFor).
 func decide(status order.Status, payment string, qty, sellable int) transition {
 	ignore := transition{to: status, outcome: paymentevent.OutcomeIGNORED}
 	switch payment {
@@ -192,6 +194,9 @@ func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment,
 		seen[ev.IdempotencyKey] = seenEvent{orderID: ev.OrderID, status: string(ev.Status), outcome: ev.Outcome}
 	}
 
+	// counted: how this batch's decisions, not written yet, change what
+	// counts against a buyer's maxPerCustomer.
+	counted := map[buyerOf]int{}
 	type delta struct{ available, reserved int }
 	deltas := map[int]*delta{}
 	released := map[int]bool{} // products whose lapsed stock was released
@@ -222,20 +227,34 @@ func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment,
 		if p == nil {
 			return fmt.Errorf("order %s: product %d is missing", o.ID, o.ProductID)
 		}
-		if pay.Status == PaymentSuccess && o.Status == order.StatusCANCELLED && Sellable(p) < o.Qty && !released[p.ID] {
-			// Lapsed holds may be what stands between this buyer and the stock.
-			released[p.ID] = true
-			_, cancelled, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
-			if err != nil {
+		room := Sellable(p)
+		if pay.Status == PaymentSuccess && o.Status == order.StatusCANCELLED {
+			// A late success sells the order again only if the stock, and
+			// the buyer's maxPerCustomer, still have room for it.
+			if room, err = s.roomFor(ctx, tx, p, o, counted); err != nil {
 				return err
 			}
-			for _, id := range cancelled {
-				if c := orders[id]; c != nil {
-					c.Status = order.StatusCANCELLED
+			if room < o.Qty && !released[p.ID] {
+				// Lapsed holds may be what stands in the way: release them.
+				released[p.ID] = true
+				_, cancelled, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
+				if err != nil {
+					return err
+				}
+				for _, id := range cancelled {
+					if c := orders[id]; c != nil {
+						c.Status = order.StatusCANCELLED
+					}
+				}
+				if room, err = s.roomFor(ctx, tx, p, o, counted); err != nil {
+					return err
 				}
 			}
 		}
-		t := decide(o.Status, pay.Status, o.Qty, Sellable(p))
+		t := decide(o.Status, pay.Status, o.Qty, room)
+		if p.MaxPerCustomer != nil && o.CustomerID != "" {
+			counted[buyerOf{p.ID, o.CustomerID}] += countedUnits(t.to, o.Qty) - countedUnits(o.Status, o.Qty)
+		}
 		if t.available != 0 || t.reserved != 0 {
 			d := deltas[p.ID]
 			if d == nil {
@@ -313,4 +332,35 @@ func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment,
 		}
 	}
 	return nil
+}
+
+// buyerOf is a customer of a product.
+type buyerOf struct {
+	productID int
+	customer  string
+}
+
+// countedUnits is what an order in status st counts against its buyer's
+// maxPerCustomer.
+func countedUnits(st order.Status, qty int) int {
+	if st == order.StatusPENDING_PAYMENT || st == order.StatusPAID {
+		return qty
+	}
+	return 0
+}
+
+// roomFor is how many units order o's buyer may still be sold now: the
+// product's sellable stock, and under maxPerCustomer what the customer's
+// ACTIVE holds, pending and paid orders (as stored, plus this batch's
+// decisions in counted) leave of it.
+func (s *Service) roomFor(ctx context.Context, tx *ent.Tx, p *ent.Product, o *ent.Order, counted map[buyerOf]int) (int, error) {
+	room := Sellable(p)
+	if p.MaxPerCustomer == nil || o.CustomerID == "" {
+		return room, nil
+	}
+	used, err := s.unitsOfCustomers(ctx, tx, p, []string{o.CustomerID})
+	if err != nil {
+		return 0, err
+	}
+	return min(room, *p.MaxPerCustomer-used[o.CustomerID]-counted[buyerOf{p.ID, o.CustomerID}]), nil
 }

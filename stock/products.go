@@ -55,7 +55,7 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 		p, err = tx.Product.Create().
 			SetName(name).SetPriceCents(in.PriceCents).SetStockReceived(in.Stock).SetStockAvailable(in.Stock).
 			SetNillableMaxPerCustomer(in.MaxPerCustomer).
-			SetNillableSaleStartsAt(utc(in.SaleStartsAt)).SetNillableSaleEndsAt(utc(in.SaleEndsAt)).
+			SetNillableSaleStartsAt(stored(in.SaleStartsAt)).SetNillableSaleEndsAt(stored(in.SaleEndsAt)).
 			SetCreatedAt(now).SetUpdatedAt(now).
 			Save(ctx)
 		return err
@@ -93,11 +93,13 @@ func (s *Service) CountProducts(ctx context.Context) (int, error) {
 	return n, classify("count products", err)
 }
 
-// utc returns t in UTC (times are stored without a zone).
-func utc(t *time.Time) *time.Time {
+// stored returns t as the database keeps it: UTC (times are stored without
+// a zone), to the microsecond (DATETIME(6)), so what CreateProduct returns
+// and caches equals what later reads see.
+func stored(t *time.Time) *time.Time {
 	if t == nil {
 		return nil
 	}
-	u := t.UTC()
+	u := t.UTC().Truncate(time.Microsecond)
 	return &u
 }
