@@ -15,6 +15,7 @@ import (
 //	0 <= stock_reserved <= stock_available
 //	stock_reserved  = qty of ACTIVE holds + qty of PENDING_PAYMENT orders
 //	stock_available = stock_received - qty of PAID orders
+//	per customer, with max_per_customer set: ACTIVE holds + PENDING_PAYMENT and PAID orders <= max_per_customer
 //
 // It reads without locks, so run it when no stock transaction is in flight.
 func (s *Service) Audit(ctx context.Context) ([]string, error) {
@@ -47,7 +48,36 @@ func (s *Service) Audit(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, classify("audit", err)
 	}
+	type buyerSum struct {
+		ProductID  int    `json:"product_id"`
+		CustomerID string `json:"customer_id"`
+		Sum        int    `json:"sum"`
+	}
+	var heldBy, orderedBy []buyerSum
+	if err := s.client.Hold.Query().Where(hold.StatusEQ(hold.StatusACTIVE), hold.CustomerIDNEQ("")).
+		GroupBy(hold.FieldProductID, hold.FieldCustomerID).Aggregate(ent.Sum(hold.FieldQty)).Scan(ctx, &heldBy); err != nil {
+		return nil, classify("audit", err)
+	}
+	if err := s.client.Order.Query().Where(order.StatusIn(order.StatusPENDING_PAYMENT, order.StatusPAID), order.CustomerIDNEQ("")).
+		GroupBy(order.FieldProductID, order.FieldCustomerID).Aggregate(ent.Sum(order.FieldQty)).Scan(ctx, &orderedBy); err != nil {
+		return nil, classify("audit", err)
+	}
+	units := map[buyerOf]int{}
+	for _, r := range append(heldBy, orderedBy...) {
+		units[buyerOf{r.ProductID, r.CustomerID}] += r.Sum
+	}
+	limits := map[int]int{}
+	for _, p := range products {
+		if p.MaxPerCustomer != nil {
+			limits[p.ID] = *p.MaxPerCustomer
+		}
+	}
 	var bad []string
+	for b, n := range units {
+		if limit, ok := limits[b.productID]; ok && n > limit {
+			bad = append(bad, fmt.Sprintf("product %d: customer %q has %d units held, pending or paid, over its maxPerCustomer %d", b.productID, truncate(b.customer), n, limit))
+		}
+	}
 	for _, p := range products {
 		if p.StockReserved < 0 || p.StockReserved > p.StockAvailable {
 			bad = append(bad, fmt.Sprintf("product %d: reserved %d outside 0..available %d", p.ID, p.StockReserved, p.StockAvailable))
