@@ -36,7 +36,10 @@ func (c *checkResult) violation(format string, a ...any) {
 //   - with -db: stock.Service.Audit (the contract's invariants, every product
 //     in the database), and that no product of the tool's is oversold: qty of
 //     its ACTIVE holds + PENDING_PAYMENT orders + PAID orders <= its stock,
-//     stock_available >= 0.
+//     stock_available >= 0;
+//   - when limit ran: that no customer ever had more than maxPerCustomer
+//     units of its product, from the tool's answers, over GraphQL (me) and
+//     with -db in SQL (checkLimit, checkLimitSQL).
 func (st *state) check(ctx context.Context) checkResult {
 	var c checkResult
 
@@ -76,8 +79,9 @@ func (st *state) check(ctx context.Context) checkResult {
 			c.line("sellout product %s: %d successful holds of qty 1 on a stock of %d: ok", p.ID, st.selloutOK, p.Stock)
 		}
 	}
+	st.checkLimit(ctx, &c)
 	if st.opts.DB == "" {
-		c.line("database checks (stock.Service.Audit, oversold): not run, they need -db")
+		c.line("database checks (stock.Service.Audit, oversold, limit): not run, they need -db")
 		return c
 	}
 
@@ -117,10 +121,16 @@ func (st *state) check(ctx context.Context) checkResult {
 		c.line("stock.Service.Audit (contract invariants, every product in %s): %s", db.Redacted, verdict(len(bad)))
 	}
 
-	// Nothing oversold, per product the tool created. One statement reads
-	// one consistent snapshot.
+	st.checkOversold(ctx, &c, db)
+	st.checkLimitSQL(ctx, &c, db.SQL)
+	return c
+}
+
+// checkOversold checks that no product of the tool's is oversold. One
+// statement reads one consistent snapshot.
+func (st *state) checkOversold(ctx context.Context, c *checkResult, db *database.DB) {
 	if len(st.products) == 0 {
-		return c
+		return
 	}
 	ids := make([]string, 0, len(st.products))
 	byID := map[int64]createdProduct{}
@@ -129,7 +139,7 @@ func (st *state) check(ctx context.Context) checkResult {
 		if err != nil {
 			c.Failed = true
 			c.line("oversold check: product id %q is not an integer", p.ID)
-			return c
+			return
 		}
 		ids = append(ids, strconv.FormatInt(n, 10))
 		byID[n] = p
@@ -142,10 +152,10 @@ FROM products p WHERE p.id IN (`+strings.Join(ids, ",")+`)`)
 	if err != nil {
 		c.Failed = true
 		c.line("oversold check: %v", err)
-		return c
+		return
 	}
 	defer rows.Close()
-	before = len(c.Violations)
+	before := len(c.Violations)
 	seen := map[int64]bool{}
 	var details []string
 	for rows.Next() {
@@ -153,7 +163,7 @@ FROM products p WHERE p.id IN (`+strings.Join(ids, ",")+`)`)
 		if err := rows.Scan(&id, &available, &reserved, &active, &pending, &paid); err != nil {
 			c.Failed = true
 			c.line("oversold check: %v", err)
-			return c
+			return
 		}
 		seen[id] = true
 		p := byID[id]
@@ -169,7 +179,7 @@ FROM products p WHERE p.id IN (`+strings.Join(ids, ",")+`)`)
 	if err := rows.Err(); err != nil {
 		c.Failed = true
 		c.line("oversold check: %v", err)
-		return c
+		return
 	}
 	for id, p := range byID {
 		if !seen[id] {
@@ -181,7 +191,6 @@ FROM products p WHERE p.id IN (`+strings.Join(ids, ",")+`)`)
 	for _, d := range details {
 		c.line("  %s", d)
 	}
-	return c
 }
 
 func verdict(violations int) string {

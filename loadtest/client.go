@@ -283,14 +283,19 @@ func (a *api) ping(ctx context.Context) error {
 	return nil
 }
 
-// createProduct makes one of the tool's own products and returns its ID.
-func (a *api) createProduct(ctx context.Context, name string, stock int) (string, error) {
+// createProduct makes one of the tool's own products and returns its ID;
+// maxPerCustomer 0 sets no limit.
+func (a *api) createProduct(ctx context.Context, name string, stock, maxPerCustomer int) (string, error) {
 	var out struct {
 		CreateProduct struct {
 			ID string `json:"id"`
 		} `json:"createProduct"`
 	}
-	body := gqlBody(qCreateProduct, map[string]any{"in": map[string]any{"name": name, "priceCents": 100, "stock": stock}})
+	in := map[string]any{"name": name, "priceCents": 100, "stock": stock}
+	if maxPerCustomer > 0 {
+		in["maxPerCustomer"] = maxPerCustomer
+	}
+	body := gqlBody(qCreateProduct, map[string]any{"in": in})
 	if c := a.post(ctx, a.token, body, &out); c != "" {
 		if c == "UNAUTHENTICATED" {
 			return "", errors.New("createProduct: UNAUTHENTICATED: -token does not match the server's ADMIN_TOKEN")

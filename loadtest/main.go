@@ -9,7 +9,10 @@
 //	    -clients 256 -duration 10s
 //
 // It creates its own products (createProduct, with the admin token) and never
-// touches existing ones. It only talks to loopback addresses.
+// touches existing ones. It only talks to loopback addresses. With
+// -customer-secret (the server's CUSTOMER_JWT_SECRET) every client buys as a
+// customer of its own, with a token the tool mints, and the customers-only
+// scenarios typename-customer and limit run.
 package main
 
 import (
@@ -34,21 +37,28 @@ import (
 
 // Scenario names, in the order they run.
 const (
-	scTypename    = "typename"
-	scHotHold     = "hot-hold"
-	scSellout     = "sellout"
-	scRead        = "read"
-	scLifecycle   = "lifecycle"
-	scDBForUpdate = "db-forupdate"
-	scDBLifecycle = "db-lifecycle"
+	scTypename         = "typename"
+	scTypenameCustomer = "typename-customer"
+	scHotHold          = "hot-hold"
+	scSellout          = "sellout"
+	scRead             = "read"
+	scLifecycle        = "lifecycle"
+	scLimit            = "limit"
+	scDBForUpdate      = "db-forupdate"
+	scDBLifecycle      = "db-lifecycle"
 )
 
-var allScenarios = []string{scTypename, scHotHold, scSellout, scRead, scLifecycle, scDBForUpdate, scDBLifecycle}
+var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLimit, scDBForUpdate, scDBLifecycle}
 
 // dbScenarios run straight against -db, without HTTP: they need MySQL.
 var dbScenarios = []string{scDBForUpdate, scDBLifecycle}
 
 func isDBScenario(name string) bool { return slices.Contains(dbScenarios, name) }
+
+// customerScenarios need customer tokens: they run in customers mode only.
+var customerScenarios = []string{scTypenameCustomer, scLimit}
+
+func isCustomerScenario(name string) bool { return slices.Contains(customerScenarios, name) }
 
 // Bounds on what one run may do.
 const (
@@ -85,6 +95,10 @@ type options struct {
 	MaxRequests    int64
 	JSONFile       string
 	FailOnMiss     bool
+	// Customers mode, when CustomerSecret is set.
+	CustomerSecret   string
+	CustomerIssuer   string
+	CustomerAudience string
 }
 
 func main() {
@@ -148,7 +162,33 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			rep.Notes = append(rep.Notes, name+" skipped: it needs a MySQL/MariaDB -db (mysql://...)")
 			continue
 		}
+		if isCustomerScenario(name) && opts.CustomerSecret == "" {
+			rep.Notes = append(rep.Notes, name+" skipped: it needs customer tokens (-customer-secret, the server's CUSTOMER_JWT_SECRET)")
+			continue
+		}
 		toRun = append(toRun, name)
+	}
+	if opts.CustomerSecret != "" {
+		// One token per client, minted once, valid for the whole run.
+		if st.cust, err = newCustomers(opts, runID, tokenTTL(opts, len(toRun))); err != nil {
+			fmt.Fprintln(stderr, "loadtest: -customer-secret:", err)
+			return exitUsage
+		}
+		pctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
+		id, err := api.whoami(pctx, st.cust.tokens[0])
+		cancel()
+		if err == nil && id != st.cust.ids[0] {
+			err = fmt.Errorf("me.id is %q for a token of %q", id, st.cust.ids[0])
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "loadtest: customer tokens:", err)
+			return exitViolation
+		}
+		rep.Customers = &customersInfo{Clients: len(st.cust.ids), Pattern: "lt-" + runID + "-<client>",
+			LimitCustomers: st.cust.limitIDs, Expires: st.cust.expires,
+			Issuer: opts.CustomerIssuer, Audience: opts.CustomerAudience}
+		progress("customers mode: every client buys as its own customer (%s), tokens valid until %s",
+			rep.Customers.Pattern, st.cust.expires.Format(time.RFC3339))
 	}
 	if err := st.createProducts(toRun); err != nil {
 		fmt.Fprintln(stderr, "loadtest:", err)
@@ -176,6 +216,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rep.Interrupted = true
 	}
 	rep.Ratios = computeRatios(rep.Scenarios)
+	addTokenNote(rep)
 	rep.Products = st.products
 
 	progress("checking invariants")
@@ -220,9 +261,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.DBConns, "db-conns", 0, fmt.Sprintf("database connections of db-forupdate and db-lifecycle (0: min(clients, %d); MariaDB's max_connections, 151, is shared with the server)", dbPoolLimit))
 	fs.Int64Var(&o.MaxRequests, "max-requests", 2_000_000, "most operations one scenario starts (requests; lifecycles in lifecycle and db-lifecycle): bounds memory, as every latency is kept")
 	fs.StringVar(&o.JSONFile, "json", "", "also write the figures to this file as JSON")
-	fs.BoolVar(&o.FailOnMiss, "fail-on-miss", false, fmt.Sprintf("exit %d when a ratio misses its target", exitMiss))
+	fs.BoolVar(&o.FailOnMiss, "fail-on-miss", false, fmt.Sprintf("exit %d when a ratio misses its target (informational ones aside)", exitMiss))
+	fs.StringVar(&o.CustomerSecret, "customer-secret", "", "the server's CUSTOMER_JWT_SECRET (at least 32 bytes): customers mode, every client buys as its own customer with an HS256 token the tool mints; empty: anonymous buyers (default $CUSTOMER_JWT_SECRET)")
+	fs.StringVar(&o.CustomerIssuer, "customer-issuer", "", "iss of the minted customer tokens, the server's CUSTOMER_JWT_ISSUER (default $CUSTOMER_JWT_ISSUER)")
+	fs.StringVar(&o.CustomerAudience, "customer-audience", "", "aud of the minted customer tokens, the server's CUSTOMER_JWT_AUDIENCE (default $CUSTOMER_JWT_AUDIENCE)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s -url URL -token TOKEN [-secret whsec_...] [-db DATABASE_URL] [flags]\n\n", args[0])
+		fmt.Fprintf(stderr, "Usage: %s -url URL -token TOKEN [-secret whsec_...] [-customer-secret KEY] [-db DATABASE_URL] [flags]\n\n", args[0])
 		fmt.Fprintf(stderr, "Load-tests a running flash-sale server with its own products, prints a table of\n"+
 			"figures and target ratios, then checks the stock invariants. Exit codes: %d ok, %d violation\n"+
 			"or failure, %d usage, %d target missed (-fail-on-miss), %d interrupted.\n\n",
@@ -239,6 +283,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	// as flag defaults, so -h never prints a secret).
 	o.Token = cmp.Or(o.Token, getenv("ADMIN_TOKEN"))
 	o.Secret = cmp.Or(o.Secret, getenv("WEBHOOK_SECRET"))
+	o.CustomerSecret = cmp.Or(o.CustomerSecret, getenv("CUSTOMER_JWT_SECRET"))
+	o.CustomerIssuer = cmp.Or(o.CustomerIssuer, getenv("CUSTOMER_JWT_ISSUER"))
+	o.CustomerAudience = cmp.Or(o.CustomerAudience, getenv("CUSTOMER_JWT_AUDIENCE"))
 	var errs []error
 	if o.Clients < 1 || o.Clients > maxClients {
 		errs = append(errs, fmt.Errorf("-clients %d: want 1..%d", o.Clients, maxClients))
@@ -275,6 +322,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 			errs = append(errs, fmt.Errorf("-secret: %w", err))
 		}
 	}
+	if o.CustomerSecret != "" && len(o.CustomerSecret) < minCustomerSecret {
+		// Never quote it.
+		errs = append(errs, fmt.Errorf("-customer-secret: %d bytes, want at least %d (the server refuses a shorter CUSTOMER_JWT_SECRET)",
+			len(o.CustomerSecret), minCustomerSecret))
+	}
+	if o.CustomerSecret == "" && (o.CustomerIssuer != "" || o.CustomerAudience != "") {
+		errs = append(errs, errors.New("-customer-issuer or -customer-audience without -customer-secret: the tool can only mint HS256 customer tokens"))
+	}
 	if o.DB != "" {
 		if err := checkDBURL(o.DB); err != nil {
 			errs = append(errs, fmt.Errorf("-db: %w", err))
@@ -283,10 +338,13 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	var err error
 	if o.Scenarios, err = parseScenarios(*scen); err != nil {
 		errs = append(errs, fmt.Errorf("-scenarios: %w", err))
-	} else if *scen != "all" && !strings.HasPrefix(o.DB, "mysql://") {
+	} else if *scen != "all" {
 		for _, n := range o.Scenarios {
-			if isDBScenario(n) {
+			if isDBScenario(n) && !strings.HasPrefix(o.DB, "mysql://") {
 				errs = append(errs, fmt.Errorf("-scenarios: %s needs a MySQL/MariaDB -db (mysql://...)", n))
+			}
+			if isCustomerScenario(n) && o.CustomerSecret == "" {
+				errs = append(errs, fmt.Errorf("-scenarios: %s needs customer tokens: -customer-secret (the server's CUSTOMER_JWT_SECRET)", n))
 			}
 		}
 	}

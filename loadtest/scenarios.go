@@ -23,13 +23,18 @@ type state struct {
 
 	products  []createdProduct
 	selloutOK int64 // successful holds on the sellout product
+
+	cust         *customers // customers mode; nil: anonymous buyers
+	limitHolds   limitLog   // the holds limit was answered with
+	limitRefused int64      // limit's PURCHASE_LIMIT_EXCEEDED answers
 }
 
 // createdProduct is one product the tool made, for the checks.
 type createdProduct struct {
-	Scenario string `json:"scenario"`
-	ID       string `json:"id"`
-	Stock    int    `json:"stock"`
+	Scenario       string `json:"scenario"`
+	ID             string `json:"id"`
+	Stock          int    `json:"stock"`
+	MaxPerCustomer int    `json:"max_per_customer,omitempty"` // 0: no limit (every product but limit's)
 }
 
 // recorder is one worker's tally; workers never share one, and the
@@ -165,10 +170,11 @@ func (st *state) drive(name, productID string, op opFunc) scenarioResult {
 	return res
 }
 
-// stockFor is the stock of each scenario's own product; typename has none.
+// stockFor is the stock of each scenario's own product; typename and
+// typename-customer have none.
 func (st *state) stockFor(scenario string) int {
 	switch scenario {
-	case scTypename:
+	case scTypename, scTypenameCustomer:
 		return 0
 	case scSellout:
 		return st.opts.SelloutStock
@@ -186,13 +192,19 @@ func (st *state) createProducts(scenarios []string) error {
 		if stock == 0 {
 			continue
 		}
+		// Only limit's product has a maxPerCustomer; the others set none,
+		// so no limit ever refuses their holds.
+		limit := 0
+		if sc == scLimit {
+			limit = limitMax
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
-		id, err := st.api.createProduct(ctx, fmt.Sprintf("loadtest %s %s", st.runID, sc), stock)
+		id, err := st.api.createProduct(ctx, fmt.Sprintf("loadtest %s %s", st.runID, sc), stock, limit)
 		cancel()
 		if err != nil {
 			return err
 		}
-		st.products = append(st.products, createdProduct{Scenario: sc, ID: id, Stock: stock})
+		st.products = append(st.products, createdProduct{Scenario: sc, ID: id, Stock: stock, MaxPerCustomer: limit})
 	}
 	return nil
 }
@@ -207,16 +219,38 @@ func (st *state) productOf(scenario string) (string, int, error) {
 	return "", 0, fmt.Errorf("no product was created for %s", scenario)
 }
 
-// runScenario sets up and runs one scenario.
+// runScenario sets up and runs one scenario, and says when the server
+// turned buyers away for want of a customer token, or refused the tool's.
 func (st *state) runScenario(name string) (scenarioResult, error) {
+	res, err := st.runOne(name)
+	if n := res.Errors["UNAUTHENTICATED"] + res.Errors["createHold: UNAUTHENTICATED"] + res.Errors["createOrder: UNAUTHENTICATED"]; n > 0 {
+		if st.cust == nil {
+			res.Notes = append(res.Notes, fmt.Sprintf("%d requests UNAUTHENTICATED: the server needs customer tokens "+
+				"(it has CUSTOMER_JWT_SECRET or CUSTOMER_JWKS_URL); give the tool -customer-secret", n))
+		} else {
+			res.Notes = append(res.Notes, fmt.Sprintf("%d requests UNAUTHENTICATED with a customer token: did the tokens expire?", n))
+		}
+	}
+	return res, err
+}
+
+func (st *state) runOne(name string) (scenarioResult, error) {
 	a := st.api
 	switch name {
-	case scTypename:
-		st.progress("%s: %d clients for %s", name, st.opts.Clients, st.opts.Duration)
+	case scTypename, scTypenameCustomer:
+		how := "anonymous"
+		if name == scTypenameCustomer {
+			how = "each with its customer's token"
+		}
+		st.progress("%s: %d clients for %s, %s", name, st.opts.Clients, st.opts.Duration, how)
 		body := gqlBody(qTypename, nil)
-		return st.drive(name, "", func(ctx context.Context, _, _ int, r *recorder) {
+		return st.drive(name, "", func(ctx context.Context, w, _ int, r *recorder) {
+			tok := ""
+			if name == scTypenameCustomer {
+				tok = st.cust.tokens[w]
+			}
 			t0 := time.Now()
-			c := a.post(ctx, "", body, nil)
+			c := a.post(ctx, tok, body, nil)
 			r.request(t0)
 			r.tally(c)
 		}), nil
@@ -228,14 +262,14 @@ func (st *state) runScenario(name string) (scenarioResult, error) {
 		}
 		st.progress("%s: product %s (stock %d), %d clients for %s", name, id, stock, st.opts.Clients, st.opts.Duration)
 		body := gqlBody(qCreateHold, map[string]any{"p": id})
-		res := st.drive(name, id, func(ctx context.Context, _, _ int, r *recorder) {
+		res := st.drive(name, id, func(ctx context.Context, w, _ int, r *recorder) {
 			var out struct {
 				CreateHold struct {
 					ID string `json:"id"`
 				} `json:"createHold"`
 			}
 			t0 := time.Now()
-			c := a.post(ctx, "", body, &out)
+			c := a.post(ctx, st.buyerToken(w), body, &out)
 			r.request(t0)
 			if c == "" && out.CreateHold.ID == "" {
 				c = "hold without id"
@@ -284,8 +318,9 @@ func (st *state) runScenario(name string) (scenarioResult, error) {
 					ID string `json:"id"`
 				} `json:"createHold"`
 			}
+			tok := st.buyerToken(w) // the hold's customer orders it
 			t0 := time.Now()
-			c := a.post(ctx, "", holdBody, &h)
+			c := a.post(ctx, tok, holdBody, &h)
 			r.step(stepHold, t0)
 			if c == "" && h.CreateHold.ID == "" {
 				c = "hold without id"
@@ -300,7 +335,7 @@ func (st *state) runScenario(name string) (scenarioResult, error) {
 				} `json:"createOrder"`
 			}
 			t0 = time.Now()
-			c = a.post(ctx, "", gqlBody(qCreateOrder, map[string]any{"h": h.CreateHold.ID}), &o)
+			c = a.post(ctx, tok, gqlBody(qCreateOrder, map[string]any{"h": h.CreateHold.ID}), &o)
 			r.step(stepOrder, t0)
 			if c == "" && o.CreateOrder.ID == "" {
 				c = "order without id"
@@ -331,6 +366,9 @@ func (st *state) runScenario(name string) (scenarioResult, error) {
 				"(their orders stay PENDING_PAYMENT until PAYMENT_TIMEOUT)")
 		}
 		return res, nil
+
+	case scLimit:
+		return st.runLimit()
 
 	case scDBForUpdate:
 		id, pid, err := st.dbProduct(name)
