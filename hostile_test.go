@@ -119,6 +119,7 @@ func TestHostileInput(t *testing.T) {
 		{name: "stock 2^40", token: testAdminToken, query: `mutation { createProduct(input: {name: "x", priceCents: 1, stock: 1099511627776}) { id } }`, status: 200, code: "BAD_USER_INPUT"},
 		{name: "nested 50 levels", query: deep, status: 200, code: "QUERY_TOO_DEEP"},
 		{name: "too complex", query: wide, status: 200, code: "COMPLEXITY_LIMIT_EXCEEDED"},
+		{name: "a customer's holds, too wide", query: `{ me { holds(first: 100) { edges { node { id qty product { id name priceCents stockAvailable } order { id status } } } } } }`, status: 200, code: "COMPLEXITY_LIMIT_EXCEEDED"},
 		{name: "query over 16 KiB", query: "{ __typename " + strings.Repeat(" ", 17<<10) + "}", status: 200, code: "QUERY_TOO_LARGE"},
 		{name: "10 MiB body", contentType: "application/json", body: `{"query":"` + strings.Repeat("a", 10<<20) + `"}`, status: 413, code: "BAD_USER_INPUT"},
 		{name: "mutation over GET", status: 406},

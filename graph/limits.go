@@ -108,18 +108,23 @@ func depth(set ast.SelectionSet, memo map[string]int) int {
 // complexity makes a page of products cost what it fetches.
 func complexity() ComplexityRoot {
 	var c ComplexityRoot
-	c.Query.Products = func(child int, first *int, _ *string) int {
-		n := 20
-		if first != nil {
-			n = *first
-		}
-		if n < 1 || n > 100 {
-			// The resolver refuses it with BAD_USER_INPUT, as the contract says.
-			return 1
-		}
-		return 1 + n*child
-	}
+	c.Query.Products = pageCost
+	c.Customer.Holds = pageCost
+	c.Customer.Orders = pageCost
 	return c
+}
+
+// pageCost makes a page of a connection cost first times its fields.
+func pageCost(child int, first *int, _ *string) int {
+	n := 20
+	if first != nil {
+		n = *first
+	}
+	if n < 1 || n > 100 {
+		// The resolver refuses it with BAD_USER_INPUT, as the contract says.
+		return 1
+	}
+	return 1 + n*child
 }
 
 func (l Limits) String() string {
