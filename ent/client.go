@@ -12,6 +12,7 @@ import (
 	"flashsale/ent/migrate"
 
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
@@ -32,6 +33,8 @@ type Client struct {
 	Schema *migrate.Schema
 	// Hold is the client for interacting with the Hold builders.
 	Hold *HoldClient
+	// HoldKey is the client for interacting with the HoldKey builders.
+	HoldKey *HoldKeyClient
 	// Order is the client for interacting with the Order builders.
 	Order *OrderClient
 	// PaymentEvent is the client for interacting with the PaymentEvent builders.
@@ -50,6 +53,7 @@ func NewClient(opts ...Option) *Client {
 func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
 	c.Hold = NewHoldClient(c.config)
+	c.HoldKey = NewHoldKeyClient(c.config)
 	c.Order = NewOrderClient(c.config)
 	c.PaymentEvent = NewPaymentEventClient(c.config)
 	c.Product = NewProductClient(c.config)
@@ -146,6 +150,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		ctx:          ctx,
 		config:       cfg,
 		Hold:         NewHoldClient(cfg),
+		HoldKey:      NewHoldKeyClient(cfg),
 		Order:        NewOrderClient(cfg),
 		PaymentEvent: NewPaymentEventClient(cfg),
 		Product:      NewProductClient(cfg),
@@ -169,6 +174,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		ctx:          ctx,
 		config:       cfg,
 		Hold:         NewHoldClient(cfg),
+		HoldKey:      NewHoldKeyClient(cfg),
 		Order:        NewOrderClient(cfg),
 		PaymentEvent: NewPaymentEventClient(cfg),
 		Product:      NewProductClient(cfg),
@@ -201,6 +207,7 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	c.Hold.Use(hooks...)
+	c.HoldKey.Use(hooks...)
 	c.Order.Use(hooks...)
 	c.PaymentEvent.Use(hooks...)
 	c.Product.Use(hooks...)
@@ -210,6 +217,7 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	c.Hold.Intercept(interceptors...)
+	c.HoldKey.Intercept(interceptors...)
 	c.Order.Intercept(interceptors...)
 	c.PaymentEvent.Intercept(interceptors...)
 	c.Product.Intercept(interceptors...)
@@ -220,6 +228,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 	switch m := m.(type) {
 	case *HoldMutation:
 		return c.Hold.mutate(ctx, m)
+	case *HoldKeyMutation:
+		return c.HoldKey.mutate(ctx, m)
 	case *OrderMutation:
 		return c.Order.mutate(ctx, m)
 	case *PaymentEventMutation:
@@ -355,6 +365,22 @@ func (c *HoldClient) QueryOrder(_m *Hold) *OrderQuery {
 	return query
 }
 
+// QueryKey queries the key edge of a Hold.
+func (c *HoldClient) QueryKey(_m *Hold) *HoldKeyQuery {
+	query := (&HoldKeyClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(hold.Table, hold.FieldID, id),
+			sqlgraph.To(holdkey.Table, holdkey.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, hold.KeyTable, hold.KeyColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
 // Hooks returns the client hooks.
 func (c *HoldClient) Hooks() []Hook {
 	return c.hooks.Hold
@@ -377,6 +403,155 @@ func (c *HoldClient) mutate(ctx context.Context, m *HoldMutation) (Value, error)
 		return (&HoldDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown Hold mutation op: %q", m.Op())
+	}
+}
+
+// HoldKeyClient is a client for the HoldKey schema.
+type HoldKeyClient struct {
+	config
+}
+
+// NewHoldKeyClient returns a client for the HoldKey from the given config.
+func NewHoldKeyClient(c config) *HoldKeyClient {
+	return &HoldKeyClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `holdkey.Hooks(f(g(h())))`.
+func (c *HoldKeyClient) Use(hooks ...Hook) {
+	c.hooks.HoldKey = append(c.hooks.HoldKey, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `holdkey.Intercept(f(g(h())))`.
+func (c *HoldKeyClient) Intercept(interceptors ...Interceptor) {
+	c.inters.HoldKey = append(c.inters.HoldKey, interceptors...)
+}
+
+// Create returns a builder for creating a HoldKey entity.
+func (c *HoldKeyClient) Create() *HoldKeyCreate {
+	mutation := newHoldKeyMutation(c.config, OpCreate)
+	return &HoldKeyCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of HoldKey entities.
+func (c *HoldKeyClient) CreateBulk(builders ...*HoldKeyCreate) *HoldKeyCreateBulk {
+	return &HoldKeyCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *HoldKeyClient) MapCreateBulk(slice any, setFunc func(*HoldKeyCreate, int)) *HoldKeyCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &HoldKeyCreateBulk{err: fmt.Errorf("calling to HoldKeyClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*HoldKeyCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &HoldKeyCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for HoldKey.
+func (c *HoldKeyClient) Update() *HoldKeyUpdate {
+	mutation := newHoldKeyMutation(c.config, OpUpdate)
+	return &HoldKeyUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *HoldKeyClient) UpdateOne(_m *HoldKey) *HoldKeyUpdateOne {
+	mutation := newHoldKeyMutation(c.config, OpUpdateOne, withHoldKey(_m))
+	return &HoldKeyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *HoldKeyClient) UpdateOneID(id int) *HoldKeyUpdateOne {
+	mutation := newHoldKeyMutation(c.config, OpUpdateOne, withHoldKeyID(id))
+	return &HoldKeyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for HoldKey.
+func (c *HoldKeyClient) Delete() *HoldKeyDelete {
+	mutation := newHoldKeyMutation(c.config, OpDelete)
+	return &HoldKeyDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *HoldKeyClient) DeleteOne(_m *HoldKey) *HoldKeyDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *HoldKeyClient) DeleteOneID(id int) *HoldKeyDeleteOne {
+	builder := c.Delete().Where(holdkey.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &HoldKeyDeleteOne{builder}
+}
+
+// Query returns a query builder for HoldKey.
+func (c *HoldKeyClient) Query() *HoldKeyQuery {
+	return &HoldKeyQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeHoldKey},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a HoldKey entity by its id.
+func (c *HoldKeyClient) Get(ctx context.Context, id int) (*HoldKey, error) {
+	return c.Query().Where(holdkey.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *HoldKeyClient) GetX(ctx context.Context, id int) *HoldKey {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryHold queries the hold edge of a HoldKey.
+func (c *HoldKeyClient) QueryHold(_m *HoldKey) *HoldQuery {
+	query := (&HoldClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(holdkey.Table, holdkey.FieldID, id),
+			sqlgraph.To(hold.Table, hold.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, true, holdkey.HoldTable, holdkey.HoldColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *HoldKeyClient) Hooks() []Hook {
+	return c.hooks.HoldKey
+}
+
+// Interceptors returns the client interceptors.
+func (c *HoldKeyClient) Interceptors() []Interceptor {
+	return c.inters.HoldKey
+}
+
+func (c *HoldKeyClient) mutate(ctx context.Context, m *HoldKeyMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&HoldKeyCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&HoldKeyUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&HoldKeyUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&HoldKeyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown HoldKey mutation op: %q", m.Op())
 	}
 }
 
@@ -830,10 +1005,10 @@ func (c *ProductClient) mutate(ctx context.Context, m *ProductMutation) (Value, 
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		Hold, Order, PaymentEvent, Product []ent.Hook
+		Hold, HoldKey, Order, PaymentEvent, Product []ent.Hook
 	}
 	inters struct {
-		Hold, Order, PaymentEvent, Product []ent.Interceptor
+		Hold, HoldKey, Order, PaymentEvent, Product []ent.Interceptor
 	}
 )
 

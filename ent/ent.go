@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
@@ -77,6 +78,7 @@ func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
 			hold.Table:         hold.ValidColumn,
+			holdkey.Table:      holdkey.ValidColumn,
 			order.Table:        order.ValidColumn,
 			paymentevent.Table: paymentevent.ValidColumn,
 			product.Table:      product.ValidColumn,

@@ -4,6 +4,7 @@ package ent
 
 import (
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"fmt"
 	"strings"
@@ -45,9 +46,11 @@ type Hold struct {
 type HoldEdges struct {
 	// Order holds the value of the order edge.
 	Order *Order `json:"order,omitempty"`
+	// Key holds the value of the key edge.
+	Key *HoldKey `json:"key,omitempty"`
 	// loadedTypes holds the information for reporting if a
 	// type was loaded (or requested) in eager-loading or not.
-	loadedTypes [1]bool
+	loadedTypes [2]bool
 }
 
 // OrderOrErr returns the Order value or an error if the edge
@@ -59,6 +62,17 @@ func (e HoldEdges) OrderOrErr() (*Order, error) {
 		return nil, &NotFoundError{label: order.Label}
 	}
 	return nil, &NotLoadedError{edge: "order"}
+}
+
+// KeyOrErr returns the Key value or an error if the edge
+// was not loaded in eager-loading, or loaded but was not found.
+func (e HoldEdges) KeyOrErr() (*HoldKey, error) {
+	if e.Key != nil {
+		return e.Key, nil
+	} else if e.loadedTypes[1] {
+		return nil, &NotFoundError{label: holdkey.Label}
+	}
+	return nil, &NotLoadedError{edge: "key"}
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -160,6 +174,11 @@ func (_m *Hold) Value(name string) (ent.Value, error) {
 // QueryOrder queries the "order" edge of the Hold entity.
 func (_m *Hold) QueryOrder() *OrderQuery {
 	return NewHoldClient(_m.config).QueryOrder(_m)
+}
+
+// QueryKey queries the "key" edge of the Hold entity.
+func (_m *Hold) QueryKey() *HoldKeyQuery {
+	return NewHoldClient(_m.config).QueryKey(_m)
 }
 
 // Update returns a builder for updating this Hold.

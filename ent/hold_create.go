@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"fmt"
 	"time"
@@ -141,6 +142,25 @@ func (_c *HoldCreate) SetNillableOrderID(id *uuid.UUID) *HoldCreate {
 // SetOrder sets the "order" edge to the Order entity.
 func (_c *HoldCreate) SetOrder(v *Order) *HoldCreate {
 	return _c.SetOrderID(v.ID)
+}
+
+// SetKeyID sets the "key" edge to the HoldKey entity by ID.
+func (_c *HoldCreate) SetKeyID(id int) *HoldCreate {
+	_c.mutation.SetKeyID(id)
+	return _c
+}
+
+// SetNillableKeyID sets the "key" edge to the HoldKey entity by ID if the given value is not nil.
+func (_c *HoldCreate) SetNillableKeyID(id *int) *HoldCreate {
+	if id != nil {
+		_c = _c.SetKeyID(*id)
+	}
+	return _c
+}
+
+// SetKey sets the "key" edge to the HoldKey entity.
+func (_c *HoldCreate) SetKey(v *HoldKey) *HoldCreate {
+	return _c.SetKeyID(v.ID)
 }
 
 // Mutation returns the HoldMutation object of the builder.
@@ -309,6 +329,22 @@ func (_c *HoldCreate) createSpec() (*Hold, *sqlgraph.CreateSpec) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges = append(_spec.Edges, edge)
+	}
+	if nodes := _c.mutation.KeyIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   hold.KeyTable,
+			Columns: []string{hold.KeyColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(holdkey.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

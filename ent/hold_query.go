@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql/driver"
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"flashsale/ent/predicate"
 	"fmt"
@@ -27,6 +28,7 @@ type HoldQuery struct {
 	inters     []Interceptor
 	predicates []predicate.Hold
 	withOrder  *OrderQuery
+	withKey    *HoldKeyQuery
 	modifiers  []func(*sql.Selector)
 	// intermediate query (i.e. traversal path).
 	sql  *sql.Selector
@@ -79,6 +81,28 @@ func (_q *HoldQuery) QueryOrder() *OrderQuery {
 			sqlgraph.From(hold.Table, hold.FieldID, selector),
 			sqlgraph.To(order.Table, order.FieldID),
 			sqlgraph.Edge(sqlgraph.O2O, false, hold.OrderTable, hold.OrderColumn),
+		)
+		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
+		return fromU, nil
+	}
+	return query
+}
+
+// QueryKey chains the current query on the "key" edge.
+func (_q *HoldQuery) QueryKey() *HoldKeyQuery {
+	query := (&HoldKeyClient{config: _q.config}).Query()
+	query.path = func(ctx context.Context) (fromU *sql.Selector, err error) {
+		if err := _q.prepareQuery(ctx); err != nil {
+			return nil, err
+		}
+		selector := _q.sqlQuery(ctx)
+		if err := selector.Err(); err != nil {
+			return nil, err
+		}
+		step := sqlgraph.NewStep(
+			sqlgraph.From(hold.Table, hold.FieldID, selector),
+			sqlgraph.To(holdkey.Table, holdkey.FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, hold.KeyTable, hold.KeyColumn),
 		)
 		fromU = sqlgraph.SetNeighbors(_q.driver.Dialect(), step)
 		return fromU, nil
@@ -279,6 +303,7 @@ func (_q *HoldQuery) Clone() *HoldQuery {
 		inters:     append([]Interceptor{}, _q.inters...),
 		predicates: append([]predicate.Hold{}, _q.predicates...),
 		withOrder:  _q.withOrder.Clone(),
+		withKey:    _q.withKey.Clone(),
 		// clone intermediate query.
 		sql:       _q.sql.Clone(),
 		path:      _q.path,
@@ -294,6 +319,17 @@ func (_q *HoldQuery) WithOrder(opts ...func(*OrderQuery)) *HoldQuery {
 		opt(query)
 	}
 	_q.withOrder = query
+	return _q
+}
+
+// WithKey tells the query-builder to eager-load the nodes that are connected to
+// the "key" edge. The optional arguments are used to configure the query builder of the edge.
+func (_q *HoldQuery) WithKey(opts ...func(*HoldKeyQuery)) *HoldQuery {
+	query := (&HoldKeyClient{config: _q.config}).Query()
+	for _, opt := range opts {
+		opt(query)
+	}
+	_q.withKey = query
 	return _q
 }
 
@@ -375,8 +411,9 @@ func (_q *HoldQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Hold, e
 	var (
 		nodes       = []*Hold{}
 		_spec       = _q.querySpec()
-		loadedTypes = [1]bool{
+		loadedTypes = [2]bool{
 			_q.withOrder != nil,
+			_q.withKey != nil,
 		}
 	)
 	_spec.ScanValues = func(columns []string) ([]any, error) {
@@ -406,6 +443,12 @@ func (_q *HoldQuery) sqlAll(ctx context.Context, hooks ...queryHook) ([]*Hold, e
 			return nil, err
 		}
 	}
+	if query := _q.withKey; query != nil {
+		if err := _q.loadKey(ctx, query, nodes, nil,
+			func(n *Hold, e *HoldKey) { n.Edges.Key = e }); err != nil {
+			return nil, err
+		}
+	}
 	return nodes, nil
 }
 
@@ -421,6 +464,33 @@ func (_q *HoldQuery) loadOrder(ctx context.Context, query *OrderQuery, nodes []*
 	}
 	query.Where(predicate.Order(func(s *sql.Selector) {
 		s.Where(sql.InValues(s.C(hold.OrderColumn), fks...))
+	}))
+	neighbors, err := query.All(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range neighbors {
+		fk := n.HoldID
+		node, ok := nodeids[fk]
+		if !ok {
+			return fmt.Errorf(`unexpected referenced foreign-key "hold_id" returned %v for node %v`, fk, n.ID)
+		}
+		assign(node, n)
+	}
+	return nil
+}
+func (_q *HoldQuery) loadKey(ctx context.Context, query *HoldKeyQuery, nodes []*Hold, init func(*Hold), assign func(*Hold, *HoldKey)) error {
+	fks := make([]driver.Value, 0, len(nodes))
+	nodeids := make(map[uuid.UUID]*Hold)
+	for i := range nodes {
+		fks = append(fks, nodes[i].ID)
+		nodeids[nodes[i].ID] = nodes[i]
+	}
+	if len(query.ctx.Fields) > 0 {
+		query.ctx.AppendFieldOnce(holdkey.FieldHoldID)
+	}
+	query.Where(predicate.HoldKey(func(s *sql.Selector) {
+		s.Where(sql.InValues(s.C(hold.KeyColumn), fks...))
 	}))
 	neighbors, err := query.All(ctx)
 	if err != nil {

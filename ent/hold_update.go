@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"flashsale/ent/predicate"
 	"fmt"
@@ -78,6 +79,25 @@ func (_u *HoldUpdate) SetOrder(v *Order) *HoldUpdate {
 	return _u.SetOrderID(v.ID)
 }
 
+// SetKeyID sets the "key" edge to the HoldKey entity by ID.
+func (_u *HoldUpdate) SetKeyID(id int) *HoldUpdate {
+	_u.mutation.SetKeyID(id)
+	return _u
+}
+
+// SetNillableKeyID sets the "key" edge to the HoldKey entity by ID if the given value is not nil.
+func (_u *HoldUpdate) SetNillableKeyID(id *int) *HoldUpdate {
+	if id != nil {
+		_u = _u.SetKeyID(*id)
+	}
+	return _u
+}
+
+// SetKey sets the "key" edge to the HoldKey entity.
+func (_u *HoldUpdate) SetKey(v *HoldKey) *HoldUpdate {
+	return _u.SetKeyID(v.ID)
+}
+
 // Mutation returns the HoldMutation object of the builder.
 func (_u *HoldUpdate) Mutation() *HoldMutation {
 	return _u.mutation
@@ -86,6 +106,12 @@ func (_u *HoldUpdate) Mutation() *HoldMutation {
 // ClearOrder clears the "order" edge to the Order entity.
 func (_u *HoldUpdate) ClearOrder() *HoldUpdate {
 	_u.mutation.ClearOrder()
+	return _u
+}
+
+// ClearKey clears the "key" edge to the HoldKey entity.
+func (_u *HoldUpdate) ClearKey() *HoldUpdate {
+	_u.mutation.ClearKey()
 	return _u
 }
 
@@ -182,6 +208,35 @@ func (_u *HoldUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 		}
 		_spec.Edges.Add = append(_spec.Edges.Add, edge)
 	}
+	if _u.mutation.KeyCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   hold.KeyTable,
+			Columns: []string{hold.KeyColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(holdkey.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.KeyIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   hold.KeyTable,
+			Columns: []string{hold.KeyColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(holdkey.FieldID, field.TypeInt),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
@@ -251,6 +306,25 @@ func (_u *HoldUpdateOne) SetOrder(v *Order) *HoldUpdateOne {
 	return _u.SetOrderID(v.ID)
 }
 
+// SetKeyID sets the "key" edge to the HoldKey entity by ID.
+func (_u *HoldUpdateOne) SetKeyID(id int) *HoldUpdateOne {
+	_u.mutation.SetKeyID(id)
+	return _u
+}
+
+// SetNillableKeyID sets the "key" edge to the HoldKey entity by ID if the given value is not nil.
+func (_u *HoldUpdateOne) SetNillableKeyID(id *int) *HoldUpdateOne {
+	if id != nil {
+		_u = _u.SetKeyID(*id)
+	}
+	return _u
+}
+
+// SetKey sets the "key" edge to the HoldKey entity.
+func (_u *HoldUpdateOne) SetKey(v *HoldKey) *HoldUpdateOne {
+	return _u.SetKeyID(v.ID)
+}
+
 // Mutation returns the HoldMutation object of the builder.
 func (_u *HoldUpdateOne) Mutation() *HoldMutation {
 	return _u.mutation
@@ -259,6 +333,12 @@ func (_u *HoldUpdateOne) Mutation() *HoldMutation {
 // ClearOrder clears the "order" edge to the Order entity.
 func (_u *HoldUpdateOne) ClearOrder() *HoldUpdateOne {
 	_u.mutation.ClearOrder()
+	return _u
+}
+
+// ClearKey clears the "key" edge to the HoldKey entity.
+func (_u *HoldUpdateOne) ClearKey() *HoldUpdateOne {
+	_u.mutation.ClearKey()
 	return _u
 }
 
@@ -378,6 +458,35 @@ func (_u *HoldUpdateOne) sqlSave(ctx context.Context) (_node *Hold, err error) {
 			Bidi:    false,
 			Target: &sqlgraph.EdgeTarget{
 				IDSpec: sqlgraph.NewFieldSpec(order.FieldID, field.TypeUUID),
+			},
+		}
+		for _, k := range nodes {
+			edge.Target.Nodes = append(edge.Target.Nodes, k)
+		}
+		_spec.Edges.Add = append(_spec.Edges.Add, edge)
+	}
+	if _u.mutation.KeyCleared() {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   hold.KeyTable,
+			Columns: []string{hold.KeyColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(holdkey.FieldID, field.TypeInt),
+			},
+		}
+		_spec.Edges.Clear = append(_spec.Edges.Clear, edge)
+	}
+	if nodes := _u.mutation.KeyIDs(); len(nodes) > 0 {
+		edge := &sqlgraph.EdgeSpec{
+			Rel:     sqlgraph.O2O,
+			Inverse: false,
+			Table:   hold.KeyTable,
+			Columns: []string{hold.KeyColumn},
+			Bidi:    false,
+			Target: &sqlgraph.EdgeTarget{
+				IDSpec: sqlgraph.NewFieldSpec(holdkey.FieldID, field.TypeInt),
 			},
 		}
 		for _, k := range nodes {

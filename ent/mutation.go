@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/predicate"
@@ -29,6 +30,7 @@ const (
 
 	// Node types.
 	TypeHold         = "Hold"
+	TypeHoldKey      = "HoldKey"
 	TypeOrder        = "Order"
 	TypePaymentEvent = "PaymentEvent"
 	TypeProduct      = "Product"
@@ -53,6 +55,8 @@ type HoldMutation struct {
 	clearedFields   map[string]struct{}
 	_order          *uuid.UUID
 	cleared_order   bool
+	key             *int
+	clearedkey      bool
 	done            bool
 	oldValue        func(context.Context) (*Hold, error)
 	predicates      []predicate.Hold
@@ -542,6 +546,45 @@ func (m *HoldMutation) ResetOrder() {
 	m.cleared_order = false
 }
 
+// SetKeyID sets the "key" edge to the HoldKey entity by id.
+func (m *HoldMutation) SetKeyID(id int) {
+	m.key = &id
+}
+
+// ClearKey clears the "key" edge to the HoldKey entity.
+func (m *HoldMutation) ClearKey() {
+	m.clearedkey = true
+}
+
+// KeyCleared reports if the "key" edge to the HoldKey entity was cleared.
+func (m *HoldMutation) KeyCleared() bool {
+	return m.clearedkey
+}
+
+// KeyID returns the "key" edge ID in the mutation.
+func (m *HoldMutation) KeyID() (id int, exists bool) {
+	if m.key != nil {
+		return *m.key, true
+	}
+	return
+}
+
+// KeyIDs returns the "key" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// KeyID instead. It exists only for internal usage by the builders.
+func (m *HoldMutation) KeyIDs() (ids []int) {
+	if id := m.key; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetKey resets all changes to the "key" edge.
+func (m *HoldMutation) ResetKey() {
+	m.key = nil
+	m.clearedkey = false
+}
+
 // Where appends a list predicates to the HoldMutation builder.
 func (m *HoldMutation) Where(ps ...predicate.Hold) {
 	m.predicates = append(m.predicates, ps...)
@@ -830,9 +873,12 @@ func (m *HoldMutation) ResetField(name string) error {
 
 // AddedEdges returns all edge names that were set/added in this mutation.
 func (m *HoldMutation) AddedEdges() []string {
-	edges := make([]string, 0, 1)
+	edges := make([]string, 0, 2)
 	if m._order != nil {
 		edges = append(edges, hold.EdgeOrder)
+	}
+	if m.key != nil {
+		edges = append(edges, hold.EdgeKey)
 	}
 	return edges
 }
@@ -845,13 +891,17 @@ func (m *HoldMutation) AddedIDs(name string) []ent.Value {
 		if id := m._order; id != nil {
 			return []ent.Value{*id}
 		}
+	case hold.EdgeKey:
+		if id := m.key; id != nil {
+			return []ent.Value{*id}
+		}
 	}
 	return nil
 }
 
 // RemovedEdges returns all edge names that were removed in this mutation.
 func (m *HoldMutation) RemovedEdges() []string {
-	edges := make([]string, 0, 1)
+	edges := make([]string, 0, 2)
 	return edges
 }
 
@@ -863,9 +913,12 @@ func (m *HoldMutation) RemovedIDs(name string) []ent.Value {
 
 // ClearedEdges returns all edge names that were cleared in this mutation.
 func (m *HoldMutation) ClearedEdges() []string {
-	edges := make([]string, 0, 1)
+	edges := make([]string, 0, 2)
 	if m.cleared_order {
 		edges = append(edges, hold.EdgeOrder)
+	}
+	if m.clearedkey {
+		edges = append(edges, hold.EdgeKey)
 	}
 	return edges
 }
@@ -876,6 +929,8 @@ func (m *HoldMutation) EdgeCleared(name string) bool {
 	switch name {
 	case hold.EdgeOrder:
 		return m.cleared_order
+	case hold.EdgeKey:
+		return m.clearedkey
 	}
 	return false
 }
@@ -886,6 +941,9 @@ func (m *HoldMutation) ClearEdge(name string) error {
 	switch name {
 	case hold.EdgeOrder:
 		m.ClearOrder()
+		return nil
+	case hold.EdgeKey:
+		m.ClearKey()
 		return nil
 	}
 	return fmt.Errorf("unknown Hold unique edge %s", name)
@@ -898,8 +956,499 @@ func (m *HoldMutation) ResetEdge(name string) error {
 	case hold.EdgeOrder:
 		m.ResetOrder()
 		return nil
+	case hold.EdgeKey:
+		m.ResetKey()
+		return nil
 	}
 	return fmt.Errorf("unknown Hold edge %s", name)
+}
+
+// HoldKeyMutation represents an operation that mutates the HoldKey nodes in the graph.
+type HoldKeyMutation struct {
+	config
+	op              Op
+	typ             string
+	id              *int
+	customer_id     *string
+	idempotency_key *string
+	clearedFields   map[string]struct{}
+	hold            *uuid.UUID
+	clearedhold     bool
+	done            bool
+	oldValue        func(context.Context) (*HoldKey, error)
+	predicates      []predicate.HoldKey
+}
+
+var _ ent.Mutation = (*HoldKeyMutation)(nil)
+
+// holdkeyOption allows management of the mutation configuration using functional options.
+type holdkeyOption func(*HoldKeyMutation)
+
+// newHoldKeyMutation creates new mutation for the HoldKey entity.
+func newHoldKeyMutation(c config, op Op, opts ...holdkeyOption) *HoldKeyMutation {
+	m := &HoldKeyMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeHoldKey,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withHoldKeyID sets the ID field of the mutation.
+func withHoldKeyID(id int) holdkeyOption {
+	return func(m *HoldKeyMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *HoldKey
+		)
+		m.oldValue = func(ctx context.Context) (*HoldKey, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().HoldKey.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withHoldKey sets the old HoldKey of the mutation.
+func withHoldKey(node *HoldKey) holdkeyOption {
+	return func(m *HoldKeyMutation) {
+		m.oldValue = func(context.Context) (*HoldKey, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m HoldKeyMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m HoldKeyMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *HoldKeyMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *HoldKeyMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().HoldKey.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCustomerID sets the "customer_id" field.
+func (m *HoldKeyMutation) SetCustomerID(s string) {
+	m.customer_id = &s
+}
+
+// CustomerID returns the value of the "customer_id" field in the mutation.
+func (m *HoldKeyMutation) CustomerID() (r string, exists bool) {
+	v := m.customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCustomerID returns the old "customer_id" field's value of the HoldKey entity.
+// If the HoldKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HoldKeyMutation) OldCustomerID(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCustomerID: %w", err)
+	}
+	return oldValue.CustomerID, nil
+}
+
+// ResetCustomerID resets all changes to the "customer_id" field.
+func (m *HoldKeyMutation) ResetCustomerID() {
+	m.customer_id = nil
+}
+
+// SetIdempotencyKey sets the "idempotency_key" field.
+func (m *HoldKeyMutation) SetIdempotencyKey(s string) {
+	m.idempotency_key = &s
+}
+
+// IdempotencyKey returns the value of the "idempotency_key" field in the mutation.
+func (m *HoldKeyMutation) IdempotencyKey() (r string, exists bool) {
+	v := m.idempotency_key
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldIdempotencyKey returns the old "idempotency_key" field's value of the HoldKey entity.
+// If the HoldKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HoldKeyMutation) OldIdempotencyKey(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldIdempotencyKey is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldIdempotencyKey requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldIdempotencyKey: %w", err)
+	}
+	return oldValue.IdempotencyKey, nil
+}
+
+// ResetIdempotencyKey resets all changes to the "idempotency_key" field.
+func (m *HoldKeyMutation) ResetIdempotencyKey() {
+	m.idempotency_key = nil
+}
+
+// SetHoldID sets the "hold_id" field.
+func (m *HoldKeyMutation) SetHoldID(u uuid.UUID) {
+	m.hold = &u
+}
+
+// HoldID returns the value of the "hold_id" field in the mutation.
+func (m *HoldKeyMutation) HoldID() (r uuid.UUID, exists bool) {
+	v := m.hold
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldHoldID returns the old "hold_id" field's value of the HoldKey entity.
+// If the HoldKey object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *HoldKeyMutation) OldHoldID(ctx context.Context) (v uuid.UUID, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldHoldID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldHoldID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldHoldID: %w", err)
+	}
+	return oldValue.HoldID, nil
+}
+
+// ResetHoldID resets all changes to the "hold_id" field.
+func (m *HoldKeyMutation) ResetHoldID() {
+	m.hold = nil
+}
+
+// ClearHold clears the "hold" edge to the Hold entity.
+func (m *HoldKeyMutation) ClearHold() {
+	m.clearedhold = true
+	m.clearedFields[holdkey.FieldHoldID] = struct{}{}
+}
+
+// HoldCleared reports if the "hold" edge to the Hold entity was cleared.
+func (m *HoldKeyMutation) HoldCleared() bool {
+	return m.clearedhold
+}
+
+// HoldIDs returns the "hold" edge IDs in the mutation.
+// Note that IDs always returns len(IDs) <= 1 for unique edges, and you should use
+// HoldID instead. It exists only for internal usage by the builders.
+func (m *HoldKeyMutation) HoldIDs() (ids []uuid.UUID) {
+	if id := m.hold; id != nil {
+		ids = append(ids, *id)
+	}
+	return
+}
+
+// ResetHold resets all changes to the "hold" edge.
+func (m *HoldKeyMutation) ResetHold() {
+	m.hold = nil
+	m.clearedhold = false
+}
+
+// Where appends a list predicates to the HoldKeyMutation builder.
+func (m *HoldKeyMutation) Where(ps ...predicate.HoldKey) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the HoldKeyMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *HoldKeyMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.HoldKey, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *HoldKeyMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *HoldKeyMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (HoldKey).
+func (m *HoldKeyMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *HoldKeyMutation) Fields() []string {
+	fields := make([]string, 0, 3)
+	if m.customer_id != nil {
+		fields = append(fields, holdkey.FieldCustomerID)
+	}
+	if m.idempotency_key != nil {
+		fields = append(fields, holdkey.FieldIdempotencyKey)
+	}
+	if m.hold != nil {
+		fields = append(fields, holdkey.FieldHoldID)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *HoldKeyMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case holdkey.FieldCustomerID:
+		return m.CustomerID()
+	case holdkey.FieldIdempotencyKey:
+		return m.IdempotencyKey()
+	case holdkey.FieldHoldID:
+		return m.HoldID()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *HoldKeyMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case holdkey.FieldCustomerID:
+		return m.OldCustomerID(ctx)
+	case holdkey.FieldIdempotencyKey:
+		return m.OldIdempotencyKey(ctx)
+	case holdkey.FieldHoldID:
+		return m.OldHoldID(ctx)
+	}
+	return nil, fmt.Errorf("unknown HoldKey field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *HoldKeyMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case holdkey.FieldCustomerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCustomerID(v)
+		return nil
+	case holdkey.FieldIdempotencyKey:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetIdempotencyKey(v)
+		return nil
+	case holdkey.FieldHoldID:
+		v, ok := value.(uuid.UUID)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetHoldID(v)
+		return nil
+	}
+	return fmt.Errorf("unknown HoldKey field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *HoldKeyMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *HoldKeyMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *HoldKeyMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown HoldKey numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *HoldKeyMutation) ClearedFields() []string {
+	return nil
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *HoldKeyMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *HoldKeyMutation) ClearField(name string) error {
+	return fmt.Errorf("unknown HoldKey nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *HoldKeyMutation) ResetField(name string) error {
+	switch name {
+	case holdkey.FieldCustomerID:
+		m.ResetCustomerID()
+		return nil
+	case holdkey.FieldIdempotencyKey:
+		m.ResetIdempotencyKey()
+		return nil
+	case holdkey.FieldHoldID:
+		m.ResetHoldID()
+		return nil
+	}
+	return fmt.Errorf("unknown HoldKey field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *HoldKeyMutation) AddedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.hold != nil {
+		edges = append(edges, holdkey.EdgeHold)
+	}
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *HoldKeyMutation) AddedIDs(name string) []ent.Value {
+	switch name {
+	case holdkey.EdgeHold:
+		if id := m.hold; id != nil {
+			return []ent.Value{*id}
+		}
+	}
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *HoldKeyMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 1)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *HoldKeyMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *HoldKeyMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 1)
+	if m.clearedhold {
+		edges = append(edges, holdkey.EdgeHold)
+	}
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *HoldKeyMutation) EdgeCleared(name string) bool {
+	switch name {
+	case holdkey.EdgeHold:
+		return m.clearedhold
+	}
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *HoldKeyMutation) ClearEdge(name string) error {
+	switch name {
+	case holdkey.EdgeHold:
+		m.ClearHold()
+		return nil
+	}
+	return fmt.Errorf("unknown HoldKey unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *HoldKeyMutation) ResetEdge(name string) error {
+	switch name {
+	case holdkey.EdgeHold:
+		m.ResetHold()
+		return nil
+	}
+	return fmt.Errorf("unknown HoldKey edge %s", name)
 }
 
 // OrderMutation represents an operation that mutates the Order nodes in the graph.

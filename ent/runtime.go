@@ -4,6 +4,7 @@ package ent
 
 import (
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
@@ -42,6 +43,12 @@ func init() {
 	holdDescID := holdFields[0].Descriptor()
 	// hold.DefaultID holds the default value on creation for the id field.
 	hold.DefaultID = holdDescID.Default.(func() uuid.UUID)
+	holdkeyFields := schema.HoldKey{}.Fields()
+	_ = holdkeyFields
+	// holdkeyDescIdempotencyKey is the schema descriptor for idempotency_key field.
+	holdkeyDescIdempotencyKey := holdkeyFields[1].Descriptor()
+	// holdkey.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
+	holdkey.IdempotencyKeyValidator = holdkeyDescIdempotencyKey.Validators[0].(func(string) error)
 	orderMixin := schema.Order{}.Mixin()
 	orderMixinFields0 := orderMixin[0].Fields()
 	_ = orderMixinFields0

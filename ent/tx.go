@@ -16,6 +16,8 @@ type Tx struct {
 	config
 	// Hold is the client for interacting with the Hold builders.
 	Hold *HoldClient
+	// HoldKey is the client for interacting with the HoldKey builders.
+	HoldKey *HoldKeyClient
 	// Order is the client for interacting with the Order builders.
 	Order *OrderClient
 	// PaymentEvent is the client for interacting with the PaymentEvent builders.
@@ -154,6 +156,7 @@ func (tx *Tx) Client() *Client {
 
 func (tx *Tx) init() {
 	tx.Hold = NewHoldClient(tx.config)
+	tx.HoldKey = NewHoldKeyClient(tx.config)
 	tx.Order = NewOrderClient(tx.config)
 	tx.PaymentEvent = NewPaymentEventClient(tx.config)
 	tx.Product = NewProductClient(tx.config)

@@ -1,10 +1,12 @@
 package stock
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"entgo.io/ent/dialect/sql"
@@ -12,6 +14,7 @@ import (
 
 	"flashsale/ent"
 	"flashsale/ent/hold"
+	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
 	"flashsale/ent/predicate"
 	"flashsale/ent/product"
@@ -173,6 +176,9 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 			for j, i := range made {
 				results[i].out = holds[j]
 			}
+			if err := s.storeKeys(ctx, tx, holds); err != nil {
+				return err
+			}
 		}
 		for i, j := range sameKey {
 			if j > 0 {
@@ -214,26 +220,50 @@ func saleOpen(p *ent.Product, now time.Time) error {
 
 // keyedHolds returns the holds the batch's idempotency keys made before,
 // in any product. A key another batch stores meanwhile makes this batch's
-// insert fail on the unique key; txUnique then runs it again.
+// storeKeys fail on the unique key; txUnique then runs it again.
 func (s *Service) keyedHolds(ctx context.Context, tx *ent.Tx, reqs []HoldRequest) (map[holdKey]*ent.Hold, error) {
-	var preds []predicate.Hold
+	var preds []predicate.HoldKey
 	for _, r := range reqs {
 		if r.IdempotencyKey != "" {
-			preds = append(preds, hold.And(hold.CustomerID(r.Customer), hold.IdempotencyKey(r.IdempotencyKey)))
+			preds = append(preds, holdkey.And(holdkey.CustomerID(r.Customer), holdkey.IdempotencyKey(r.IdempotencyKey)))
 		}
 	}
 	if len(preds) == 0 {
 		return nil, nil
 	}
-	hs, err := tx.Hold.Query().Where(hold.Or(preds...)).All(ctx)
+	hs, err := tx.Hold.Query().Where(hold.HasKeyWith(holdkey.Or(preds...))).All(ctx)
 	if err != nil {
 		return nil, err
 	}
 	known := make(map[holdKey]*ent.Hold, len(hs))
 	for _, h := range hs {
-		known[holdKey{h.CustomerID, *h.IdempotencyKey}] = h
+		if h.IdempotencyKey != nil {
+			known[holdKey{h.CustomerID, *h.IdempotencyKey}] = h
+		}
 	}
 	return known, nil
+}
+
+// storeKeys records the keys of new holds, in key order (so two batches
+// that share keys wait for each other in one order).
+func (s *Service) storeKeys(ctx context.Context, tx *ent.Tx, holds []*ent.Hold) error {
+	var keyed []*ent.Hold
+	for _, h := range holds {
+		if h.IdempotencyKey != nil {
+			keyed = append(keyed, h)
+		}
+	}
+	if len(keyed) == 0 {
+		return nil
+	}
+	slices.SortFunc(keyed, func(a, b *ent.Hold) int {
+		return cmp.Or(strings.Compare(a.CustomerID, b.CustomerID), strings.Compare(*a.IdempotencyKey, *b.IdempotencyKey))
+	})
+	builders := make([]*ent.HoldKeyCreate, len(keyed))
+	for i, h := range keyed {
+		builders[i] = tx.HoldKey.Create().SetCustomerID(h.CustomerID).SetIdempotencyKey(*h.IdempotencyKey).SetHoldID(h.ID)
+	}
+	return tx.HoldKey.CreateBulk(builders...).Exec(ctx)
 }
 
 // customersOf returns the distinct customers of a batch (not anonymous).

@@ -34,6 +34,8 @@ const (
 	FieldIdempotencyKey = "idempotency_key"
 	// EdgeOrder holds the string denoting the order edge name in mutations.
 	EdgeOrder = "order"
+	// EdgeKey holds the string denoting the key edge name in mutations.
+	EdgeKey = "key"
 	// Table holds the table name of the hold in the database.
 	Table = "holds"
 	// OrderTable is the table that holds the order relation/edge.
@@ -43,6 +45,13 @@ const (
 	OrderInverseTable = "orders"
 	// OrderColumn is the table column denoting the order relation/edge.
 	OrderColumn = "hold_id"
+	// KeyTable is the table that holds the key relation/edge.
+	KeyTable = "hold_keys"
+	// KeyInverseTable is the table name for the HoldKey entity.
+	// It exists in this package in order to avoid circular dependency with the "holdkey" package.
+	KeyInverseTable = "hold_keys"
+	// KeyColumn is the table column denoting the key relation/edge.
+	KeyColumn = "hold_id"
 )
 
 // Columns holds all SQL columns for hold fields.
@@ -163,10 +172,24 @@ func ByOrderField(field string, opts ...sql.OrderTermOption) OrderOption {
 		sqlgraph.OrderByNeighborTerms(s, newOrderStep(), sql.OrderByField(field, opts...))
 	}
 }
+
+// ByKeyField orders the results by key field.
+func ByKeyField(field string, opts ...sql.OrderTermOption) OrderOption {
+	return func(s *sql.Selector) {
+		sqlgraph.OrderByNeighborTerms(s, newKeyStep(), sql.OrderByField(field, opts...))
+	}
+}
 func newOrderStep() *sqlgraph.Step {
 	return sqlgraph.NewStep(
 		sqlgraph.From(Table, FieldID),
 		sqlgraph.To(OrderInverseTable, FieldID),
 		sqlgraph.Edge(sqlgraph.O2O, false, OrderTable, OrderColumn),
+	)
+}
+func newKeyStep() *sqlgraph.Step {
+	return sqlgraph.NewStep(
+		sqlgraph.From(Table, FieldID),
+		sqlgraph.To(KeyInverseTable, FieldID),
+		sqlgraph.Edge(sqlgraph.O2O, false, KeyTable, KeyColumn),
 	)
 }

@@ -474,6 +474,29 @@ func HasOrderWith(preds ...predicate.Order) predicate.Hold {
 	})
 }
 
+// HasKey applies the HasEdge predicate on the "key" edge.
+func HasKey() predicate.Hold {
+	return predicate.Hold(func(s *sql.Selector) {
+		step := sqlgraph.NewStep(
+			sqlgraph.From(Table, FieldID),
+			sqlgraph.Edge(sqlgraph.O2O, false, KeyTable, KeyColumn),
+		)
+		sqlgraph.HasNeighbors(s, step)
+	})
+}
+
+// HasKeyWith applies the HasEdge predicate on the "key" edge with a given conditions (other predicates).
+func HasKeyWith(preds ...predicate.HoldKey) predicate.Hold {
+	return predicate.Hold(func(s *sql.Selector) {
+		step := newKeyStep()
+		sqlgraph.HasNeighborsWith(s, step, func(s *sql.Selector) {
+			for _, p := range preds {
+				p(s)
+			}
+		})
+	})
+}
+
 // And groups predicates with the AND operator between them.
 func And(predicates ...predicate.Hold) predicate.Hold {
 	return predicate.Hold(sql.AndPredicates(predicates...))

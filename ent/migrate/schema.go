@@ -38,19 +38,37 @@ var (
 				Columns: []*schema.Column{HoldsColumns[3], HoldsColumns[5], HoldsColumns[6]},
 			},
 			{
-				Name:    "hold_customer_id_idempotency_key",
+				Name:    "hold_customer_id_product_id_status",
+				Unique:  false,
+				Columns: []*schema.Column{HoldsColumns[7], HoldsColumns[3], HoldsColumns[5]},
+			},
+		},
+	}
+	// HoldKeysColumns holds the columns for the "hold_keys" table.
+	HoldKeysColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "customer_id", Type: field.TypeString, SchemaType: map[string]string{"mysql": "varbinary(1020)"}},
+		{Name: "idempotency_key", Type: field.TypeString, SchemaType: map[string]string{"mysql": "varbinary(1020)"}},
+		{Name: "hold_id", Type: field.TypeUUID, Unique: true, SchemaType: map[string]string{"mysql": "char(36)"}},
+	}
+	// HoldKeysTable holds the schema information for the "hold_keys" table.
+	HoldKeysTable = &schema.Table{
+		Name:       "hold_keys",
+		Columns:    HoldKeysColumns,
+		PrimaryKey: []*schema.Column{HoldKeysColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "hold_keys_holds_key",
+				Columns:    []*schema.Column{HoldKeysColumns[3]},
+				RefColumns: []*schema.Column{HoldsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "holdkey_customer_id_idempotency_key",
 				Unique:  true,
-				Columns: []*schema.Column{HoldsColumns[7], HoldsColumns[8]},
-			},
-			{
-				Name:    "hold_product_id_customer_id_status",
-				Unique:  false,
-				Columns: []*schema.Column{HoldsColumns[3], HoldsColumns[7], HoldsColumns[5]},
-			},
-			{
-				Name:    "hold_customer_id",
-				Unique:  false,
-				Columns: []*schema.Column{HoldsColumns[7]},
+				Columns: []*schema.Column{HoldKeysColumns[1], HoldKeysColumns[2]},
 			},
 		},
 	}
@@ -92,14 +110,9 @@ var (
 				Columns: []*schema.Column{OrdersColumns[3], OrdersColumns[6], OrdersColumns[7]},
 			},
 			{
-				Name:    "order_product_id_customer_id_status",
+				Name:    "order_customer_id_product_id_status",
 				Unique:  false,
-				Columns: []*schema.Column{OrdersColumns[3], OrdersColumns[8], OrdersColumns[6]},
-			},
-			{
-				Name:    "order_customer_id",
-				Unique:  false,
-				Columns: []*schema.Column{OrdersColumns[8]},
+				Columns: []*schema.Column{OrdersColumns[8], OrdersColumns[3], OrdersColumns[6]},
 			},
 		},
 	}
@@ -151,6 +164,7 @@ var (
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
 		HoldsTable,
+		HoldKeysTable,
 		OrdersTable,
 		PaymentEventsTable,
 		ProductsTable,
@@ -158,6 +172,7 @@ var (
 )
 
 func init() {
+	HoldKeysTable.ForeignKeys[0].RefTable = HoldsTable
 	OrdersTable.ForeignKeys[0].RefTable = HoldsTable
 	OrdersTable.Annotation = &entsql.Annotation{
 		Table: "orders",

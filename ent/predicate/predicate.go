@@ -9,6 +9,9 @@ import (
 // Hold is the predicate function for hold builders.
 type Hold func(*sql.Selector)
 
+// HoldKey is the predicate function for holdkey builders.
+type HoldKey func(*sql.Selector)
+
 // Order is the predicate function for order builders.
 type Order func(*sql.Selector)
 

@@ -23,8 +23,8 @@ func (Hold) Fields() []ent.Field {
 		field.Enum("status").Values("ACTIVE", "REDEEMED", "EXPIRED", "RELEASED").Default("ACTIVE"),
 		field.Time("expires_at").Immutable().SchemaType(mysqlTime),
 		customerField(),
-		// The buyer's retry key, unique per customer (anonymous holds share
-		// the "" customer's scope); nil when the call gave none.
+		// The buyer's retry key, for reading; nil when the call gave none.
+		// Its uniqueness per customer is kept by HoldKey.
 		field.String("idempotency_key").Optional().Nillable().Immutable().SchemaType(mysqlExactText),
 	}
 }
@@ -32,6 +32,7 @@ func (Hold) Fields() []ent.Field {
 func (Hold) Edges() []ent.Edge {
 	return []ent.Edge{
 		edge.To("order", Order.Type).Unique(),
+		edge.To("key", HoldKey.Type).Unique(),
 	}
 }
 
@@ -41,12 +42,10 @@ func (Hold) Indexes() []ent.Index {
 		index.Fields("status", "expires_at"),
 		// Releasing one product's overdue holds under its lock.
 		index.Fields("product_id", "status", "expires_at"),
-		// One hold per key and customer; the lookup of a retried createHold.
-		index.Fields("customer_id", "idempotency_key").Unique(),
-		// A customer's units of a product (maxPerCustomer), under its lock.
-		index.Fields("product_id", "customer_id", "status"),
-		// A customer's holds, newest first (me.holds; the key is appended).
-		index.Fields("customer_id"),
+		// A customer's units of a product (maxPerCustomer), under its lock,
+		// and a customer's holds (me.holds). Customer first: every anonymous
+		// hold has "", so a hot product's anonymous holds append at one end.
+		index.Fields("customer_id", "product_id", "status"),
 	}
 }
 

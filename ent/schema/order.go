@@ -56,9 +56,8 @@ func (Order) Indexes() []ent.Index {
 		// The payment-timeout sweep: PENDING_PAYMENT orders by due time.
 		index.Fields("status", "payment_due_at"),
 		index.Fields("product_id", "status", "payment_due_at"),
-		// A customer's units of a product (maxPerCustomer), under its lock.
-		index.Fields("product_id", "customer_id", "status"),
-		// A customer's orders, newest first (me.orders).
-		index.Fields("customer_id"),
+		// A customer's units of a product (maxPerCustomer), under its lock,
+		// and a customer's orders (me.orders).
+		index.Fields("customer_id", "product_id", "status"),
 	}
 }
