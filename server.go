@@ -70,7 +70,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log := newLogger(cfg, stdout)
 
-	db, err := cfg.Database.Open(database.Options{MaxConns: cfg.DBMaxConns, IOTimeout: cfg.RequestTimeout})
+	db, err := cfg.Database.Open(database.Options{MaxConns: cfg.DBMaxConns, IOTimeout: cfg.RequestTimeout, Logger: log})
 	if err != nil {
 		return err
 	}

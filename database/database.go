@@ -6,7 +6,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"log/slog"
 	"net"
@@ -48,6 +47,8 @@ type Options struct {
 	// 30s). The driver's COMMIT does not watch the context, so this is
 	// what keeps a commit to a frozen database from hanging a request.
 	IOTimeout time.Duration
+	// Logger hears about database hosts passed over (nil: silent).
+	Logger *slog.Logger
 }
 
 // Source is a parsed DATABASE_URL: where the database is and how to
@@ -56,14 +57,16 @@ type Source struct {
 	Dialect  string // dialect.MySQL or dialect.SQLite
 	Redacted string // where it is, without credentials, for logs
 	mysql    *mysql.Config
-	sqlite   string // the SQLite driver's DSN
+	hosts    []string // MySQL host:port, in the order they are tried
+	sqlite   string   // the SQLite driver's DSN
 }
 
 // Embedded reports whether the source is the embedded SQLite database, which
 // serves one process on this machine, for local trials.
 func (s Source) Embedded() bool { return s.Dialect == dialect.SQLite }
 
-// ParseURL checks rawURL (mysql://user:pass@host:3306/db or
+// ParseURL checks rawURL (mysql://user:pass@host:3306/db, with several
+// hosts mysql://user:pass@h1:3306,h2:3306,h3:3306/db, or
 // sqlite://path/to/file.db; empty means DefaultURL). Its errors never
 // contain the password.
 func ParseURL(rawURL string) (Source, error) {
@@ -76,11 +79,12 @@ func ParseURL(rawURL string) (Source, error) {
 	}
 	switch scheme {
 	case "mysql":
-		cfg, err := mysqlConfig(rawURL)
+		cfg, hosts, err := mysqlConfig(rest)
 		if err != nil {
 			return Source{}, err
 		}
-		return Source{Dialect: dialect.MySQL, Redacted: fmt.Sprintf("mysql://%s@%s/%s", cfg.User, cfg.Addr, cfg.DBName), mysql: cfg}, nil
+		return Source{Dialect: dialect.MySQL, mysql: cfg, hosts: hosts,
+			Redacted: fmt.Sprintf("mysql://%s@%s/%s", cfg.User, strings.Join(hosts, ","), cfg.DBName)}, nil
 	case "sqlite":
 		path, query, _ := strings.Cut(rest, "?")
 		if path == "" {
@@ -111,11 +115,11 @@ func (s Source) Open(opts Options) (*DB, error) {
 		io := cmp.Or(opts.IOTimeout, 30*time.Second)
 		cfg.ReadTimeout = cmp.Or(cfg.ReadTimeout, io)
 		cfg.WriteTimeout = cmp.Or(cfg.WriteTimeout, io)
-		conn, err := mysql.NewConnector(cfg)
+		conn, err := newHostsConnector(cfg, s.hosts, opts.Logger)
 		if err != nil {
-			return nil, fmt.Errorf("DATABASE_URL: %w", err)
+			return nil, err
 		}
-		db = sql.OpenDB(sessionConnector{conn})
+		db = sql.OpenDB(conn)
 	case dialect.SQLite:
 		var err error
 		if db, err = sql.Open("sqlite", s.sqlite); err != nil {
@@ -133,72 +137,61 @@ func (s Source) Open(opts Options) (*DB, error) {
 	return &DB{SQL: db, Ent: ent.NewClient(ent.Driver(entsql.OpenDB(s.Dialect, db))), Dialect: s.Dialect, Redacted: s.Redacted}, nil
 }
 
-// sessionSetup is run on every new MySQL connection:
-//   - UTC, so SYSDATE(6), which package stock reads under a row lock to
-//     judge expiry (UTC_TIMESTAMP is fixed when a statement starts, before
-//     its lock wait), is in UTC like every stored time;
-//   - READ COMMITTED: every decision in package stock is taken under row
-//     locks, and each statement then sees the latest committed rows. It
-//     also takes no gap locks, so a lookup of a hold that does not exist
-//     cannot block the inserts of a hot product's hold batch.
-var sessionSetup = []string{
-	"SET time_zone = '+00:00'",
-	"SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-}
-
-// sessionConnector runs sessionSetup on each connection the pool opens.
-type sessionConnector struct{ driver.Connector }
-
-func (c sessionConnector) Connect(ctx context.Context) (driver.Conn, error) {
-	conn, err := c.Connector.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, q := range sessionSetup {
-		if _, err := conn.(driver.ExecerContext).ExecContext(ctx, q, nil); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("%s: %w", q, err)
-		}
-	}
-	return conn, nil
-}
-
 // Migrate applies the pending migrations.
 func (db *DB) Migrate(ctx context.Context, log *slog.Logger) error {
 	return migrate.Up(ctx, db.SQL, db.Dialect, log)
 }
 
-// mysqlConfig turns mysql://user:pass@host:port/db?param=value into a driver
-// config. Query parameters are the driver's DSN parameters (tls=true, ...).
-func mysqlConfig(rawURL string) (*mysql.Config, error) {
-	u, err := url.Parse(rawURL)
+// mysqlConfig turns user:pass@host:port[,host:port...]/db?param=value (a
+// mysql:// URL without its scheme) into a driver config and the hosts to
+// try. Query parameters are the driver's DSN parameters (tls=true, ...).
+func mysqlConfig(rest string) (*mysql.Config, []string, error) {
+	// The authority may list several hosts, which net/url does not parse:
+	// take it apart first, then parse the URL with the first host.
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
+	}
+	userinfo, hostList := "", authority
+	if i := strings.LastIndex(authority, "@"); i >= 0 {
+		userinfo, hostList = authority[:i+1], authority[i+1:]
+	}
+	var hosts []string
+	for _, h := range strings.Split(hostList, ",") {
+		hu, err := url.Parse("mysql://" + h)
+		if err != nil || hu.Hostname() == "" || hu.Host != h {
+			return nil, nil, fmt.Errorf("DATABASE_URL: %q is not a host or host:port", h)
+		}
+		if hu.Port() == "" {
+			h = net.JoinHostPort(hu.Hostname(), "3306")
+		}
+		hosts = append(hosts, h)
+	}
+	u, err := url.Parse("mysql://" + userinfo + hosts[0] + tail)
 	if err != nil {
 		// url.Parse's message would echo the password.
-		return nil, fmt.Errorf("DATABASE_URL: not a valid URL")
+		return nil, nil, fmt.Errorf("DATABASE_URL: not a valid URL")
 	}
 	cfg, err := mysql.ParseDSN("/?" + u.RawQuery)
 	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL: %w", err)
+		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	// Driver options that open something up are refused rather than obeyed.
 	switch {
 	case cfg.AllowAllFiles:
-		return nil, fmt.Errorf("DATABASE_URL: allowAllFiles lets the database server read any file this process can; remove it")
+		return nil, nil, fmt.Errorf("DATABASE_URL: allowAllFiles lets the database server read any file this process can; remove it")
 	case cfg.MultiStatements:
-		return nil, fmt.Errorf("DATABASE_URL: multiStatements is not needed here and would turn any SQL injection into arbitrary SQL; remove it")
+		return nil, nil, fmt.Errorf("DATABASE_URL: multiStatements is not needed here and would turn any SQL injection into arbitrary SQL; remove it")
 	case cfg.AllowCleartextPasswords && (cfg.TLSConfig == "" || cfg.TLSConfig == "false" || cfg.TLSConfig == "preferred"):
-		return nil, fmt.Errorf("DATABASE_URL: allowCleartextPasswords without tls=true would send the password in the clear; add tls=true")
+		return nil, nil, fmt.Errorf("DATABASE_URL: allowCleartextPasswords without tls=true would send the password in the clear; add tls=true")
 	}
 	cfg.User = u.User.Username()
 	cfg.Passwd, _ = u.User.Password()
 	cfg.Net = "tcp"
-	cfg.Addr = u.Host
-	if u.Port() == "" {
-		cfg.Addr = net.JoinHostPort(u.Hostname(), "3306")
-	}
+	cfg.Addr = hosts[0]
 	cfg.DBName = strings.TrimPrefix(u.Path, "/")
 	if cfg.DBName == "" {
-		return nil, fmt.Errorf("DATABASE_URL: mysql:// needs a database name, e.g. mysql://root@127.0.0.1:3306/flashsale")
+		return nil, nil, fmt.Errorf("DATABASE_URL: mysql:// needs a database name, e.g. mysql://root@127.0.0.1:3306/flashsale")
 	}
 	// Send each query with its arguments in one round trip instead of
 	// PREPARE + EXECUTE: safe with the utf8mb4 connection charset, and it
@@ -214,7 +207,7 @@ func mysqlConfig(rawURL string) (*mysql.Config, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 3 * time.Second
 	}
-	return cfg, nil
+	return cfg, hosts, nil
 }
 
 // sqliteDSN opens the file with foreign keys on, WAL for concurrent readers,

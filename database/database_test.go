@@ -1,6 +1,7 @@
 package database
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ func TestMySQLConfig(t *testing.T) {
 		url                       string
 		user, pass, addr, db, tls string
 		timeout                   time.Duration
+		hosts                     []string // when more than the one of addr
+		redacted                  string
 		wantErr                   string
 	}{
 		{url: "mysql://root@127.0.0.1:3306/shop", user: "root", addr: "127.0.0.1:3306", db: "shop", timeout: 3 * time.Second},
@@ -22,9 +25,15 @@ func TestMySQLConfig(t *testing.T) {
 		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true", wantErr: "allowCleartextPasswords"},
 		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true&tls=preferred", wantErr: "allowCleartextPasswords"},
 		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true&tls=true", user: "root", addr: "127.0.0.1:3306", db: "x", tls: "true", timeout: 3 * time.Second},
+		{url: "mysql://app:secret@h1:3306,h2,h3:3307/shop", user: "app", pass: "secret", addr: "h1:3306", db: "shop", timeout: 3 * time.Second,
+			hosts: []string{"h1:3306", "h2:3306", "h3:3307"}, redacted: "mysql://app@h1:3306,h2:3306,h3:3307/shop"},
+		{url: "mysql://root@h1:3306,/shop", wantErr: "not a host"},
+		{url: "mysql://root@h1:3306,h2:port/shop", wantErr: "not a host"},
+		{url: "mysql://root@/shop", wantErr: "not a host"},
 	} {
 		t.Run(tc.url, func(t *testing.T) {
-			cfg, err := mysqlConfig(tc.url)
+			src, err := ParseURL(tc.url)
+			cfg := src.mysql
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err %v, want %q", err, tc.wantErr)
@@ -37,6 +46,19 @@ func TestMySQLConfig(t *testing.T) {
 			if cfg.User != tc.user || cfg.Passwd != tc.pass || cfg.Addr != tc.addr || cfg.DBName != tc.db ||
 				cfg.TLSConfig != tc.tls || cfg.Timeout != tc.timeout || !cfg.ParseTime || cfg.Loc != time.UTC || !cfg.InterpolateParams {
 				t.Fatalf("got %+v", cfg)
+			}
+			want := tc.hosts
+			if want == nil {
+				want = []string{tc.addr}
+			}
+			if !slices.Equal(src.hosts, want) {
+				t.Fatalf("hosts %q, want %q", src.hosts, want)
+			}
+			if tc.redacted != "" && src.Redacted != tc.redacted {
+				t.Fatalf("redacted %q, want %q", src.Redacted, tc.redacted)
+			}
+			if tc.pass != "" && strings.Contains(src.Redacted, tc.pass) {
+				t.Fatalf("redacted URL shows the password: %q", src.Redacted)
 			}
 		})
 	}

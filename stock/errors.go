@@ -61,6 +61,9 @@ const (
 	mysqlDeadlock        = 1213
 	mysqlTooManyConns    = 1040
 	mysqlServerShutdown  = 1053
+	// Galera: "WSREP has not yet prepared node for application use". The
+	// statement was refused and the connection is replaced (package database).
+	mysqlWSREPNotReady = 1047
 )
 
 // retryable reports whether a transaction failed only because it lost a race
@@ -68,7 +71,7 @@ const (
 func retryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
-		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout
+		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout || me.Number == mysqlWSREPNotReady
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -96,7 +99,7 @@ func unavailable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		switch me.Number {
-		case mysqlTooManyConns, mysqlServerShutdown, mysqlLockWaitTimeout, mysqlDeadlock:
+		case mysqlTooManyConns, mysqlServerShutdown, mysqlLockWaitTimeout, mysqlDeadlock, mysqlWSREPNotReady:
 			return true
 		}
 	}

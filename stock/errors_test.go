@@ -8,6 +8,7 @@ import (
 	"net"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -21,6 +22,7 @@ func TestClassify(t *testing.T) {
 	}{
 		{"deadlock", &mysql.MySQLError{Number: 1213}, true, ErrUnavailable},
 		{"lock wait timeout", fmt.Errorf("x: %w", &mysql.MySQLError{Number: 1205}), true, ErrUnavailable},
+		{"Galera node not ready", &mysql.MySQLError{Number: 1047}, true, ErrUnavailable},
 		{"too many connections", &mysql.MySQLError{Number: 1040}, false, ErrUnavailable},
 		{"bad conn", driver.ErrBadConn, false, ErrUnavailable},
 		{"invalid conn", mysql.ErrInvalidConn, false, ErrUnavailable},
@@ -42,5 +44,23 @@ func TestClassify(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBackoff: waits between attempts stay within their growing ceiling,
+// which stops at 64 ms, so twelve attempts fit well inside a request.
+func TestBackoff(t *testing.T) {
+	total := time.Duration(0)
+	for n := 1; n < maxAttempts; n++ {
+		ceiling := min(2*time.Millisecond<<n, 64*time.Millisecond) + time.Millisecond
+		for range 200 {
+			if b := backoff(n); b < time.Millisecond || b > ceiling {
+				t.Fatalf("backoff(%d) = %v, want 1ms..%v", n, b, ceiling)
+			}
+		}
+		total += ceiling
+	}
+	if total > time.Second {
+		t.Fatalf("the waits of %d attempts add up to %v", maxAttempts, total)
 	}
 }

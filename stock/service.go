@@ -107,11 +107,26 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 // random).
 func orderShard(holdID uuid.UUID) int { return int(holdID[15]) % orderShards }
 
-const maxAttempts = 5
+// maxAttempts bounds the runs of one transaction. On a Galera cluster
+// with writes on several nodes, a hot product's batches lose certification
+// to each other's at COMMIT, each time with nothing applied: they need more
+// than the odd retry a single server's deadlocks do.
+const maxAttempts = 12
+
+// backoff is how long to wait before attempt n+1: full jitter over an
+// exponential ceiling (2 ms, 4 ms, ... 64 ms), so that the losers of a
+// conflict do not collide again in step.
+func backoff(n int) time.Duration {
+	return rand.N(min(2*time.Millisecond<<n, 64*time.Millisecond)) + time.Millisecond
+}
 
 // tx runs fn in one transaction, retrying it from the start when MySQL
-// reports a deadlock or lock wait timeout (nothing of a failed attempt is
-// committed, so a retry is safe). Errors come back classified.
+// reports a deadlock or lock wait timeout, Galera a certification conflict
+// (a deadlock, often at COMMIT), or a Galera node stopped serving (the pool
+// then drops that connection and dials another host). Nothing of a failed
+// attempt was committed, so a retry is safe; an error that leaves that in
+// doubt (a connection lost during COMMIT) is never retried. Errors come
+// back classified.
 func (s *Service) tx(ctx context.Context, op string, fn func(tx *ent.Tx) error) error {
 	if s.dialect == dialect.SQLite {
 		select {
@@ -128,11 +143,9 @@ func (s *Service) tx(ctx context.Context, op string, fn func(tx *ent.Tx) error) 
 			break
 		}
 		s.log.DebugContext(ctx, "retrying transaction", "op", op, "attempt", attempt, "err", err)
-		// Jittered backoff so the losers of a deadlock do not collide again.
-		backoff := time.Duration(attempt*attempt)*5*time.Millisecond + rand.N(10*time.Millisecond)
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff):
+		case <-time.After(backoff(attempt)):
 		}
 	}
 	return classify(op, err)
