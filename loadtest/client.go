@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -84,9 +85,25 @@ func checkDBURL(raw string) error {
 	return loopbackHost(u.Hostname())
 }
 
+// serverURLs parses -url: one base URL or several, comma-separated, each
+// on a loopback host.
+func serverURLs(raw string) ([]string, error) {
+	var out []string
+	for _, r := range strings.Split(raw, ",") {
+		u, err := loopbackURL(strings.TrimSpace(r))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, strings.TrimRight(u.String(), "/"))
+	}
+	return out, nil
+}
+
 // api is the shared HTTP client, sized for the number of clients.
 type api struct {
-	base    string
+	bases   []string      // the servers, taken in turn request by request
+	next    atomic.Uint64 // the turn
+	base    string        // the first server, for the setup and the checks
 	token   string
 	signer  *webhook.Signer // nil: webhooks go unsigned
 	client  *http.Client
@@ -94,12 +111,14 @@ type api struct {
 	timeout time.Duration
 }
 
-func newAPI(rawURL, token, secret string, clients int, timeout time.Duration) (*api, error) {
-	u, err := loopbackURL(rawURL)
+// newAPI returns a client of the servers in rawURLs (comma-separated, as
+// behind a load balancer: each request goes to the next one in turn).
+func newAPI(rawURLs, token, secret string, clients int, timeout time.Duration) (*api, error) {
+	bases, err := serverURLs(rawURLs)
 	if err != nil {
 		return nil, err
 	}
-	a := &api{base: strings.TrimRight(u.String(), "/"), token: token, timeout: timeout}
+	a := &api{bases: bases, base: bases[0], token: token, timeout: timeout}
 	if secret != "" {
 		if a.signer, err = webhook.NewSigner(secret); err != nil {
 			return nil, err
@@ -127,6 +146,14 @@ func newAPI(rawURL, token, secret string, clients int, timeout time.Duration) (*
 
 func (a *api) close() { a.tr.CloseIdleConnections() }
 
+// server returns the server for the next request.
+func (a *api) server() string {
+	if len(a.bases) == 1 {
+		return a.base
+	}
+	return a.bases[a.next.Add(1)%uint64(len(a.bases))]
+}
+
 // gqlRequest is a GraphQL request body, marshalled once where it repeats.
 func gqlBody(query string, vars map[string]any) []byte {
 	b, err := json.Marshal(map[string]any{"query": query, "variables": vars})
@@ -153,7 +180,7 @@ const maxResponse = 1 << 20
 // success, else the error's class for the report: the first error's
 // extensions.code, "HTTP <status>", or a transport error.
 func (a *api) post(ctx context.Context, token string, body []byte, data any) (errClass string) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/graphql", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.server()+"/graphql", bytes.NewReader(body))
 	if err != nil {
 		return "request error"
 	}
@@ -205,7 +232,7 @@ type webhookAnswer struct {
 func (a *api) webhook(ctx context.Context, key, orderID, status string) (webhookAnswer, string) {
 	var ans webhookAnswer
 	body, _ := json.Marshal(map[string]string{"idempotency_key": key, "order_id": orderID, "status": status})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.base+"/api/payments/webhook", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, a.server()+"/api/payments/webhook", bytes.NewReader(body))
 	if err != nil {
 		return ans, "request error"
 	}

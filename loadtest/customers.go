@@ -159,9 +159,9 @@ func maxConcurrent(holds []limitHold, customers int) []int {
 const (
 	qLimitHold = `mutation($p: ID!) { createHold(productId: $p, qty: 1) { id createdAt expiresAt } }`
 	qMe        = `query($h: String, $o: String) { me { id
-  holds(first: 100, after: $h) { edges { node { qty status product { id } } } pageInfo { hasNextPage endCursor } }
-  orders(first: 100, after: $o) { edges { node { qty status product { id } } } pageInfo { hasNextPage endCursor } } } }`
-	maxMePages = 100 // 10,000 holds and orders per customer at most
+  holds(first: 50, after: $h) { edges { node { qty status product { id } } } pageInfo { hasNextPage endCursor } }
+  orders(first: 50, after: $o) { edges { node { qty status product { id } } } pageInfo { hasNextPage endCursor } } } }`
+	maxMePages = 100 // 5,000 holds and orders per customer at most
 )
 
 // runLimit is the limit scenario: every client holds qty 1 of one product

@@ -247,7 +247,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	var o options
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "server base URL (loopback only: 127.0.0.0/8, ::1 or localhost)")
+	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "server base URL, or several comma-separated, taken in turn request by request as behind a load balancer (loopback only: 127.0.0.0/8, ::1 or localhost)")
 	fs.StringVar(&o.Token, "token", "", "admin bearer token, to create the tool's own products (default $ADMIN_TOKEN)")
 	fs.StringVar(&o.Secret, "secret", "", "webhook secret (whsec_...) the server uses; empty sends unsigned webhooks (default $WEBHOOK_SECRET)")
 	fs.StringVar(&o.DB, "db", "", "the server's DATABASE_URL (mysql://... or sqlite://...): enables db-forupdate, db-lifecycle and the database checks")
@@ -311,7 +311,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	if o.MaxRequests < 1 || o.MaxRequests > 50_000_000 {
 		errs = append(errs, fmt.Errorf("-max-requests %d: want 1..50000000", o.MaxRequests))
 	}
-	if _, err := loopbackURL(o.URL); err != nil {
+	if _, err := serverURLs(o.URL); err != nil {
 		errs = append(errs, fmt.Errorf("-url: %w", err))
 	}
 	if o.Token == "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect"
+	"github.com/google/uuid"
 
 	"flashsale/ent"
 	"flashsale/ent/hold"
@@ -271,5 +272,65 @@ func TestConcurrentCallsShareABatch(t *testing.T) {
 			}
 			e.audit()
 		})
+	})
+}
+
+// TestBatchReleaseKeepsDecidedOrders: a payment batch that releases lapsed
+// stock for a late success must leave alone the orders it has already
+// decided and not yet written. Here one batch pays an overdue, unswept
+// order, then meets a late success with no room; releasing lapsed stock
+// then must not cancel the order just paid (it did: the order ended PAID
+// with its hold RELEASED and its units taken off reserved twice).
+func TestBatchReleaseKeepsDecidedOrders(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d string) {
+		e := newEnv(t, d, stock.Config{})
+		svc := e.service(stock.Config{PaymentTimeout: time.Second})
+		e.svc = svc
+		p := e.newProduct(5)
+		o1 := e.order(svc, e.hold(svc, p.ID, 1).ID)
+		o2 := e.order(svc, e.hold(svc, p.ID, 2).ID)
+		o4 := e.order(svc, e.hold(svc, p.ID, 1).ID)
+		e.pay(svc, "o2-failed", o2.ID, stock.PaymentFailure) // CANCELLED, its 2 units back
+		e.hold(svc, p.ID, 3)                                 // sellable 0: o2's late success has no room
+		e.waitPast(latest(o1.PaymentDueAt, o4.PaymentDueAt)) // o1 and o4 overdue, not swept
+
+		before := svc.PaymentBatches()
+		release := e.blockRow("products", p.ID)
+		type answer struct {
+			r   stock.PaymentResult
+			err error
+		}
+		pay := func(key string, id uuid.UUID) chan answer {
+			ch := make(chan answer, 1)
+			go func() {
+				r, err := svc.ApplyPayment(e.ctx, stock.Payment{Key: key, OrderID: id, Status: stock.PaymentSuccess})
+				ch <- answer{r, err}
+			}()
+			return ch
+		}
+		c := pay("o4-paid", o4.ID) // its batch waits for the row
+		e.waitUntil("o4's batch is under way", func() bool { return svc.PaymentBatches().Calls == before.Calls+1 })
+		a := pay("o1-paid", o1.ID)
+		e.waitUntil("o1's payment is queued", func() bool { return svc.PaymentsWaiting() == 1 })
+		b := pay("o2-late", o2.ID)
+		e.waitUntil("o2's payment is queued behind it", func() bool { return svc.PaymentsWaiting() == 2 })
+		release()
+		for _, w := range []struct {
+			name string
+			ch   chan answer
+			want order.Status
+		}{{"o4", c, order.StatusPAID}, {"o1", a, order.StatusPAID}, {"o2 late", b, order.StatusREFUND_REQUIRED}} {
+			got := <-w.ch
+			if got.err != nil || got.r.OrderStatus != w.want {
+				t.Errorf("%s: %+v %v, want %s", w.name, got.r, got.err, w.want)
+			}
+		}
+		if got := svc.PaymentBatches().Batches - before.Batches; got != 2 {
+			t.Fatalf("%d payment batches, want 2 (o1 and o2 in one)", got)
+		}
+		e.wantOrderStatus(o1.ID, order.StatusPAID)
+		e.wantHoldStatus(o1.HoldID, hold.StatusREDEEMED)
+		e.wantStock(p.ID, 3, 3)
+		e.audit()
 	})
 }

@@ -237,7 +237,9 @@ func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment,
 			if room < o.Qty && !released[p.ID] {
 				// Lapsed holds may be what stands in the way: release them.
 				released[p.ID] = true
-				_, cancelled, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
+				// The orders this batch already decided are not released:
+				// their stored status is stale until the batch writes it.
+				_, cancelled, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch, slices.Collect(maps.Keys(statusAfter))...)
 				if err != nil {
 					return err
 				}

@@ -336,7 +336,11 @@ func Sellable(p *ent.Product) int { return p.StockAvailable - p.StockReserved }
 // Candidates are found with a plain read, then locked by primary key in the
 // package's lock order (holds, then orders) and re-checked, so a row a
 // concurrent createOrder or payment just moved on is left alone.
-func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, limit int) (holds int, cancelled []uuid.UUID, err error) {
+//
+// keep lists orders the caller has already decided in this transaction
+// but not written yet (a payment batch): they are left alone, as their
+// stored status is no longer theirs.
+func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, limit int, keep ...uuid.UUID) (holds int, cancelled []uuid.UUID, err error) {
 	expiring, err := tx.Hold.Query().
 		Where(hold.ProductID(p.ID), hold.StatusEQ(hold.StatusACTIVE), hold.ExpiresAtLTE(now)).
 		Order(hold.ByExpiresAt()).Limit(limit).IDs(ctx)
@@ -345,7 +349,7 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 	}
 	var due []*ent.Order
 	if err := tx.Order.Query().
-		Where(order.ProductID(p.ID), order.StatusEQ(order.StatusPENDING_PAYMENT), order.PaymentDueAtLTE(now)).
+		Where(order.ProductID(p.ID), order.StatusEQ(order.StatusPENDING_PAYMENT), order.PaymentDueAtLTE(now), order.IDNotIn(keep...)).
 		Order(order.ByPaymentDueAt()).Limit(limit).
 		Select(order.FieldID, order.FieldHoldID).Scan(ctx, &due); err != nil {
 		return 0, nil, err
