@@ -168,7 +168,7 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 			if err != nil {
 				return err
 			}
-			if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(taken).SetUpdatedAt(now).Exec(ctx); err != nil {
+			if err := tx.Product.Update().Where(product.ID(p.ID)).AddStockReserved(taken).SetUpdatedAt(now).Exec(ctx); err != nil {
 				return err
 			}
 			p.StockReserved += taken
@@ -508,10 +508,10 @@ func (s *Service) ReleaseHold(ctx context.Context, holdID uuid.UUID, by Caller) 
 		if !now.Before(h.ExpiresAt) {
 			to = hold.StatusEXPIRED
 		}
-		if err := tx.Hold.UpdateOneID(h.ID).SetStatus(to).SetUpdatedAt(now).Exec(ctx); err != nil {
+		if err := tx.Hold.Update().Where(hold.ID(h.ID)).SetStatus(to).SetUpdatedAt(now).Exec(ctx); err != nil {
 			return err
 		}
-		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(-h.Qty).SetUpdatedAt(now).Exec(ctx); err != nil {
+		if err := tx.Product.Update().Where(product.ID(p.ID)).AddStockReserved(-h.Qty).SetUpdatedAt(now).Exec(ctx); err != nil {
 			return err
 		}
 		h.Status, h.UpdatedAt = to, now

@@ -15,6 +15,7 @@ import (
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
+	"flashsale/ent/product"
 )
 
 // Payment statuses the provider reports.
@@ -291,7 +292,7 @@ func (s *Service) applyPayments(ctx context.Context, tx *ent.Tx, pays []Payment,
 		if d.available == 0 && d.reserved == 0 {
 			continue
 		}
-		if err := tx.Product.UpdateOneID(pid).AddStockAvailable(d.available).AddStockReserved(d.reserved).
+		if err := tx.Product.Update().Where(product.ID(pid)).AddStockAvailable(d.available).AddStockReserved(d.reserved).
 			SetUpdatedAt(now).Exec(ctx); err != nil {
 			return err
 		}

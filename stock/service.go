@@ -403,7 +403,7 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 		}
 	}
 	if freed > 0 {
-		if err := tx.Product.UpdateOneID(p.ID).AddStockReserved(-freed).SetUpdatedAt(now).Exec(ctx); err != nil {
+		if err := tx.Product.Update().Where(product.ID(p.ID)).AddStockReserved(-freed).SetUpdatedAt(now).Exec(ctx); err != nil {
 			return 0, nil, err
 		}
 		p.StockReserved -= freed
