@@ -21,15 +21,28 @@ type checker struct {
 	t   *testing.T
 	db  *database.DB
 	ctx context.Context
+	// where: which database the messages are about ("" when there is one).
+	where string
 }
 
-func newChecker(t *testing.T, m *mariaDB) *checker {
+// newChecker checks the database at url (a DATABASE_URL); where names it
+// in the messages ("" when there is only one).
+func newChecker(t *testing.T, url, where string) *checker {
 	t.Helper()
-	db, err := database.Open(m.url(), database.Options{MaxConns: 4})
+	db, err := database.Open(url, database.Options{MaxConns: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &checker{t: t, db: db, ctx: context.Background()}
+	if where != "" {
+		where += ": "
+	}
+	return &checker{t: t, db: db, ctx: context.Background(), where: where}
+}
+
+// errorf reports a violation, saying where it is.
+func (c *checker) errorf(format string, args ...any) {
+	c.t.Helper()
+	c.t.Errorf(c.where+format, args...)
 }
 
 func (c *checker) close() { c.db.Close() }
@@ -39,17 +52,17 @@ func (c *checker) rows(query string, dest func() []any, each func()) {
 	c.t.Helper()
 	rs, err := c.db.SQL.QueryContext(c.ctx, query)
 	if err != nil {
-		c.t.Fatalf("%s: %v", query, err)
+		c.t.Fatalf("%s%s: %v", c.where, query, err)
 	}
 	defer rs.Close()
 	for rs.Next() {
 		if err := rs.Scan(dest()...); err != nil {
-			c.t.Fatalf("%s: %v", query, err)
+			c.t.Fatalf("%s%s: %v", c.where, query, err)
 		}
 		each()
 	}
 	if err := rs.Err(); err != nil {
-		c.t.Fatalf("%s: %v", query, err)
+		c.t.Fatalf("%s%s: %v", c.where, query, err)
 	}
 }
 
@@ -71,7 +84,7 @@ func (c *checker) sweeperKeepsUp() {
 			bad = append(bad, fmt.Sprintf("%s due %s, %s overdue", id, due.Format(time.RFC3339Nano), now.Sub(due)))
 		})
 		if len(bad) > 0 {
-			c.t.Errorf("%d %s by more than 2 × SWEEP_INTERVAL (the sweeper does not keep up): %s", len(bad), q.what, examples(bad))
+			c.errorf("%d %s by more than 2 × SWEEP_INTERVAL (the sweeper does not keep up): %s", len(bad), q.what, examples(bad))
 		}
 	}
 }
@@ -82,10 +95,10 @@ func (c *checker) audit() {
 	svc := stock.New(c.db.Ent, c.db.Dialect, stock.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	bad, err := svc.Audit(c.ctx)
 	if err != nil {
-		c.t.Fatalf("audit: %v", err)
+		c.t.Fatalf("%saudit: %v", c.where, err)
 	}
 	for _, b := range bad {
-		c.t.Errorf("audit: %s", b)
+		c.errorf("audit: %s", b)
 	}
 }
 
@@ -106,11 +119,11 @@ func (c *checker) stock(products []product) {
 		g, ok := got[p.id]
 		switch {
 		case !ok:
-			c.t.Errorf("product %s is gone", p.id)
+			c.errorf("product %s is gone", p.id)
 		case g.paid > p.stock:
-			c.t.Errorf("product %s oversold: %d units PAID of a stock of %d", p.id, g.paid, p.stock)
+			c.errorf("product %s oversold: %d units PAID of a stock of %d", p.id, g.paid, p.stock)
 		case g.available != p.stock-g.paid:
-			c.t.Errorf("product %s: stock_available %d, want stock %d - PAID %d = %d", p.id, g.available, p.stock, g.paid, p.stock-g.paid)
+			c.errorf("product %s: stock_available %d, want stock %d - PAID %d = %d", p.id, g.available, p.stock, g.paid, p.stock-g.paid)
 		}
 	}
 }
@@ -144,12 +157,12 @@ func (c *checker) acknowledged(l *load) {
 	var lost []string
 	for h, p := range l.holds {
 		if holds[h] != p {
-			lost = append(lost, "hold "+h)
+			lost = append(lost, fmt.Sprintf("hold %s of product %s (%s)", h, p, l.acks[h]))
 		}
 	}
 	for id, h := range l.orders {
 		if orders[id].holdID != h {
-			lost = append(lost, "order "+id)
+			lost = append(lost, fmt.Sprintf("order %s (%s)", id, l.acks[id]))
 		}
 	}
 	sent := map[string]bool{}
@@ -166,24 +179,24 @@ func (c *checker) acknowledged(l *load) {
 		case !ok:
 			lost = append(lost, "payment event "+ev.key)
 		case row.n != 1:
-			c.t.Errorf("idempotency key %s is stored %d times", ev.key, row.n)
+			c.errorf("idempotency key %s is stored %d times", ev.key, row.n)
 		case row.orderID != ev.orderID || row.status != ev.status:
-			c.t.Errorf("key %s answered 200 for order %s %s, stored for order %s %s", ev.key, ev.orderID, ev.status, row.orderID, row.status)
+			c.errorf("key %s answered 200 for order %s %s, stored for order %s %s", ev.key, ev.orderID, ev.status, row.orderID, row.status)
 		}
 		for _, a := range acks {
 			if (a.OrderStatus == "PAID" || a.OrderStatus == "REFUND_REQUIRED") && orders[ev.orderID].status != a.OrderStatus {
-				c.t.Errorf("order %s: a webhook (key %s) was answered %s, the database says %s (%s is final)",
+				c.errorf("order %s: a webhook (key %s) was answered %s, the database says %s (%s is final)",
 					ev.orderID, ev.key, a.OrderStatus, orders[ev.orderID].status, a.OrderStatus)
 			}
 		}
 	}
 	if len(lost) > 0 {
 		sort.Strings(lost)
-		c.t.Errorf("%d acknowledged writes are not in the database: %s", len(lost), examples(lost))
+		c.errorf("%d acknowledged writes are not in the database: %s", len(lost), examples(lost))
 	}
 	for k := range events {
 		if !sent[k] {
-			c.t.Errorf("payment event %s in the database was never sent", k)
+			c.errorf("payment event %s in the database was never sent", k)
 		}
 	}
 }

@@ -105,6 +105,8 @@ func (c *client) close() { c.http.CloseIdleConnections() }
 
 // reply is the answer to a request after any moves to other servers.
 type reply struct {
+	server  int // the server that answered (the last one tried)
+	at      time.Time
 	status  int // 0: no answer (transport error)
 	body    []byte
 	outcome string
@@ -146,7 +148,8 @@ func (c *client) post(op, path string, first int, body []byte, header func(http.
 		} else {
 			rep.outcome, note = classify(rep.status, rep.body)
 		}
-		c.rec.add(result{op: op, server: idx, start: start, took: time.Since(start), outcome: rep.outcome, note: note})
+		rep.server, rep.at = idx, time.Now()
+		c.rec.add(result{op: op, server: idx, start: start, took: rep.at.Sub(start), outcome: rep.outcome, note: note})
 		if rep.outcome != outRefused {
 			break
 		}
@@ -217,19 +220,36 @@ func classifyGraphQL(status int, body []byte) (string, string) {
 
 // gql runs one GraphQL operation and decodes its data into v when it succeeds.
 func (c *client) gql(op, query string, vars map[string]any, admin bool, v any) string {
+	out, _ := c.gqlAck(op, query, vars, admin, v)
+	return out
+}
+
+// gqlAck is gql, also saying which server answered and when.
+func (c *client) gqlAck(op, query string, vars map[string]any, admin bool, v any) (string, ack) {
 	body, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
 	var header func(http.Header)
 	if admin {
 		header = func(h http.Header) { h.Set("Authorization", "Bearer "+c.token) }
 	}
 	rep := c.post(op, "/graphql", -1, body, header, classifyGraphQL)
+	a := ack{server: rep.server, at: rep.at}
 	if rep.outcome == outOK && v != nil {
 		var r gqlResponse
 		if err := json.Unmarshal(rep.body, &r); err != nil || json.Unmarshal(r.Data, v) != nil {
-			return "undecodable data"
+			return "undecodable data", a
 		}
 	}
-	return rep.outcome
+	return rep.outcome, a
+}
+
+// ack is who acknowledged a write, and when the answer came.
+type ack struct {
+	server int
+	at     time.Time
+}
+
+func (a ack) String() string {
+	return fmt.Sprintf("answered by server %d at %s", a.server, a.at.Format("15:04:05.000"))
 }
 
 // webhookAck is the body of a 200 webhook answer.

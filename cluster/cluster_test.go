@@ -2,6 +2,10 @@
 // of it against one MariaDB of the test's own, a flash sale driven through
 // them for a minute while one server is killed and the database crashes,
 // and then a check, against the database, that the contract held throughout.
+//
+// TestGalera (galera_test.go) drives the same sale over a 3-node MariaDB
+// Galera cluster of the test's own, kills one node mid-sale and lets it
+// rejoin, then checks the contract on every node and that the nodes agree.
 package cluster
 
 import (
@@ -67,21 +71,8 @@ func TestCluster(t *testing.T) {
 	db := startMariaDB(t)
 	bin := buildServer(t)
 
-	key := make([]byte, 24)
-	_, _ = rand.Read(key)
-	secret := "whsec_" + base64.StdEncoding.EncodeToString(key)
-	settings := map[string]string{
-		"DATABASE_URL":     db.url(),
-		"ADMIN_TOKEN":      adminToken,
-		"WEBHOOK_SECRET":   secret,
-		"HOLD_TTL":         holdTTL.String(),
-		"PAYMENT_TIMEOUT":  paymentTimeout.String(),
-		"SWEEP_INTERVAL":   sweepInterval.String(),
-		"REQUEST_TIMEOUT":  requestTimeout.String(),
-		"DB_MAX_CONNS":     "10",
-		"LOG_FORMAT":       "json",
-		"SHUTDOWN_TIMEOUT": "5s",
-	}
+	secret := newWebhookSecret()
+	settings := serverSettings(db.url(), secret)
 	servers := make([]*server, serverCount)
 	for i := range servers {
 		servers[i] = startServer(t, bin, i, settings)
@@ -131,7 +122,7 @@ func TestCluster(t *testing.T) {
 
 	// While the servers still run: the sweeper is keeping up, and every
 	// server is ready again.
-	ck := newChecker(t, db)
+	ck := newChecker(t, db.url(), "")
 	defer ck.close()
 	ck.sweeperKeepsUp()
 	for _, s := range servers {
@@ -139,24 +130,8 @@ func TestCluster(t *testing.T) {
 			t.Errorf("after the run: %v", err)
 		}
 	}
-	// Stop them (SIGTERM) so the database is quiet for the audit; each
-	// must exit cleanly (exit status 66 would be a data race under -race).
-	for _, s := range servers {
-		p := s.current()
-		if !p.running() {
-			t.Errorf("server %d exited during the run: %v\n%s", s.idx, p.err, tail(s.logPath, 25))
-			continue
-		}
-		if err := p.stop(15 * time.Second); err != nil {
-			t.Errorf("server %d on SIGTERM: %v\n%s", s.idx, err, tail(s.logPath, 25))
-		}
-		if race := dataRace(s.logPath); race != "" {
-			t.Errorf("server %d: the race detector found a data race:\n%s", s.idx, race)
-		}
-		if p := panics(s.logPath); len(p) > 0 {
-			t.Errorf("server %d logged %d panics: %s", s.idx, len(p), examples(p))
-		}
-	}
+	// Stop them (SIGTERM) so the database is quiet for the audit.
+	stopServers(t, servers)
 	ck.audit()
 	ck.stock(l.allProducts())
 	ck.acknowledged(l)
@@ -188,6 +163,53 @@ func TestCluster(t *testing.T) {
 		t.Errorf("the API showed inconsistent stock: %s", s)
 	}
 	l.checkEvents(t)
+}
+
+// stopServers stops every server (SIGTERM); each must still be running and
+// exit cleanly (exit status 66 would be a data race under -race), and its
+// log must show no data race and no panic.
+func stopServers(t *testing.T, servers []*server) {
+	t.Helper()
+	for _, s := range servers {
+		p := s.current()
+		if !p.running() {
+			t.Errorf("server %d exited during the run: %v\n%s", s.idx, p.err, tail(s.logPath, 25))
+			continue
+		}
+		if err := p.stop(15 * time.Second); err != nil {
+			t.Errorf("server %d on SIGTERM: %v\n%s", s.idx, err, tail(s.logPath, 25))
+		}
+		if race := dataRace(s.logPath); race != "" {
+			t.Errorf("server %d: the race detector found a data race:\n%s", s.idx, race)
+		}
+		if p := panics(s.logPath); len(p) > 0 {
+			t.Errorf("server %d logged %d panics: %s", s.idx, len(p), examples(p))
+		}
+	}
+}
+
+// newWebhookSecret makes a WEBHOOK_SECRET: whsec_ and 24 random bytes.
+func newWebhookSecret() string {
+	key := make([]byte, 24)
+	_, _ = rand.Read(key)
+	return "whsec_" + base64.StdEncoding.EncodeToString(key)
+}
+
+// serverSettings are the servers' environment: the database, the secrets,
+// and the short lifetimes above.
+func serverSettings(dbURL, secret string) map[string]string {
+	return map[string]string{
+		"DATABASE_URL":     dbURL,
+		"ADMIN_TOKEN":      adminToken,
+		"WEBHOOK_SECRET":   secret,
+		"HOLD_TTL":         holdTTL.String(),
+		"PAYMENT_TIMEOUT":  paymentTimeout.String(),
+		"SWEEP_INTERVAL":   sweepInterval.String(),
+		"REQUEST_TIMEOUT":  requestTimeout.String(),
+		"DB_MAX_CONNS":     "10",
+		"LOG_FORMAT":       "json",
+		"SHUTDOWN_TIMEOUT": "5s",
+	}
 }
 
 func dbFault(t *testing.T) string {

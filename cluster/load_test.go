@@ -41,6 +41,7 @@ type load struct {
 	products []product         // every drop's, oldest first
 	holds    map[string]string // acknowledged holds: ID → product ID
 	orders   map[string]string // acknowledged orders: ID → hold ID
+	acks     map[string]ack    // who acknowledged each of those holds and orders
 	events   []*event
 	apiStock []string // inconsistent stock numbers the API showed
 
@@ -52,7 +53,7 @@ type load struct {
 
 func newLoad(c *client, holdTTL, payTO, sweep time.Duration) *load {
 	return &load{c: c, holdTTL: holdTTL, payTO: payTO, sweep: sweep,
-		holds: map[string]string{}, orders: map[string]string{}, inflight: make(chan struct{}, 16)}
+		holds: map[string]string{}, orders: map[string]string{}, acks: map[string]ack{}, inflight: make(chan struct{}, 16)}
 }
 
 // drop puts a new drop on sale: one product per entry of initialStock.
@@ -143,7 +144,7 @@ func pause(ctx context.Context, lo, hi time.Duration) {
 func (l *load) buyer(ctx context.Context) {
 	p := l.pick()
 	var h struct{ CreateHold struct{ ID, Status string } }
-	out := l.c.gql("createHold", `mutation($p: ID!, $q: Int!) { createHold(productId: $p, qty: $q) { id status } }`,
+	out, a := l.c.gqlAck("createHold", `mutation($p: ID!, $q: Int!) { createHold(productId: $p, qty: $q) { id status } }`,
 		map[string]any{"p": p.id, "q": 1 + rand.IntN(3)}, false, &h)
 	switch out {
 	case outOK:
@@ -156,6 +157,7 @@ func (l *load) buyer(ctx context.Context) {
 	}
 	l.mu.Lock()
 	l.holds[h.CreateHold.ID] = p.id
+	l.acks[h.CreateHold.ID] = a
 	l.mu.Unlock()
 
 	switch r := rand.Float64(); {
@@ -186,11 +188,12 @@ func (l *load) createOrder(holdID string) string {
 	op := "createOrder"
 	for range 3 {
 		var o struct{ CreateOrder struct{ ID string } }
-		out := l.c.gql(op, `mutation($h: ID!) { createOrder(holdId: $h) { id status } }`, map[string]any{"h": holdID}, false, &o)
+		out, a := l.c.gqlAck(op, `mutation($h: ID!) { createOrder(holdId: $h) { id status } }`, map[string]any{"h": holdID}, false, &o)
 		switch out {
 		case outOK:
 			l.mu.Lock()
 			l.orders[o.CreateOrder.ID] = holdID
+			l.acks[o.CreateOrder.ID] = a
 			l.mu.Unlock()
 			return o.CreateOrder.ID
 		case "UNAVAILABLE", outRefused, outReset, outEOF, outTransErr:

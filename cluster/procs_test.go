@@ -31,6 +31,12 @@ type proc struct {
 }
 
 func startProc(bin string, args, env []string, logPath string) (*proc, error) {
+	return startProcAttr(bin, args, env, logPath, sysProcAttr())
+}
+
+// startProcAttr is startProc with the child's attributes given (a Galera
+// node runs as another user).
+func startProcAttr(bin string, args, env []string, logPath string, attr *syscall.SysProcAttr) (*proc, error) {
 	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
@@ -38,7 +44,7 @@ func startProc(bin string, args, env []string, logPath string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = sysProcAttr() // dies with the test binary, whatever happens to it
+	cmd.SysProcAttr = attr // dies with the test binary, whatever happens to it
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		return nil, err
@@ -150,6 +156,10 @@ func findBin(t *testing.T, name, fallback string) string {
 type mariaDB struct {
 	bin, data, sock, logPath string
 	port                     int
+	// runAs: the user mariadbd runs as (nil: this process's, or root's
+	// --user=root when that is root); extra: more options (Galera's).
+	runAs *syscall.Credential
+	extra []string
 
 	mu   sync.Mutex
 	proc *proc
@@ -169,13 +179,8 @@ func startMariaDB(t *testing.T) *mariaDB {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	m.data, m.sock, m.logPath = filepath.Join(dir, "data"), filepath.Join(dir, "sock"), filepath.Join(logDir(t), "mariadb.log")
-
-	args := []string{"--no-defaults", "--datadir=" + m.data, "--auth-root-authentication-method=normal", "--skip-test-db"}
-	if os.Geteuid() == 0 {
-		args = append(args, "--user=root")
-	}
-	if out, err := exec.Command(installDB, args...).CombinedOutput(); err != nil {
-		t.Fatalf("mariadb-install-db: %v\n%s", err, out)
+	if err := m.install(installDB); err != nil {
+		t.Fatal(err)
 	}
 	if err := m.start(); err != nil {
 		t.Fatal(err)
@@ -202,9 +207,26 @@ func startMariaDB(t *testing.T) *mariaDB {
 	return m
 }
 
-// start starts mariadbd on the data directory (after a crash, InnoDB
-// recovers it first).
-func (m *mariaDB) start() error {
+// install initialises the data directory with mariadb-install-db, as the
+// user mariadbd will run as.
+func (m *mariaDB) install(installDB string) error {
+	args := []string{"--no-defaults", "--datadir=" + m.data, "--auth-root-authentication-method=normal", "--skip-test-db"}
+	cmd := exec.Command(installDB, args...)
+	switch {
+	case m.runAs != nil:
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: m.runAs}
+	case os.Geteuid() == 0:
+		cmd.Args = append(cmd.Args, "--user=root")
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("mariadb-install-db: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// args are mariadbd's options: its own data directory, socket and port,
+// then m.extra and more.
+func (m *mariaDB) args(more ...string) []string {
 	args := []string{
 		"--no-defaults",
 		"--datadir=" + m.data,
@@ -216,10 +238,17 @@ func (m *mariaDB) start() error {
 		"--innodb-buffer-pool-size=64M",
 		"--max-connections=200",
 	}
-	if os.Geteuid() == 0 {
+	if m.runAs == nil && os.Geteuid() == 0 {
 		args = append(args, "--user=root")
 	}
-	p, err := startProc(m.bin, args, os.Environ(), m.logPath)
+	args = append(args, m.extra...)
+	return append(args, more...)
+}
+
+// start starts mariadbd on the data directory (after a crash, InnoDB
+// recovers it first), with more options for this start only.
+func (m *mariaDB) start(more ...string) error {
+	p, err := startProcAttr(m.bin, m.args(more...), os.Environ(), m.logPath, sysProcAttrAs(m.runAs))
 	if err != nil {
 		return fmt.Errorf("start mariadbd: %w", err)
 	}
@@ -277,15 +306,26 @@ func (m *mariaDB) url() string { return fmt.Sprintf("mysql://root@127.0.0.1:%d/f
 // race detector when the test itself runs under -race (CI's `go test -race`).
 func buildServer(t *testing.T) string {
 	t.Helper()
+	out := filepath.Join(t.TempDir(), "flashsale")
+	took, err := buildBinary(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("built the server (race detector %v) in %s", raceEnabled, took.Round(time.Millisecond))
+	return out
+}
+
+// buildBinary builds the server into out and says how long that took. It
+// does not touch t, so it may run beside other work.
+func buildBinary(out string) (time.Duration, error) {
 	goBin, err := exec.LookPath("go")
 	if err != nil {
-		t.Fatalf("the cluster test builds the server and needs the go command: %v", err)
+		return 0, fmt.Errorf("the cluster test builds the server and needs the go command: %v", err)
 	}
 	gomod, err := exec.Command(goBin, "env", "GOMOD").Output()
 	if err != nil || len(bytes.TrimSpace(gomod)) == 0 {
-		t.Fatalf("go env GOMOD: %v %s", err, gomod)
+		return 0, fmt.Errorf("go env GOMOD: %v %s", err, gomod)
 	}
-	out := filepath.Join(t.TempDir(), "flashsale")
 	args := []string{"build", "-o", out}
 	if raceEnabled {
 		args = append(args, "-race")
@@ -294,10 +334,9 @@ func buildServer(t *testing.T) string {
 	cmd.Dir = filepath.Dir(string(bytes.TrimSpace(gomod)))
 	start := time.Now()
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+		return 0, fmt.Errorf("go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
-	t.Logf("built the server (race detector %v) in %s", raceEnabled, time.Since(start).Round(time.Millisecond))
-	return out
+	return time.Since(start), nil
 }
 
 // server is one process of the real server binary on a fixed port; it may
@@ -318,9 +357,15 @@ type server struct {
 // (killed if that does not work); stopAll reports how that went.
 func startServer(t *testing.T, bin string, idx int, settings map[string]string) *server {
 	t.Helper()
+	return startServerLog(t, bin, idx, settings, fmt.Sprintf("server%d.log", idx))
+}
+
+// startServerLog is startServer with the name of its log file.
+func startServerLog(t *testing.T, bin string, idx int, settings map[string]string, logName string) *server {
+	t.Helper()
 	port := testkit.FreePort(t)
 	s := &server{idx: idx, url: fmt.Sprintf("http://127.0.0.1:%d", port), bin: bin,
-		logPath: filepath.Join(logDir(t), fmt.Sprintf("server%d.log", idx))}
+		logPath: filepath.Join(logDir(t), logName)}
 	s.env = append(os.Environ(), "PORT="+strconv.Itoa(port), "GORACE=halt_on_error=0")
 	for k, v := range settings {
 		s.env = append(s.env, k+"="+v)

@@ -198,27 +198,7 @@ func summary(in summaryInput) string {
 		b.WriteString("\n")
 	}
 
-	lat := latencies(in.results)
-	fmt.Fprintf(&b, "requests: %d; latency p50 %s, p99 %s, max %s\n", len(in.results), lat.p(50), lat.p(99), lat.p(100))
-	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  operation\toutcome\tcount\tp50\tp99\tmax")
-	byOp := map[[2]string][]result{}
-	for _, r := range in.results {
-		k := [2]string{r.op, r.outcome}
-		byOp[k] = append(byOp[k], r)
-	}
-	keys := slices.Collect(maps.Keys(byOp))
-	sort.Slice(keys, func(i, j int) bool {
-		if keys[i][0] != keys[j][0] {
-			return keys[i][0] < keys[j][0]
-		}
-		return len(byOp[keys[i]]) > len(byOp[keys[j]])
-	})
-	for _, k := range keys {
-		l := latencies(byOp[k])
-		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", k[0], k[1], len(byOp[k]), l.p(50), l.p(99), l.p(100))
-	}
-	tw.Flush()
+	writeRequests(&b, in.results)
 
 	// By phase of the run, by each request's start.
 	type phase struct {
@@ -234,7 +214,7 @@ func summary(in summaryInput) string {
 		{"drain", in.start.Add(in.dur), time.Now()},
 	}
 	fmt.Fprintln(&b, "by phase (request start):")
-	tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  phase\tfrom\tto\trequests\tok\tp99\tmax\tother answers")
 	for _, ph := range phases {
 		var rs []result
@@ -254,11 +234,44 @@ func summary(in summaryInput) string {
 	fmt.Fprintf(&b, "UNAVAILABLE or 503 away from the outage: %d\n", len(in.a.busy))
 	fmt.Fprintf(&b, "rule breaks: %d INTERNAL/500, %d hangs, %d slow in outage, %d wrong answers in outage, %d unexpected answers\n",
 		len(in.a.internal), len(in.a.hangs), len(in.a.slowInOutage), len(in.a.wrongInOutage), len(in.a.unexpected))
-	fmt.Fprintf(&b, "database after the run:\n  holds: %s\n  orders: %s\n  payment events: %s\n",
-		others(in.db.holds), others(in.db.orders), others(in.db.events))
+	b.WriteString("database after the run:\n")
+	writeDatabase(&b, in.db, in.products)
+	return b.String()
+}
+
+// writeRequests writes the count and latencies of the requests, and a
+// table of them by operation and outcome.
+func writeRequests(b *strings.Builder, results []result) {
+	lat := latencies(results)
+	fmt.Fprintf(b, "requests: %d; latency p50 %s, p99 %s, max %s\n", len(results), lat.p(50), lat.p(99), lat.p(100))
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  operation\toutcome\tcount\tp50\tp99\tmax")
+	byOp := map[[2]string][]result{}
+	for _, r := range results {
+		k := [2]string{r.op, r.outcome}
+		byOp[k] = append(byOp[k], r)
+	}
+	keys := slices.Collect(maps.Keys(byOp))
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i][0] != keys[j][0] {
+			return keys[i][0] < keys[j][0]
+		}
+		return len(byOp[keys[i]]) > len(byOp[keys[j]])
+	})
+	for _, k := range keys {
+		l := latencies(byOp[k])
+		fmt.Fprintf(tw, "  %s\t%s\t%d\t%s\t%s\t%s\n", k[0], k[1], len(byOp[k]), l.p(50), l.p(99), l.p(100))
+	}
+	tw.Flush()
+}
+
+// writeDatabase writes the database's totals and each drop's products.
+func writeDatabase(b *strings.Builder, db dbCounts, products []product) {
+	fmt.Fprintf(b, "  holds: %s\n  orders: %s\n  payment events: %s\n",
+		others(db.holds), others(db.orders), others(db.events))
 	var total, sold, reserved, soldOut int
-	for i, p := range in.products {
-		row := in.db.products[p.id]
+	for i, p := range products {
+		row := db.products[p.id]
 		total += p.stock
 		sold += row.received - row.available
 		reserved += row.reserved
@@ -266,15 +279,14 @@ func summary(in summaryInput) string {
 			soldOut++
 		}
 		if i%len(initialStock) == 0 {
-			fmt.Fprintf(&b, "  drop %d:", i/len(initialStock)+1)
+			fmt.Fprintf(b, "  drop %d:", i/len(initialStock)+1)
 		}
-		fmt.Fprintf(&b, " product %s sold %d/%d (reserved %d)", p.id, row.received-row.available, p.stock, row.reserved)
-		if i%len(initialStock) == len(initialStock)-1 || i == len(in.products)-1 {
+		fmt.Fprintf(b, " product %s sold %d/%d (reserved %d)", p.id, row.received-row.available, p.stock, row.reserved)
+		if i%len(initialStock) == len(initialStock)-1 || i == len(products)-1 {
 			b.WriteString("\n")
 		}
 	}
-	fmt.Fprintf(&b, "  all %d products: %d units sold of %d, %d reserved; %d sold out\n", len(in.products), sold, total, reserved, soldOut)
-	return b.String()
+	fmt.Fprintf(b, "  all %d products: %d units sold of %d, %d reserved; %d sold out\n", len(products), sold, total, reserved, soldOut)
 }
 
 func count(rs []result) map[string]int {

@@ -10,3 +10,13 @@ import "syscall"
 func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }
+
+// sysProcAttrAs is sysProcAttr for a child that runs as user cred (nil:
+// as this process). The child is started as that user rather than
+// switching itself (mariadbd --user), since a switch of user clears the
+// parent-death signal; Go sets it after the switch.
+func sysProcAttrAs(cred *syscall.Credential) *syscall.SysProcAttr {
+	a := sysProcAttr()
+	a.Credential = cred
+	return a
+}
