@@ -29,6 +29,7 @@ import (
 	"flashsale/customer"
 	"flashsale/database"
 	"flashsale/graph"
+	"flashsale/playground"
 	"flashsale/stock"
 	"flashsale/sweeper"
 	"flashsale/webhook"
@@ -124,7 +125,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 
 	mux := http.NewServeMux()
-	mux.Handle("GET /{$}", graph.Playground("/graphql"))
+	pg := playground.Handler("/graphql")
+	mux.Handle("GET /{$}", pg)
+	mux.Handle("GET "+playground.Prefix, pg)
 	limits := cfg.GraphQLLimits
 	limits.Timeout = cfg.RequestTimeout
 	api := graph.NewHandler(resolver, limits, log)

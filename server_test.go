@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -567,8 +568,33 @@ func TestPlaygroundAndHealth(t *testing.T) {
 			t.Errorf("GET %s: %d %.80q", path, resp.StatusCode, b)
 		}
 	}
+	// The playground comes from the binary: its page is locked to this
+	// origin, and every script and stylesheet it names is served here.
+	resp, err := http.Get(ts.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "default-src 'self'") || !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("playground CSP %q", csp)
+	}
+	refs := regexp.MustCompile(`(?:src|href)="(/[^"]+)"`).FindAllStringSubmatch(string(page), -1)
+	if len(refs) < 4 {
+		t.Fatalf("the playground page names %d assets: %s", len(refs), page)
+	}
+	for _, m := range refs {
+		r, err := http.Get(ts.URL + m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		if r.StatusCode != 200 {
+			t.Errorf("GET %s (named by the playground): %d", m[1], r.StatusCode)
+		}
+	}
 	// GET /graphql serves queries.
-	resp, err := http.Get(ts.URL + "/graphql?query=" + "%7Bproducts%7Bedges%7Bnode%7Bid%7D%7D%7D%7D")
+	resp, err = http.Get(ts.URL + "/graphql?query=" + "%7Bproducts%7Bedges%7Bnode%7Bid%7D%7D%7D%7D")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/vektah/gqlparser/v2/ast"
 )
 
@@ -77,9 +76,4 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"errors": []any{map[string]any{"message": msg, "extensions": map[string]string{"code": code}}},
 	})
-}
-
-// Playground serves the GraphQL playground page for operators, pointed at endpoint.
-func Playground(endpoint string) http.Handler {
-	return playground.Handler("Flash-sale API", endpoint)
 }
