@@ -2,6 +2,7 @@ package stock
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"flashsale/ent"
+	"flashsale/ent/product"
 )
 
 const (
@@ -74,6 +76,10 @@ func (s *Service) productChanged(p *ent.Product) {
 		return
 	}
 	s.cache.store(p, time.Now())
+	if f := s.onChange.Load(); f != nil {
+		cp := *p
+		(*f)(&cp)
+	}
 	if Sellable(p) <= 0 {
 		s.cache.soldOut.Store(p.ID, time.Now())
 	} else {
@@ -119,4 +125,27 @@ func (s *Service) Product(ctx context.Context, id int) (*ent.Product, error) {
 		cp := *r.Val.(*ent.Product)
 		return &cp, nil
 	}
+}
+
+// OnChange registers f to hear of every product state this process
+// commits (live stock's fan-out), right after the commit. f gets a copy and
+// must not block.
+func (s *Service) OnChange(f func(*ent.Product)) { s.onChange.Store(&f) }
+
+// maxIDsPerRead bounds the IDs of one read, keeping the statement small.
+const maxIDsPerRead = 500
+
+// ProductsNow reads products' current state from the database, bypassing
+// the cache, in one statement per 500 IDs (live stock's source: another
+// server's changes are only in the database). Missing IDs are left out.
+func (s *Service) ProductsNow(ctx context.Context, ids []int) ([]*ent.Product, error) {
+	var out []*ent.Product
+	for chunk := range slices.Chunk(ids, maxIDsPerRead) {
+		ps, err := s.client.Product.Query().Where(product.IDIn(chunk...)).All(ctx)
+		if err != nil {
+			return nil, classify("read products", err)
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
 }

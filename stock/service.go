@@ -51,6 +51,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"entgo.io/ent/dialect"
@@ -89,6 +90,7 @@ type Service struct {
 	orders   *batcher[orderCall, *ent.Order]
 	payments *batcher[Payment, PaymentResult]
 	cache    productCache
+	onChange atomic.Pointer[func(*ent.Product)] // see OnChange
 }
 
 // New returns a Service over client; d is dialect.MySQL or dialect.SQLite.
