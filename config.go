@@ -16,6 +16,7 @@ import (
 	"flashsale/customer"
 	"flashsale/database"
 	"flashsale/graph"
+	"flashsale/ratelimit"
 	"flashsale/webhook"
 )
 
@@ -35,7 +36,11 @@ type config struct {
 	// Beyond the contract:
 	RequestTimeout  time.Duration // bound on one request's database work
 	GraphQLLimits   graph.Limits
-	CORSOrigins     []string      // origins allowed to call /graphql from a browser
+	CORSOrigins     []string // origins allowed to call /graphql from a browser
+	RateLimit       ratelimit.Rate
+	TrustedProxies  ratelimit.Proxies
+	StockPush       time.Duration // least time between two events of one subscription
+	MaxSubs         int           // most live subscriptions per process
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
 	LogLevel        slog.Level
 	LogFormat       string // text or json
@@ -63,7 +68,11 @@ var envVars = []envVar{
 	{"GRAPHQL_MAX_QUERY_BYTES", "16384", "longest GraphQL query text accepted"},
 	{"GRAPHQL_MAX_DEPTH", "15", "deepest field nesting a GraphQL query may have"},
 	{"GRAPHQL_MAX_COMPLEXITY", "1000", "most gqlgen complexity one query may have (a page of products costs first x its fields)"},
-	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://shop.example) allowed to call /graphql from browsers, or *; unset: none"},
+	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://shop.example) allowed to call /graphql and subscribe from browsers, or *; unset: none"},
+	{"RATE_LIMIT", "", "mutations one caller may send per process, e.g. 20/s or 600/m (a customer by ID, others by client IP); unset: off"},
+	{"TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed"},
+	{"STOCK_PUSH_INTERVAL", "250ms", "least time between two events of one productStock subscription, also how often other servers' changes are read (10ms to 450ms: a change then reaches subscribers within 1s)"},
+	{"MAX_SUBSCRIPTIONS", "10000", "most live subscriptions this process serves"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 }
@@ -106,6 +115,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		DBMaxConns:      intVar("DB_MAX_CONNS", 1, 10_000),
 		RequestTimeout:  durVar("REQUEST_TIMEOUT", 100*time.Millisecond, 10*time.Minute),
 		ShutdownTimeout: durVar("SHUTDOWN_TIMEOUT", 0, 10*time.Minute),
+		StockPush:       durVar("STOCK_PUSH_INTERVAL", 10*time.Millisecond, 450*time.Millisecond),
+		MaxSubs:         intVar("MAX_SUBSCRIPTIONS", 1, 1_000_000),
 		LogFormat:       get("LOG_FORMAT"),
 		GraphQLLimits: graph.Limits{
 			MaxQueryBytes: intVar("GRAPHQL_MAX_QUERY_BYTES", 256, graph.MaxBody),
@@ -118,6 +129,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.loadSecrets(getenv)...)
+	if c.RateLimit, err = ratelimit.Parse(getenv("RATE_LIMIT")); err != nil {
+		errs = append(errs, fmt.Errorf("RATE_LIMIT=%q: %w", getenv("RATE_LIMIT"), err))
+	}
+	if c.TrustedProxies, err = ratelimit.ParseProxies(getenv("TRUSTED_PROXIES")); err != nil {
+		errs = append(errs, fmt.Errorf("TRUSTED_PROXIES: %w", err))
+	}
 	c.Customers = customer.Config{
 		Secret:   getenv("CUSTOMER_JWT_SECRET"),
 		JWKSURL:  strings.TrimSpace(getenv("CUSTOMER_JWKS_URL")),

@@ -29,6 +29,7 @@ import (
 	"flashsale/customer"
 	"flashsale/database"
 	"flashsale/graph"
+	"flashsale/live"
 	"flashsale/playground"
 	"flashsale/stock"
 	"flashsale/sweeper"
@@ -53,7 +54,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	fs.Usage = func() {
 		fmt.Fprintf(stdout, "Usage: %s\n\nThe flash-sale API server. Configuration comes from the environment:\n\n", args[0])
 		for _, e := range envVars {
-			fmt.Fprintf(stdout, "  %-17s %-24s %s\n", e.name, "(default "+strconv.Quote(e.def)+")", e.help)
+			fmt.Fprintf(stdout, "  %-23s %-24s %s\n", e.name, "(default "+strconv.Quote(e.def)+")", e.help)
 		}
 	}
 	if err := fs.Parse(args[1:]); err != nil {
@@ -130,7 +131,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	mux.Handle("GET "+playground.Prefix, pg)
 	limits := cfg.GraphQLLimits
 	limits.Timeout = cfg.RequestTimeout
-	api := graph.NewHandler(resolver, limits, log)
+	hub := live.New(live.SourceFunc(svc.ProductsNow), live.Config{Interval: cfg.StockPush, Max: cfg.MaxSubs, Logger: log})
+	defer hub.Close()
+	svc.OnChange(hub.Publish)
+	resolver.Live = hub
+	api := graph.NewHandler(resolver, graph.Options{
+		Limits: limits, Origins: cfg.CORSOrigins, RateLimit: cfg.RateLimit, Proxies: cfg.TrustedProxies, Logger: log,
+	})
+	if !cfg.RateLimit.Off() {
+		log.Info("mutation rate limit", "per_caller", cfg.RateLimit.String())
+	}
 	mux.Handle("/graphql", withCORS(cfg.CORSOrigins, api))
 	mux.Handle("/api/payments/webhook", hook)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -184,6 +194,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
+	// Subscriptions first: the HTTP server's Shutdown does not see upgraded
+	// WebSocket connections, and would wait out the SSE streams.
+	if serr := api.Shutdown(shutdownCtx); serr != nil {
+		log.Warn("subscriptions shutdown", "err", serr)
+	}
+	hub.Close()
 	if serr := srv.Shutdown(shutdownCtx); serr != nil {
 		log.Warn("http shutdown", "err", serr)
 		_ = srv.Close()
@@ -287,6 +303,10 @@ func (s *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+// Flush lets a subscription's Server-Sent Events through the recorder
+// (gqlgen's SSE transport needs an http.Flusher).
+func (s *statusRecorder) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

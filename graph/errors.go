@@ -13,6 +13,7 @@ import (
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"flashsale/graph/scalar"
+	"flashsale/live"
 	"flashsale/stock"
 )
 
@@ -49,6 +50,8 @@ var codes = []struct {
 	{stock.ErrSaleNotStarted, CodeSaleNotStarted},
 	{stock.ErrSaleEnded, CodeSaleEnded},
 	{ErrUnauthenticated, CodeUnauthenticated},
+	{live.ErrNotFound, CodeNotFound},
+	{live.ErrTooMany, CodeRateLimited},
 }
 
 var errPanic = errors.New("panic in resolver")
@@ -70,7 +73,7 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 			}
 		}
 		switch {
-		case errors.Is(err, stock.ErrUnavailable):
+		case errors.Is(err, stock.ErrUnavailable) || errors.Is(err, live.ErrClosed):
 			log.WarnContext(ctx, "graphql: database unavailable", "path", gqlErr.Path.String(), "err", err)
 			gqlErr.Message = "the service is temporarily unavailable; nothing was changed, retry is safe"
 			return withCode(gqlErr, CodeUnavailable)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/99designs/gqlgen/graphql/handler"
@@ -14,15 +15,58 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
+
+	"flashsale/ratelimit"
 )
 
-// NewHandler returns the GraphQL API handler (for /graphql): POST and GET
-// (queries only) transports, a parsed-query cache, size, depth and
-// complexity limits, and the error presenter.
-func NewHandler(r *Resolver, limits Limits, log *slog.Logger) http.Handler {
-	limits = limits.withDefaults()
+// Options configure the GraphQL handler.
+type Options struct {
+	Limits
+	// Origins are CORS_ALLOWED_ORIGINS: besides the server's own, the
+	// browser origins that may open a subscription ("*": any).
+	Origins []string
+	// RateLimit caps one caller's mutations (RATE_LIMIT; zero: off);
+	// Proxies are the TRUSTED_PROXIES whose X-Forwarded-For is believed.
+	RateLimit ratelimit.Rate
+	Proxies   ratelimit.Proxies
+	Logger    *slog.Logger
+}
+
+// Handler is the GraphQL API (for /graphql).
+type Handler struct {
+	http.Handler
+	streams *streams
+}
+
+// Shutdown ends every subscription stream, WebSocket connections with
+// close code 1001, and waits for them until ctx ends. Call it before the
+// HTTP server's Shutdown, which does not see upgraded connections.
+func (h *Handler) Shutdown(ctx context.Context) error { return h.streams.shutdown(ctx) }
+
+// keepAlive is how often an idle subscription hears from the server
+// (the contract: at least every 30 seconds).
+const keepAlive = 20 * time.Second
+
+// NewHandler returns the GraphQL API handler: POST and GET (queries only)
+// transports, subscriptions over WebSocket (graphql-transport-ws) and
+// Server-Sent Events, a parsed-query cache, size, depth and complexity
+// limits, mutation rate limits, and the error presenter.
+func NewHandler(r *Resolver, opts Options) *Handler {
+	limits := opts.Limits.withDefaults()
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	st := newStreams(opts.Origins)
 	srv := handler.New(NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()}))
 	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.Websocket{
+		Implementation:        websocketImpl{st},
+		InitTimeout:           3 * time.Second, // connection_init must come within it
+		PingPongInterval:      keepAlive,       // graphql-transport-ws: ping, and a peer that never pongs is dropped
+		KeepAlivePingInterval: keepAlive,       // the older graphql-ws protocol's keepalive
+	})
+	srv.AddTransport(transport.SSE{KeepAlivePingInterval: keepAlive})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
@@ -31,11 +75,20 @@ func NewHandler(r *Resolver, limits Limits, log *slog.Logger) http.Handler {
 	srv.Use(limitExtension{limits})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
+	var rl *rateLimits
+	if !opts.RateLimit.Off() {
+		rl = &rateLimits{rate: opts.RateLimit, limiter: ratelimit.New(opts.RateLimit), proxies: opts.Proxies}
+		srv.AroundOperations(rl.intercept)
+	}
 	if limits.Timeout > 0 {
 		// The deadline covers each root field's resolution (the database
 		// work), not the whole HTTP request: started before the body is read,
 		// it could expire before execution, and gqlgen then answers "null".
+		// A subscription is long-lived: its own reads have their deadlines.
 		srv.AroundRootFields(func(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
+			if op := graphql.GetOperationContext(ctx).Operation; op != nil && op.Operation == ast.Subscription {
+				return next(ctx)
+			}
 			ctx, cancel := context.WithTimeout(ctx, limits.Timeout)
 			defer cancel()
 			return next(ctx)
@@ -43,7 +96,11 @@ func NewHandler(r *Resolver, limits Limits, log *slog.Logger) http.Handler {
 	}
 	srv.SetErrorPresenter(ErrorPresenter(log))
 	srv.SetRecoverFunc(RecoverFunc(log))
-	return checkRequest(r.authenticate(srv))
+	var h http.Handler = r.authenticate(srv)
+	if rl != nil {
+		h = rl.wrap(h)
+	}
+	return &Handler{Handler: checkRequest(st.wrap(h)), streams: st}
 }
 
 // MaxBody is the largest GraphQL request body accepted.

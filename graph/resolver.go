@@ -7,6 +7,7 @@ package graph
 import (
 	"errors"
 
+	"flashsale/live"
 	"flashsale/stock"
 )
 
@@ -18,6 +19,8 @@ type Resolver struct {
 	// Customers verifies customer tokens; nil when no customer key is
 	// configured (buyers are then anonymous).
 	Customers TokenVerifier
+	// Live fans product changes out to subscriptions.
+	Live *live.Hub
 }
 
 // nullIfNotFound turns ErrNotFound into a null result: the contract's

@@ -9,7 +9,9 @@ import (
 	"context"
 	"flashsale/ent"
 	"flashsale/graph/model"
+	"flashsale/live"
 	"flashsale/stock"
+	"fmt"
 	"time"
 )
 
@@ -211,6 +213,18 @@ func (r *queryResolver) Me(ctx context.Context) (*model.Customer, error) {
 	return &model.Customer{ID: c.Customer}, nil
 }
 
+// ProductStock is the resolver for the productStock field.
+func (r *subscriptionResolver) ProductStock(ctx context.Context, id string) (<-chan *ent.Product, error) {
+	pid, err := stock.ParseProductID(id)
+	if err != nil {
+		return nil, err
+	}
+	if r.Live == nil {
+		return nil, fmt.Errorf("%w: live stock is not running", live.ErrClosed)
+	}
+	return r.Live.Subscribe(ctx, pid)
+}
+
 // Customer returns CustomerResolver implementation.
 func (r *Resolver) Customer() CustomerResolver { return &customerResolver{r} }
 
@@ -229,11 +243,15 @@ func (r *Resolver) Product() ProductResolver { return &productResolver{r} }
 // Query returns QueryResolver implementation.
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
+// Subscription returns SubscriptionResolver implementation.
+func (r *Resolver) Subscription() SubscriptionResolver { return &subscriptionResolver{r} }
+
 type (
-	customerResolver struct{ *Resolver }
-	holdResolver     struct{ *Resolver }
-	mutationResolver struct{ *Resolver }
-	orderResolver    struct{ *Resolver }
-	productResolver  struct{ *Resolver }
-	queryResolver    struct{ *Resolver }
+	customerResolver     struct{ *Resolver }
+	holdResolver         struct{ *Resolver }
+	mutationResolver     struct{ *Resolver }
+	orderResolver        struct{ *Resolver }
+	productResolver      struct{ *Resolver }
+	queryResolver        struct{ *Resolver }
+	subscriptionResolver struct{ *Resolver }
 )

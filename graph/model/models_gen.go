@@ -71,3 +71,6 @@ type ProductEdge struct {
 
 type Query struct {
 }
+
+type Subscription struct {
+}
