@@ -16,6 +16,7 @@ import (
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
+	"flashsale/ent/stockadjustment"
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect"
@@ -41,6 +42,8 @@ type Client struct {
 	PaymentEvent *PaymentEventClient
 	// Product is the client for interacting with the Product builders.
 	Product *ProductClient
+	// StockAdjustment is the client for interacting with the StockAdjustment builders.
+	StockAdjustment *StockAdjustmentClient
 }
 
 // NewClient creates a new client configured with the given options.
@@ -57,6 +60,7 @@ func (c *Client) init() {
 	c.Order = NewOrderClient(c.config)
 	c.PaymentEvent = NewPaymentEventClient(c.config)
 	c.Product = NewProductClient(c.config)
+	c.StockAdjustment = NewStockAdjustmentClient(c.config)
 }
 
 type (
@@ -147,13 +151,14 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	cfg := c.config
 	cfg.driver = tx
 	return &Tx{
-		ctx:          ctx,
-		config:       cfg,
-		Hold:         NewHoldClient(cfg),
-		HoldKey:      NewHoldKeyClient(cfg),
-		Order:        NewOrderClient(cfg),
-		PaymentEvent: NewPaymentEventClient(cfg),
-		Product:      NewProductClient(cfg),
+		ctx:             ctx,
+		config:          cfg,
+		Hold:            NewHoldClient(cfg),
+		HoldKey:         NewHoldKeyClient(cfg),
+		Order:           NewOrderClient(cfg),
+		PaymentEvent:    NewPaymentEventClient(cfg),
+		Product:         NewProductClient(cfg),
+		StockAdjustment: NewStockAdjustmentClient(cfg),
 	}, nil
 }
 
@@ -171,13 +176,14 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	cfg := c.config
 	cfg.driver = &txDriver{tx: tx, drv: c.driver}
 	return &Tx{
-		ctx:          ctx,
-		config:       cfg,
-		Hold:         NewHoldClient(cfg),
-		HoldKey:      NewHoldKeyClient(cfg),
-		Order:        NewOrderClient(cfg),
-		PaymentEvent: NewPaymentEventClient(cfg),
-		Product:      NewProductClient(cfg),
+		ctx:             ctx,
+		config:          cfg,
+		Hold:            NewHoldClient(cfg),
+		HoldKey:         NewHoldKeyClient(cfg),
+		Order:           NewOrderClient(cfg),
+		PaymentEvent:    NewPaymentEventClient(cfg),
+		Product:         NewProductClient(cfg),
+		StockAdjustment: NewStockAdjustmentClient(cfg),
 	}, nil
 }
 
@@ -206,21 +212,21 @@ func (c *Client) Close() error {
 // Use adds the mutation hooks to all the entity clients.
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
-	c.Hold.Use(hooks...)
-	c.HoldKey.Use(hooks...)
-	c.Order.Use(hooks...)
-	c.PaymentEvent.Use(hooks...)
-	c.Product.Use(hooks...)
+	for _, n := range []interface{ Use(...Hook) }{
+		c.Hold, c.HoldKey, c.Order, c.PaymentEvent, c.Product, c.StockAdjustment,
+	} {
+		n.Use(hooks...)
+	}
 }
 
 // Intercept adds the query interceptors to all the entity clients.
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
-	c.Hold.Intercept(interceptors...)
-	c.HoldKey.Intercept(interceptors...)
-	c.Order.Intercept(interceptors...)
-	c.PaymentEvent.Intercept(interceptors...)
-	c.Product.Intercept(interceptors...)
+	for _, n := range []interface{ Intercept(...Interceptor) }{
+		c.Hold, c.HoldKey, c.Order, c.PaymentEvent, c.Product, c.StockAdjustment,
+	} {
+		n.Intercept(interceptors...)
+	}
 }
 
 // Mutate implements the ent.Mutator interface.
@@ -236,6 +242,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.PaymentEvent.mutate(ctx, m)
 	case *ProductMutation:
 		return c.Product.mutate(ctx, m)
+	case *StockAdjustmentMutation:
+		return c.StockAdjustment.mutate(ctx, m)
 	default:
 		return nil, fmt.Errorf("ent: unknown mutation type %T", m)
 	}
@@ -1002,13 +1010,146 @@ func (c *ProductClient) mutate(ctx context.Context, m *ProductMutation) (Value, 
 	}
 }
 
+// StockAdjustmentClient is a client for the StockAdjustment schema.
+type StockAdjustmentClient struct {
+	config
+}
+
+// NewStockAdjustmentClient returns a client for the StockAdjustment from the given config.
+func NewStockAdjustmentClient(c config) *StockAdjustmentClient {
+	return &StockAdjustmentClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `stockadjustment.Hooks(f(g(h())))`.
+func (c *StockAdjustmentClient) Use(hooks ...Hook) {
+	c.hooks.StockAdjustment = append(c.hooks.StockAdjustment, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `stockadjustment.Intercept(f(g(h())))`.
+func (c *StockAdjustmentClient) Intercept(interceptors ...Interceptor) {
+	c.inters.StockAdjustment = append(c.inters.StockAdjustment, interceptors...)
+}
+
+// Create returns a builder for creating a StockAdjustment entity.
+func (c *StockAdjustmentClient) Create() *StockAdjustmentCreate {
+	mutation := newStockAdjustmentMutation(c.config, OpCreate)
+	return &StockAdjustmentCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of StockAdjustment entities.
+func (c *StockAdjustmentClient) CreateBulk(builders ...*StockAdjustmentCreate) *StockAdjustmentCreateBulk {
+	return &StockAdjustmentCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *StockAdjustmentClient) MapCreateBulk(slice any, setFunc func(*StockAdjustmentCreate, int)) *StockAdjustmentCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &StockAdjustmentCreateBulk{err: fmt.Errorf("calling to StockAdjustmentClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*StockAdjustmentCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &StockAdjustmentCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for StockAdjustment.
+func (c *StockAdjustmentClient) Update() *StockAdjustmentUpdate {
+	mutation := newStockAdjustmentMutation(c.config, OpUpdate)
+	return &StockAdjustmentUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *StockAdjustmentClient) UpdateOne(_m *StockAdjustment) *StockAdjustmentUpdateOne {
+	mutation := newStockAdjustmentMutation(c.config, OpUpdateOne, withStockAdjustment(_m))
+	return &StockAdjustmentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *StockAdjustmentClient) UpdateOneID(id int) *StockAdjustmentUpdateOne {
+	mutation := newStockAdjustmentMutation(c.config, OpUpdateOne, withStockAdjustmentID(id))
+	return &StockAdjustmentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for StockAdjustment.
+func (c *StockAdjustmentClient) Delete() *StockAdjustmentDelete {
+	mutation := newStockAdjustmentMutation(c.config, OpDelete)
+	return &StockAdjustmentDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *StockAdjustmentClient) DeleteOne(_m *StockAdjustment) *StockAdjustmentDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *StockAdjustmentClient) DeleteOneID(id int) *StockAdjustmentDeleteOne {
+	builder := c.Delete().Where(stockadjustment.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &StockAdjustmentDeleteOne{builder}
+}
+
+// Query returns a query builder for StockAdjustment.
+func (c *StockAdjustmentClient) Query() *StockAdjustmentQuery {
+	return &StockAdjustmentQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeStockAdjustment},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a StockAdjustment entity by its id.
+func (c *StockAdjustmentClient) Get(ctx context.Context, id int) (*StockAdjustment, error) {
+	return c.Query().Where(stockadjustment.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *StockAdjustmentClient) GetX(ctx context.Context, id int) *StockAdjustment {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *StockAdjustmentClient) Hooks() []Hook {
+	return c.hooks.StockAdjustment
+}
+
+// Interceptors returns the client interceptors.
+func (c *StockAdjustmentClient) Interceptors() []Interceptor {
+	return c.inters.StockAdjustment
+}
+
+func (c *StockAdjustmentClient) mutate(ctx context.Context, m *StockAdjustmentMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&StockAdjustmentCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&StockAdjustmentUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&StockAdjustmentUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&StockAdjustmentDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown StockAdjustment mutation op: %q", m.Op())
+	}
+}
+
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		Hold, HoldKey, Order, PaymentEvent, Product []ent.Hook
+		Hold, HoldKey, Order, PaymentEvent, Product, StockAdjustment []ent.Hook
 	}
 	inters struct {
-		Hold, HoldKey, Order, PaymentEvent, Product []ent.Interceptor
+		Hold, HoldKey, Order, PaymentEvent, Product, StockAdjustment []ent.Interceptor
 	}
 )
 

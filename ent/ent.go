@@ -10,6 +10,7 @@ import (
 	"flashsale/ent/order"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
+	"flashsale/ent/stockadjustment"
 	"fmt"
 	"reflect"
 	"sync"
@@ -77,11 +78,12 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
-			hold.Table:         hold.ValidColumn,
-			holdkey.Table:      holdkey.ValidColumn,
-			order.Table:        order.ValidColumn,
-			paymentevent.Table: paymentevent.ValidColumn,
-			product.Table:      product.ValidColumn,
+			hold.Table:            hold.ValidColumn,
+			holdkey.Table:         holdkey.ValidColumn,
+			order.Table:           order.ValidColumn,
+			paymentevent.Table:    paymentevent.ValidColumn,
+			product.Table:         product.ValidColumn,
+			stockadjustment.Table: stockadjustment.ValidColumn,
 		})
 	})
 	return columnCheck(t, c)

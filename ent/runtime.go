@@ -9,6 +9,7 @@ import (
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
 	"flashsale/ent/schema"
+	"flashsale/ent/stockadjustment"
 	"time"
 
 	"github.com/google/uuid"
@@ -155,4 +156,28 @@ func init() {
 	productDescMaxPerCustomer := productFields[5].Descriptor()
 	// product.MaxPerCustomerValidator is a validator for the "max_per_customer" field. It is called by the builders before save.
 	product.MaxPerCustomerValidator = productDescMaxPerCustomer.Validators[0].(func(int) error)
+	stockadjustmentFields := schema.StockAdjustment{}.Fields()
+	_ = stockadjustmentFields
+	// stockadjustmentDescReason is the schema descriptor for reason field.
+	stockadjustmentDescReason := stockadjustmentFields[2].Descriptor()
+	// stockadjustment.ReasonValidator is a validator for the "reason" field. It is called by the builders before save.
+	stockadjustment.ReasonValidator = func() func(string) error {
+		validators := stockadjustmentDescReason.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(reason string) error {
+			for _, fn := range fns {
+				if err := fn(reason); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// stockadjustmentDescCreatedAt is the schema descriptor for created_at field.
+	stockadjustmentDescCreatedAt := stockadjustmentFields[3].Descriptor()
+	// stockadjustment.DefaultCreatedAt holds the default value on creation for the created_at field.
+	stockadjustment.DefaultCreatedAt = stockadjustmentDescCreatedAt.Default.(func() time.Time)
 }

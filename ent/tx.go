@@ -24,6 +24,8 @@ type Tx struct {
 	PaymentEvent *PaymentEventClient
 	// Product is the client for interacting with the Product builders.
 	Product *ProductClient
+	// StockAdjustment is the client for interacting with the StockAdjustment builders.
+	StockAdjustment *StockAdjustmentClient
 
 	// lazily loaded.
 	client     *Client
@@ -160,6 +162,7 @@ func (tx *Tx) init() {
 	tx.Order = NewOrderClient(tx.config)
 	tx.PaymentEvent = NewPaymentEventClient(tx.config)
 	tx.Product = NewProductClient(tx.config)
+	tx.StockAdjustment = NewStockAdjustmentClient(tx.config)
 }
 
 // txDriver wraps the given dialect.Tx with a nop dialect.Driver implementation.

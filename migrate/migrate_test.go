@@ -146,6 +146,18 @@ func TestUpgradeKeepsData(t *testing.T) {
 			if bad, err := svc.Audit(ctx); err != nil || len(bad) > 0 {
 				t.Fatalf("audit after ordering: %v %v", bad, err)
 			}
+			// The stock received before adjustments existed became the
+			// product's first adjustment, so a restock adds to it.
+			adj, err := svc.Adjustments(ctx, 1)
+			if err != nil || len(adj) != 1 || adj[0].Delta != 10 {
+				t.Fatalf("adjustments after the upgrade: %v %v, want the initial 10", adj, err)
+			}
+			if p, err := svc.AdjustStock(ctx, 1, 5, "restock after the upgrade"); err != nil || p.StockReceived != 15 || p.StockAvailable != 14 {
+				t.Fatalf("restock after the upgrade: %v %v", p, err)
+			}
+			if bad, err := svc.Audit(ctx); err != nil || len(bad) > 0 {
+				t.Fatalf("audit after a restock: %v %v", bad, err)
+			}
 		})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"flashsale/ent"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
+	"flashsale/ent/stockadjustment"
 )
 
 // Audit checks the contract's stock invariants for every product and returns
@@ -15,6 +16,7 @@ import (
 //	0 <= stock_reserved <= stock_available
 //	stock_reserved  = qty of ACTIVE holds + qty of PENDING_PAYMENT orders
 //	stock_available = stock_received - qty of PAID orders
+//	stock_received  = sum of its stock adjustments (initial stock, restocks, withdrawals)
 //	per customer, with max_per_customer set: ACTIVE holds + PENDING_PAYMENT and PAID orders <= max_per_customer
 //
 // It reads without locks, so run it when no stock transaction is in flight.
@@ -43,6 +45,15 @@ func (s *Service) Audit(ctx context.Context) ([]string, error) {
 	sold := map[int]int{}
 	for _, r := range paid {
 		sold[r.ProductID] += r.Sum
+	}
+	var adjusted []sum
+	if err := s.client.StockAdjustment.Query().
+		GroupBy(stockadjustment.FieldProductID).Aggregate(ent.Sum(stockadjustment.FieldDelta)).Scan(ctx, &adjusted); err != nil {
+		return nil, classify("audit", err)
+	}
+	received := map[int]int{}
+	for _, r := range adjusted {
+		received[r.ProductID] = r.Sum
 	}
 	products, err := s.client.Product.Query().All(ctx)
 	if err != nil {
@@ -84,6 +95,9 @@ func (s *Service) Audit(ctx context.Context) ([]string, error) {
 		}
 		if p.StockReserved != reserved[p.ID] {
 			bad = append(bad, fmt.Sprintf("product %d: reserved %d, but active holds + pending orders = %d", p.ID, p.StockReserved, reserved[p.ID]))
+		}
+		if p.StockReceived != received[p.ID] {
+			bad = append(bad, fmt.Sprintf("product %d: received %d, but its stock adjustments add up to %d", p.ID, p.StockReceived, received[p.ID]))
 		}
 		if want := p.StockReceived - sold[p.ID]; p.StockAvailable != want {
 			bad = append(bad, fmt.Sprintf("product %d: available %d, but received %d - paid %d = %d", p.ID, p.StockAvailable, p.StockReceived, sold[p.ID], want))

@@ -190,6 +190,7 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 	if err != nil {
 		return fail[*ent.Hold](len(reqs), err)
 	}
+	s.observer.HoldBatch(len(reqs))
 	s.productChanged(changed)
 	return results
 }
@@ -462,6 +463,13 @@ func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall) []re
 	if err != nil {
 		return fail[*ent.Order](len(calls), err)
 	}
+	made := 0
+	for _, r := range results {
+		if r.err == nil && r.out != nil {
+			made++
+		}
+	}
+	s.observer.OrdersReached(string(order.StatusPENDING_PAYMENT), made)
 	return results
 }
 

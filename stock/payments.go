@@ -128,6 +128,11 @@ func (s *Service) paymentBatch(ctx context.Context, _ int, pays []Payment) []res
 	if err != nil {
 		return fail[PaymentResult](len(pays), err)
 	}
+	for _, r := range results {
+		if r.err == nil && !r.out.Duplicate && r.out.Outcome != paymentevent.OutcomeIGNORED {
+			s.observer.OrdersReached(string(r.out.OrderStatus), 1)
+		}
+	}
 	for _, p := range changed {
 		s.productChanged(p)
 	}

@@ -28,26 +28,30 @@ type NewProduct struct {
 	SaleEndsAt     *time.Time // nil: no end
 }
 
-// CreateProduct adds a product with its initial stock.
+// initialStock is the reason of a product's first adjustment.
+const initialStock = "initial stock"
+
+// CreateProduct adds a product with its initial stock, recorded as its
+// first stock adjustment.
 func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Product, error) {
-	name := strings.TrimSpace(in.Name)
-	switch {
-	case name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNameLen || len(name) > 4*maxNameLen:
-		return nil, InvalidInput("name must be 1 to %d characters of valid UTF-8", maxNameLen)
-	case strings.ContainsFunc(name, unicode.IsControl):
-		// NULs, newlines and escapes in a name break receipts, logs and feeds downstream.
-		return nil, InvalidInput("name must not contain control characters")
-	case in.PriceCents < 0 || in.PriceCents > maxPriceCents:
-		return nil, InvalidInput("priceCents must be between 0 and %d", int64(maxPriceCents))
-	case in.Stock < 0 || in.Stock > maxStock:
+	name, err := productName(in.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPrice(in.PriceCents); err != nil {
+		return nil, err
+	}
+	if in.Stock < 0 || in.Stock > maxStock {
 		return nil, InvalidInput("stock must be between 0 and %d", maxStock)
-	case in.MaxPerCustomer != nil && (*in.MaxPerCustomer < 1 || *in.MaxPerCustomer > maxStock):
-		return nil, InvalidInput("maxPerCustomer must be between 1 and %d, or null for no limit", maxStock)
-	case in.SaleStartsAt != nil && in.SaleEndsAt != nil && !in.SaleEndsAt.After(*in.SaleStartsAt):
-		return nil, InvalidInput("saleEndsAt must be after saleStartsAt")
+	}
+	if err := checkMaxPerCustomer(in.MaxPerCustomer); err != nil {
+		return nil, err
+	}
+	if err := checkWindow(in.SaleStartsAt, in.SaleEndsAt); err != nil {
+		return nil, err
 	}
 	var p *ent.Product
-	err := s.tx(ctx, "create product", func(tx *ent.Tx) error {
+	err = s.tx(ctx, "create product", func(tx *ent.Tx) error {
 		now, err := s.now(ctx, tx)
 		if err != nil {
 			return err
@@ -58,12 +62,54 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 			SetNillableSaleStartsAt(stored(in.SaleStartsAt)).SetNillableSaleEndsAt(stored(in.SaleEndsAt)).
 			SetCreatedAt(now).SetUpdatedAt(now).
 			Save(ctx)
-		return err
+		if err != nil {
+			return err
+		}
+		return tx.StockAdjustment.Create().
+			SetProductID(p.ID).SetDelta(in.Stock).SetReason(initialStock).SetCreatedAt(now).
+			Exec(ctx)
 	})
-	if err == nil {
-		s.productChanged(p)
+	if err != nil {
+		return nil, err
 	}
-	return p, err
+	s.productChanged(p)
+	return p, nil
+}
+
+// productName returns name trimmed, or the error that says what is wrong
+// with it.
+func productName(name string) (string, error) {
+	name = strings.TrimSpace(name)
+	switch {
+	case name == "" || !utf8.ValidString(name) || utf8.RuneCountInString(name) > maxNameLen || len(name) > 4*maxNameLen:
+		return "", InvalidInput("name must be 1 to %d characters of valid UTF-8", maxNameLen)
+	case strings.ContainsFunc(name, unicode.IsControl):
+		// NULs, newlines and escapes in a name break receipts, logs and feeds downstream.
+		return "", InvalidInput("name must not contain control characters")
+	}
+	return name, nil
+}
+
+func checkPrice(cents int64) error {
+	if cents < 0 || cents > maxPriceCents {
+		return InvalidInput("priceCents must be between 0 and %d", int64(maxPriceCents))
+	}
+	return nil
+}
+
+func checkMaxPerCustomer(n *int) error {
+	if n != nil && (*n < 1 || *n > maxStock) {
+		return InvalidInput("maxPerCustomer must be between 1 and %d, or null for no limit", maxStock)
+	}
+	return nil
+}
+
+// checkWindow refuses a sale that would end before it starts.
+func checkWindow(starts, ends *time.Time) error {
+	if starts != nil && ends != nil && !ends.After(*starts) {
+		return InvalidInput("saleEndsAt must be after saleStartsAt")
+	}
+	return nil
 }
 
 // Products returns up to first products with an ID above after, oldest

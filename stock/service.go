@@ -19,9 +19,9 @@
 //     shared lock on the hot row). It locks its holds, then inserts orders.
 //   - payments: their products, then the holds a failure may release, then
 //     the orders, then inserts events.
-//   - sweeps, and createHold or a late payment releasing lapsed stock: the
-//     product, then the overdue holds and the holds of overdue orders, then
-//     those orders.
+//   - sweeps, and createHold, a late payment or an operator's change
+//     (updateProduct, adjustStock) releasing lapsed stock: the product, then
+//     the overdue holds and the holds of overdue orders, then those orders.
 //
 // One exception: a payment batch that releases lapsed stock for a late
 // success locks those holds after its orders. It holds the product's lock,
@@ -91,6 +91,7 @@ type Service struct {
 	payments *batcher[Payment, PaymentResult]
 	cache    productCache
 	onChange atomic.Pointer[func(*ent.Product)] // see OnChange
+	observer Observer                           // see Observe
 }
 
 // New returns a Service over client; d is dialect.MySQL or dialect.SQLite.
@@ -98,7 +99,7 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 	if cfg.SweepBatch <= 0 {
 		cfg.SweepBatch = 500
 	}
-	s := &Service{client: client, dialect: d, cfg: cfg, log: log, writeSem: make(chan struct{}, 1)}
+	s := &Service{client: client, dialect: d, cfg: cfg, log: log, writeSem: make(chan struct{}, 1), observer: noObserver{}}
 	s.holds = &batcher[HoldRequest, *ent.Hold]{op: "create hold", run: s.holdBatch, log: log.Error}
 	s.orders = &batcher[orderCall, *ent.Order]{op: "create order", run: s.orderBatch, log: log.Error}
 	s.payments = &batcher[Payment, PaymentResult]{op: "apply payment", run: s.paymentBatch, log: log.Error}
@@ -403,6 +404,8 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 			SetStatus(order.StatusCANCELLED).SetUpdatedAt(now).Exec(ctx); err != nil {
 			return 0, nil, err
 		}
+		n := len(cancelled)
+		afterCommit(tx, func() { s.observer.OrdersReached(string(order.StatusCANCELLED), n) })
 	}
 	if freed > 0 {
 		if err := tx.Product.Update().Where(product.ID(p.ID)).AddStockReserved(-freed).SetUpdatedAt(now).Exec(ctx); err != nil {

@@ -61,6 +61,8 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 			if hs+os > 0 {
 				s.productChanged(product)
 			}
+			s.observer.Released("hold", hs)
+			s.observer.Released("order", os)
 			total.HoldsExpired += hs
 			total.OrdersCancelled += os
 		}

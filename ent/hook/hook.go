@@ -68,6 +68,18 @@ func (f ProductFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, err
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ProductMutation", m)
 }
 
+// The StockAdjustmentFunc type is an adapter to allow the use of ordinary
+// function as StockAdjustment mutator.
+type StockAdjustmentFunc func(context.Context, *ent.StockAdjustmentMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f StockAdjustmentFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.StockAdjustmentMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.StockAdjustmentMutation", m)
+}
+
 // Condition is a hook condition function.
 type Condition func(context.Context, ent.Mutation) bool
 

@@ -161,6 +161,27 @@ var (
 		Columns:    ProductsColumns,
 		PrimaryKey: []*schema.Column{ProductsColumns[0]},
 	}
+	// StockAdjustmentsColumns holds the columns for the "stock_adjustments" table.
+	StockAdjustmentsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "product_id", Type: field.TypeInt},
+		{Name: "delta", Type: field.TypeInt},
+		{Name: "reason", Type: field.TypeString, Size: 2000},
+		{Name: "created_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+	}
+	// StockAdjustmentsTable holds the schema information for the "stock_adjustments" table.
+	StockAdjustmentsTable = &schema.Table{
+		Name:       "stock_adjustments",
+		Columns:    StockAdjustmentsColumns,
+		PrimaryKey: []*schema.Column{StockAdjustmentsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "stockadjustment_product_id_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{StockAdjustmentsColumns[1], StockAdjustmentsColumns[4]},
+			},
+		},
+	}
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
 		HoldsTable,
@@ -168,6 +189,7 @@ var (
 		OrdersTable,
 		PaymentEventsTable,
 		ProductsTable,
+		StockAdjustmentsTable,
 	}
 )
 

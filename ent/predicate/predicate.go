@@ -20,3 +20,6 @@ type PaymentEvent func(*sql.Selector)
 
 // Product is the predicate function for product builders.
 type Product func(*sql.Selector)
+
+// StockAdjustment is the predicate function for stockadjustment builders.
+type StockAdjustment func(*sql.Selector)

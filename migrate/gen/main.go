@@ -3,6 +3,12 @@
 //
 //	go run ./migrate/gen -name add_something
 //
+// A generated migration may be edited by hand (a data backfill, say); then
+//
+//	go run ./migrate/gen -rehash
+//
+// rewrites both atlas.sum files so the integrity check accepts the edit.
+//
 // It replays the existing migrations on a scratch database (a temporary
 // MariaDB/MySQL database, and an in-memory SQLite one), diffs the result
 // against the ent schema with Atlas, and writes goose-format files. Nothing is
@@ -37,7 +43,16 @@ func main() {
 	name := flag.String("name", "", "migration name, e.g. add_refunds (required)")
 	dir := flag.String("dir", "migrate", "directory holding the mysql/ and sqlite/ migration folders")
 	dsn := flag.String("mysql", envOr("DEV_MYSQL_DSN", "root@tcp(127.0.0.1:3306)/"), "MySQL DSN of a server where a scratch database may be created")
+	rehash := flag.Bool("rehash", false, "only rewrite atlas.sum after a migration was edited by hand")
 	flag.Parse()
+	if *rehash {
+		for _, d := range []string{"mysql", "sqlite"} {
+			if err := writeSum(filepath.Join(*dir, d)); err != nil {
+				log.Fatalf("%s: %v", d, err)
+			}
+		}
+		return
+	}
 	if *name == "" {
 		flag.Usage()
 		os.Exit(2)
@@ -128,6 +143,11 @@ func rebuildOutsideTx(dir string) error {
 	if err := os.WriteFile(newest, []byte(s), 0o644); err != nil {
 		return err
 	}
+	return writeSum(dir)
+}
+
+// writeSum rewrites dir's atlas.sum from the migration files in it.
+func writeSum(dir string) error {
 	ld, err := migrate.NewLocalDir(dir)
 	if err != nil {
 		return err
