@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -41,6 +42,7 @@ type config struct {
 	TrustedProxies  ratelimit.Proxies
 	StockPush       time.Duration // least time between two events of one subscription
 	MaxSubs         int           // most live subscriptions per process
+	MetricsAddr     string        // host:port of the Prometheus listener; "": off
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
 	LogLevel        slog.Level
 	LogFormat       string // text or json
@@ -57,7 +59,7 @@ var envVars = []envVar{
 	{"SWEEP_INTERVAL", "1s", "how often expired holds and unpaid orders are released"},
 	{"MAX_HOLD_QTY", "10", "largest qty one hold may take"},
 	{"WEBHOOK_SECRET", "", "webhook signing secret (whsec_ + base64 of at least 24 random bytes); required with MySQL, unset on the embedded database accepts unsigned webhooks"},
-	{"ADMIN_TOKEN", "", "bearer token for operator mutations (at least 32 characters); unset disables them"},
+	{"ADMIN_TOKEN", "", "bearer token for operator fields (at least 32 characters); unset disables them"},
 	{"DB_MAX_CONNS", "20", "most database connections this process opens"},
 	{"CUSTOMER_JWT_SECRET", "", "HS256 key (at least 32 bytes) of the customer tokens the shop's login issues; with it or CUSTOMER_JWKS_URL, holds and orders need a customer token"},
 	{"CUSTOMER_JWKS_URL", "", "https URL of the JWKS with the customer tokens' RS256/ES256/EdDSA public keys"},
@@ -73,6 +75,7 @@ var envVars = []envVar{
 	{"TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed"},
 	{"STOCK_PUSH_INTERVAL", "250ms", "least time between two events of one productStock subscription, also how often other servers' changes are read (10ms to 450ms: a change then reaches subscribers within 1s)"},
 	{"MAX_SUBSCRIPTIONS", "10000", "most live subscriptions this process serves"},
+	{"METRICS_ADDR", "", "host:port of a separate listener for Prometheus metrics at /metrics (e.g. 127.0.0.1:9090; keep it off the public network); unset: off"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 }
@@ -152,6 +155,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 			errs = append(errs, fmt.Errorf("CORS_ALLOWED_ORIGINS: %q is not an origin like https://shop.example or *", o))
 		}
 		c.CORSOrigins = append(c.CORSOrigins, o)
+	}
+	if c.MetricsAddr = strings.TrimSpace(getenv("METRICS_ADDR")); c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			errs = append(errs, fmt.Errorf("METRICS_ADDR=%q: want host:port, e.g. 127.0.0.1:9090", c.MetricsAddr))
+		}
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(get("LOG_LEVEL"))); err != nil {
 		errs = append(errs, fmt.Errorf("LOG_LEVEL=%q: want debug, info, warn or error", getenv("LOG_LEVEL")))

@@ -30,6 +30,7 @@ import (
 	"flashsale/database"
 	"flashsale/graph"
 	"flashsale/live"
+	"flashsale/metrics"
 	"flashsale/playground"
 	"flashsale/stock"
 	"flashsale/sweeper"
@@ -91,6 +92,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		PaymentTimeout: cfg.PaymentTimeout,
 		MaxHoldQty:     cfg.MaxHoldQty,
 	}, log)
+	// Metrics are recorded whether or not METRICS_ADDR serves them: a nil
+	// *metrics.Metrics would do too, but one code path is simpler to trust.
+	met := metrics.New(graph.RootFields())
+	met.WatchDB(db.SQL, "flashsale")
+	svc.Observe(met)
 	if cfg.DatabaseURL == database.DefaultURL {
 		if err := seedDemo(ctx, svc, log); err != nil {
 			return err
@@ -102,14 +108,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls; this is for local trials only, and a MySQL DATABASE_URL refuses to start without it")
 	}
 	if cfg.AdminToken == "" {
-		log.Info("ADMIN_TOKEN is not set: operator mutations (createProduct) are disabled")
+		log.Info("ADMIN_TOKEN is not set: operator fields (createProduct, updateProduct, adjustStock, orders) are disabled")
 	}
-	hook, err := webhook.New(svc, webhook.Options{Key: cfg.WebhookKey, Timeout: cfg.RequestTimeout, Logger: log})
+	hook, err := webhook.New(svc, webhook.Options{Key: cfg.WebhookKey, Timeout: cfg.RequestTimeout, Logger: log, Metrics: met})
 	if err != nil {
 		return err
 	}
 
-	resolver := &graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken}
+	resolver := &graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken, Metrics: met}
 	if cfg.Customers.Enabled() {
 		cc := cfg.Customers
 		cc.Logger = log
@@ -135,8 +141,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	defer hub.Close()
 	svc.OnChange(hub.Publish)
 	resolver.Live = hub
+	met.WatchSubscriptions(hub.Count)
 	api := graph.NewHandler(resolver, graph.Options{
 		Limits: limits, Origins: cfg.CORSOrigins, RateLimit: cfg.RateLimit, Proxies: cfg.TrustedProxies, Logger: log,
+		Metrics: met,
 	})
 	if !cfg.RateLimit.Off() {
 		log.Info("mutation rate limit", "per_caller", cfg.RateLimit.String())
@@ -172,10 +180,32 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			ln.Close()
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+	}
 	sw, err := sweeper.Start(svc, cfg.SweepInterval, log)
 	if err != nil {
 		ln.Close()
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		return err
+	}
+	metricsDone := make(chan error, 1)
+	if metricsLn != nil {
+		metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
+		defer func() {
+			// Stopped last: scrapes may watch the whole shutdown.
+			stopMetrics()
+			if err := <-metricsDone; err != nil {
+				log.Warn("metrics server", "err", err)
+			}
+		}()
+		go func() { metricsDone <- met.ServeListener(metricsCtx, metricsLn, log) }()
 	}
 
 	serveErr := make(chan error, 1)

@@ -7,6 +7,8 @@ import (
 
 	"github.com/google/uuid"
 
+	"flashsale/ent"
+	"flashsale/graph/model"
 	"flashsale/stock"
 )
 
@@ -50,7 +52,8 @@ func decodeIDCursor(c string) (uuid.UUID, error) {
 	return uuid.Nil, stock.InvalidInput("malformed cursor %q", c)
 }
 
-// pageArgs reads a newest-first page's first (default 20) and after.
+// pageArgs reads a page's first (default 20) and after, the ID its page
+// continues from (below it newest first, above it oldest first).
 func pageArgs(first *int, after *string) (int, uuid.UUID, error) {
 	n := 20
 	if first != nil {
@@ -61,4 +64,28 @@ func pageArgs(first *int, after *string) (int, uuid.UUID, error) {
 	}
 	id, err := decodeIDCursor(*after)
 	return n, id, err
+}
+
+// holdConnection is a page of holds as a connection.
+func holdConnection(hs []*ent.Hold, more bool) *model.HoldConnection {
+	conn := &model.HoldConnection{Edges: make([]*model.HoldEdge, len(hs)), PageInfo: &model.PageInfo{HasNextPage: more}}
+	for i, h := range hs {
+		conn.Edges[i] = &model.HoldEdge{Cursor: encodeIDCursor(h.ID), Node: h}
+	}
+	if len(hs) > 0 {
+		conn.PageInfo.EndCursor = &conn.Edges[len(hs)-1].Cursor
+	}
+	return conn
+}
+
+// orderConnection is a page of orders as a connection.
+func orderConnection(os []*ent.Order, more bool) *model.OrderConnection {
+	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(os)), PageInfo: &model.PageInfo{HasNextPage: more}}
+	for i, o := range os {
+		conn.Edges[i] = &model.OrderEdge{Cursor: encodeIDCursor(o.ID), Node: o}
+	}
+	if len(os) > 0 {
+		conn.PageInfo.EndCursor = &conn.Edges[len(os)-1].Cursor
+	}
+	return conn
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 
+	"flashsale/metrics"
 	"flashsale/ratelimit"
 )
 
@@ -30,6 +31,9 @@ type Options struct {
 	RateLimit ratelimit.Rate
 	Proxies   ratelimit.Proxies
 	Logger    *slog.Logger
+	// Metrics, if set, times operations and counts rate-limited holds
+	// (createHold's other answers are counted by its resolver).
+	Metrics *metrics.Metrics
 }
 
 // Handler is the GraphQL API (for /graphql).
@@ -75,9 +79,12 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 	srv.Use(limitExtension{limits})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
+	if opts.Metrics != nil {
+		srv.AroundOperations(timeOperations(opts.Metrics))
+	}
 	var rl *rateLimits
 	if !opts.RateLimit.Off() {
-		rl = &rateLimits{rate: opts.RateLimit, limiter: ratelimit.New(opts.RateLimit), proxies: opts.Proxies}
+		rl = &rateLimits{rate: opts.RateLimit, limiter: ratelimit.New(opts.RateLimit), proxies: opts.Proxies, metrics: opts.Metrics}
 		srv.AroundOperations(rl.intercept)
 	}
 	if limits.Timeout > 0 {

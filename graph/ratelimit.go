@@ -13,6 +13,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"flashsale/metrics"
 	"flashsale/ratelimit"
 )
 
@@ -28,6 +29,7 @@ type rateLimits struct {
 	rate    ratelimit.Rate
 	limiter *ratelimit.Limiter
 	proxies ratelimit.Proxies
+	metrics *metrics.Metrics // nil: off
 }
 
 type limitNoteKey struct{}
@@ -70,6 +72,9 @@ func (l *rateLimits) intercept(ctx context.Context, next graphql.OperationHandle
 		return next(ctx)
 	}
 	note.retryAfter = wait
+	for range rootFieldCount(oc.Operation, "createHold") {
+		l.metrics.Hold(CodeRateLimited)
+	}
 	secs := retryAfterSeconds(wait)
 	return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{
 		Message:    fmt.Sprintf("too many mutations: this caller may send %s; retry in %d s", l.rate, secs),

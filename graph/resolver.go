@@ -5,9 +5,14 @@
 package graph
 
 import (
+	"context"
 	"errors"
 
+	"github.com/99designs/gqlgen/graphql"
+
+	"flashsale/ent"
 	"flashsale/live"
+	"flashsale/metrics"
 	"flashsale/stock"
 )
 
@@ -21,6 +26,8 @@ type Resolver struct {
 	Customers TokenVerifier
 	// Live fans product changes out to subscriptions.
 	Live *live.Hub
+	// Metrics counts createHold's answers; nil: off.
+	Metrics *metrics.Metrics
 }
 
 // nullIfNotFound turns ErrNotFound into a null result: the contract's
@@ -30,4 +37,42 @@ func nullIfNotFound[T any](v *T, err error) (*T, error) {
 		return nil, nil
 	}
 	return v, err
+}
+
+// change maps an input field that may be left out (unchanged) or null
+// (cleared) onto the domain's Change.
+func change[T any](o graphql.Omittable[*T]) stock.Change[T] {
+	return changeAs(o, func(v T) T { return v })
+}
+
+// changeAs is change with the value converted to the domain's type.
+func changeAs[T, U any](o graphql.Omittable[*T], conv func(T) U) stock.Change[U] {
+	v, set := o.ValueOK()
+	switch {
+	case !set:
+		return stock.Change[U]{}
+	case v == nil:
+		return stock.Cleared[U]()
+	}
+	return stock.To(conv(*v))
+}
+
+// createHold is the createHold resolver's work; the resolver counts its answer.
+func (r *Resolver) createHold(ctx context.Context, productID string, qty int, idempotencyKey *string) (*ent.Hold, error) {
+	id, err := stock.ParseProductID(productID)
+	if err != nil {
+		return nil, err
+	}
+	by, err := r.buyer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	req := stock.HoldRequest{ProductID: id, Qty: qty, Customer: by.Customer}
+	if idempotencyKey != nil {
+		if *idempotencyKey == "" {
+			return nil, stock.InvalidInput("idempotencyKey must be 1 to 255 printable characters, or left out")
+		}
+		req.IdempotencyKey = *idempotencyKey
+	}
+	return r.Stock.CreateHold(ctx, req)
 }

@@ -8,6 +8,7 @@ package graph
 import (
 	"context"
 	"flashsale/ent"
+	"flashsale/ent/order"
 	"flashsale/graph/model"
 	"flashsale/live"
 	"flashsale/stock"
@@ -25,14 +26,7 @@ func (r *customerResolver) Holds(ctx context.Context, obj *model.Customer, first
 	if err != nil {
 		return nil, err
 	}
-	conn := &model.HoldConnection{Edges: make([]*model.HoldEdge, len(hs)), PageInfo: &model.PageInfo{HasNextPage: more}}
-	for i, h := range hs {
-		conn.Edges[i] = &model.HoldEdge{Cursor: encodeIDCursor(h.ID), Node: h}
-	}
-	if len(hs) > 0 {
-		conn.PageInfo.EndCursor = &conn.Edges[len(hs)-1].Cursor
-	}
-	return conn, nil
+	return holdConnection(hs, more), nil
 }
 
 // Orders is the resolver for the orders field.
@@ -45,14 +39,7 @@ func (r *customerResolver) Orders(ctx context.Context, obj *model.Customer, firs
 	if err != nil {
 		return nil, err
 	}
-	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(os)), PageInfo: &model.PageInfo{HasNextPage: more}}
-	for i, o := range os {
-		conn.Edges[i] = &model.OrderEdge{Cursor: encodeIDCursor(o.ID), Node: o}
-	}
-	if len(os) > 0 {
-		conn.PageInfo.EndCursor = &conn.Edges[len(os)-1].Cursor
-	}
-	return conn, nil
+	return orderConnection(os, more), nil
 }
 
 // Product is the resolver for the product field.
@@ -67,22 +54,9 @@ func (r *holdResolver) Order(ctx context.Context, obj *ent.Hold) (*ent.Order, er
 
 // CreateHold is the resolver for the createHold field.
 func (r *mutationResolver) CreateHold(ctx context.Context, productID string, qty int, idempotencyKey *string) (*ent.Hold, error) {
-	id, err := stock.ParseProductID(productID)
-	if err != nil {
-		return nil, err
-	}
-	by, err := r.buyer(ctx)
-	if err != nil {
-		return nil, err
-	}
-	req := stock.HoldRequest{ProductID: id, Qty: qty, Customer: by.Customer}
-	if idempotencyKey != nil {
-		if *idempotencyKey == "" {
-			return nil, stock.InvalidInput("idempotencyKey must be 1 to 255 printable characters, or left out")
-		}
-		req.IdempotencyKey = *idempotencyKey
-	}
-	return r.Stock.CreateHold(ctx, req)
+	h, err := r.createHold(ctx, productID, qty, idempotencyKey)
+	r.Metrics.Hold(holdResult(err))
+	return h, err
 }
 
 // CreateOrder is the resolver for the createOrder field.
@@ -120,6 +94,36 @@ func (r *mutationResolver) CreateProduct(ctx context.Context, input model.Create
 		Name: input.Name, PriceCents: int64(input.PriceCents), Stock: input.Stock,
 		MaxPerCustomer: input.MaxPerCustomer, SaleStartsAt: input.SaleStartsAt, SaleEndsAt: input.SaleEndsAt,
 	})
+}
+
+// UpdateProduct is the resolver for the updateProduct field.
+func (r *mutationResolver) UpdateProduct(ctx context.Context, id string, input model.UpdateProductInput) (*ent.Product, error) {
+	if err := r.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	pid, err := stock.ParseProductID(id)
+	if err != nil {
+		return nil, err
+	}
+	return r.Stock.UpdateProduct(ctx, pid, stock.ProductUpdate{
+		Name:           change(input.Name),
+		PriceCents:     changeAs(input.PriceCents, func(c int) int64 { return int64(c) }),
+		MaxPerCustomer: change(input.MaxPerCustomer),
+		SaleStartsAt:   change(input.SaleStartsAt),
+		SaleEndsAt:     change(input.SaleEndsAt),
+	})
+}
+
+// AdjustStock is the resolver for the adjustStock field.
+func (r *mutationResolver) AdjustStock(ctx context.Context, productID string, delta int, reason string) (*ent.Product, error) {
+	if err := r.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	pid, err := stock.ParseProductID(productID)
+	if err != nil {
+		return nil, err
+	}
+	return r.Stock.AdjustStock(ctx, pid, delta, reason)
 }
 
 // Hold is the resolver for the hold field.
@@ -211,6 +215,30 @@ func (r *queryResolver) Me(ctx context.Context) (*model.Customer, error) {
 		return nil, nil // anonymous, or the operator: no customer
 	}
 	return &model.Customer{ID: c.Customer}, nil
+}
+
+// Orders is the resolver for the orders field.
+func (r *queryResolver) Orders(ctx context.Context, productID *string, status *order.Status, first *int, after *string) (*model.OrderConnection, error) {
+	if err := r.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	n, afterID, err := pageArgs(first, after)
+	if err != nil {
+		return nil, err
+	}
+	f := stock.OrderFilter{Status: status}
+	if productID != nil {
+		pid, err := stock.ParseProductID(*productID)
+		if err != nil {
+			return nil, err
+		}
+		f.ProductID = &pid
+	}
+	os, more, err := r.Stock.Orders(ctx, f, n, afterID)
+	if err != nil {
+		return nil, err
+	}
+	return orderConnection(os, more), nil
 }
 
 // ProductStock is the resolver for the productStock field.

@@ -47,6 +47,8 @@ type Options struct {
 	Key     []byte
 	Timeout time.Duration // bound on the database work of one delivery (default 10s)
 	Logger  *slog.Logger
+	// Metrics, if set, counts every delivery by outcome (*metrics.Metrics).
+	Metrics interface{ WebhookDelivery(outcome string) }
 }
 
 // Handler is the payment webhook endpoint.
@@ -55,6 +57,7 @@ type Handler struct {
 	verify  *standardwebhooks.Webhook // nil: unsigned calls are accepted
 	timeout time.Duration
 	log     *slog.Logger
+	metrics interface{ WebhookDelivery(outcome string) }
 }
 
 // New returns the webhook handler. It fails when Key is set but shorter
@@ -63,7 +66,7 @@ func New(svc *stock.Service, opts Options) (*Handler, error) {
 	if svc == nil {
 		return nil, errors.New("webhook: nil stock service")
 	}
-	h := &Handler{svc: svc, timeout: opts.Timeout, log: opts.Logger}
+	h := &Handler{svc: svc, timeout: opts.Timeout, log: opts.Logger, metrics: opts.Metrics}
 	if h.timeout <= 0 {
 		h.timeout = DefaultTimeout
 	}
@@ -144,6 +147,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, status, map[string]string{"error": msg})
 	} else {
 		writeJSON(w, status, response{OrderID: res.OrderID.String(), OrderStatus: string(res.OrderStatus), Duplicate: res.Duplicate})
+	}
+	if h.metrics != nil {
+		m := outcome
+		if err == nil && res.Duplicate {
+			m = "DUPLICATE"
+		}
+		h.metrics.WebhookDelivery(m)
 	}
 
 	level := slog.LevelInfo

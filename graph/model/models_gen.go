@@ -5,6 +5,8 @@ package model
 import (
 	"flashsale/ent"
 	"time"
+
+	"github.com/99designs/gqlgen/graphql"
 )
 
 type CreateProductInput struct {
@@ -73,4 +75,18 @@ type Query struct {
 }
 
 type Subscription struct {
+}
+
+// A field left out is unchanged; a field given as null is cleared.
+type UpdateProductInput struct {
+	// 1..200 characters; cannot be null.
+	Name graphql.Omittable[*string] `json:"name,omitempty"`
+	// Price of one unit in cents, >= 0; cannot be null.
+	PriceCents graphql.Omittable[*int] `json:"priceCents,omitempty"`
+	// Most units one customer may hold, have pending and have bought; null: no limit.
+	MaxPerCustomer graphql.Omittable[*int] `json:"maxPerCustomer,omitempty"`
+	// When createHold opens; null: open now.
+	SaleStartsAt graphql.Omittable[*time.Time] `json:"saleStartsAt,omitempty"`
+	// When createHold closes (after saleStartsAt); null: no end.
+	SaleEndsAt graphql.Omittable[*time.Time] `json:"saleEndsAt,omitempty"`
 }

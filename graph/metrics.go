@@ -1,0 +1,98 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"flashsale/live"
+	"flashsale/metrics"
+	"flashsale/stock"
+)
+
+// RootFields are the schema's query, mutation and subscription fields: the
+// values the duration histogram's operation label may take.
+func RootFields() []string {
+	s := NewExecutableSchema(Config{}).Schema()
+	var names []string
+	for _, def := range []*ast.Definition{s.Query, s.Mutation, s.Subscription} {
+		if def == nil {
+			continue
+		}
+		for _, f := range def.Fields {
+			if f.Name[0] != '_' { // __schema, __type, __typename
+				names = append(names, f.Name)
+			}
+		}
+	}
+	return names
+}
+
+// timeOperations observes each query's and mutation's duration under its
+// first root field (subscriptions are long-lived streams, not requests).
+func timeOperations(m *metrics.Metrics) graphql.OperationMiddleware {
+	return func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		oc := graphql.GetOperationContext(ctx)
+		if oc.Operation == nil || oc.Operation.Operation == ast.Subscription {
+			return next(ctx)
+		}
+		start, name := time.Now(), firstRootField(oc.Operation)
+		h := next(ctx)
+		done := false
+		return func(ctx context.Context) *graphql.Response {
+			resp := h(ctx)
+			if !done {
+				done = true
+				m.GraphQLRequest(name, time.Since(start))
+			}
+			return resp
+		}
+	}
+}
+
+// firstRootField names an operation by its first root field ("" when it
+// starts with a fragment: metrics counts that as "other").
+func firstRootField(op *ast.OperationDefinition) string {
+	if len(op.SelectionSet) > 0 {
+		if f, ok := op.SelectionSet[0].(*ast.Field); ok {
+			return f.Name
+		}
+	}
+	return ""
+}
+
+// rootFieldCount counts an operation's root fields named name.
+func rootFieldCount(op *ast.OperationDefinition, name string) int {
+	n := 0
+	for _, s := range op.SelectionSet {
+		if f, ok := s.(*ast.Field); ok && f.Name == name {
+			n++
+		}
+	}
+	return n
+}
+
+// holdResult is createHold's answer as flashsale_holds_total labels it:
+// "created", or the code the error presenter gives err.
+func holdResult(err error) string {
+	if err == nil {
+		return "created"
+	}
+	return codeOf(err)
+}
+
+// codeOf is the contract's code for an error a resolver returned.
+func codeOf(err error) string {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	if errors.Is(err, stock.ErrUnavailable) || errors.Is(err, live.ErrClosed) {
+		return CodeUnavailable
+	}
+	return CodeInternal
+}
