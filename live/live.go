@@ -36,7 +36,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"flashsale/ent"
@@ -68,8 +71,19 @@ func (f SourceFunc) Products(ctx context.Context, ids []int) ([]*ent.Product, er
 type Config struct {
 	Interval time.Duration // STOCK_PUSH_INTERVAL: least time between two events of one subscription, and the poll period (default 250ms)
 	Max      int           // MAX_SUBSCRIPTIONS per process (default 10000)
-	Logger   *slog.Logger  // default slog.Default()
+	// EventBudget is how many events per second the process sends over all
+	// its subscriptions before it spaces each one's events further apart
+	// than Interval (up to maxSpacing, so changes still arrive within the
+	// contract's second). Fan-out then never crowds out the requests that
+	// sell. Default: 4,000 per CPU (GOMAXPROCS).
+	EventBudget int
+	Logger      *slog.Logger // default slog.Default()
 }
+
+// maxSpacing bounds the spacing of a subscription's events, its jitter
+// included: a change made just after an event is handed out waits at most
+// this long, which leaves the write room within the contract's 1 second.
+const maxSpacing = 800 * time.Millisecond
 
 var (
 	ErrTooMany  = errors.New("too many subscriptions")      // Max reached: the caller maps it to RATE_LIMITED
@@ -84,6 +98,8 @@ type Hub struct {
 	src      Source
 	interval time.Duration
 	max      int
+	budget   int          // EventBudget
+	live     atomic.Int64 // count, read without the lock by every subscription's goroutine
 	log      *slog.Logger
 
 	ctx    context.Context // cancelled by Close; bounds every Source call
@@ -120,11 +136,15 @@ func New(src Source, cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.EventBudget <= 0 {
+		cfg.EventBudget = 4000 * runtime.GOMAXPROCS(0)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Hub{
 		src:      src,
 		interval: cfg.Interval,
 		max:      cfg.Max,
+		budget:   cfg.EventBudget,
 		log:      cfg.Logger,
 		ctx:      ctx,
 		cancel:   cancel,
@@ -165,6 +185,7 @@ func (h *Hub) Subscribe(ctx context.Context, productID int) (<-chan *ent.Product
 		return nil, ErrTooMany
 	}
 	h.count++
+	h.live.Store(int64(h.count))
 	// The topic exists before the initial read starts, so a Publish made
 	// while it runs is not lost.
 	t := h.topics[productID]
@@ -233,9 +254,9 @@ func (h *Hub) serve(ctx context.Context, s *subscription, t *topic, out chan<- *
 			changed <-chan struct{}
 			due     <-chan time.Time
 		)
-		wait := time.Duration(0)
+		wait, spacing := time.Duration(0), h.spacing()
 		if !last.IsZero() {
-			wait = h.interval - time.Since(last)
+			wait = spacing - time.Since(last)
 		}
 		switch {
 		case st == sent || st.p == nil:
@@ -254,10 +275,22 @@ func (h *Hub) serve(ctx context.Context, s *subscription, t *topic, out chan<- *
 			// then gets that one).
 			send, changed = out, st.changed
 		}
+		idle := st == sent && !last.IsZero()
 		select {
 		case send <- st.p:
-			sent, last = st, time.Now()
+			// A random part of an interval more before the next event
+			// spreads the subscribers' turns: subscribers woken by one
+			// change all hand out at once, and with equal spacing they would
+			// stay in step, thousands of goroutines runnable together every
+			// interval, and a hold's request would queue behind them all.
+			sent, last = st, time.Now().Add(jitter(spacing))
 		case <-changed:
+			if idle {
+				// Every idle subscriber of the product wakes on this one
+				// change: each hands it out after a random part of its
+				// spacing, not all in the same instant.
+				last = later(last, time.Now().Add(jitter(spacing)-spacing))
+			}
 		case <-due:
 		case <-ctx.Done():
 			return
@@ -276,6 +309,7 @@ func (h *Hub) release(t *topic, s *subscription) {
 		delete(h.subs, s)
 	}
 	h.count--
+	h.live.Store(int64(h.count))
 	if t.refs--; t.refs == 0 && h.topics[t.id] == t {
 		delete(h.topics, t.id)
 		if len(h.topics) == 0 {
@@ -380,4 +414,25 @@ func (h *Hub) wrapReadErr(id int, err error) error {
 		return ErrClosed
 	}
 	return fmt.Errorf("live: read product %d: %w", id, err)
+}
+
+// spacing is the least time between two events of one subscription now:
+// Interval, or more while the subscriptions would together take more than
+// EventBudget events per second, at most maxSpacing less its jitter.
+func (h *Hub) spacing() time.Duration {
+	s := time.Duration(h.live.Load()) * time.Second / time.Duration(h.budget)
+	return min(max(s, h.interval), maxSpacing*4/5)
+}
+
+// jitter is a random wait of up to a quarter of spacing, added to it
+// (see serve).
+func jitter(spacing time.Duration) time.Duration {
+	return rand.N(spacing/4 + 1)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -656,3 +656,29 @@ func TestPublishedStateReadBackAtDatabasePrecision(t *testing.T) {
 		t.Fatal("polls took the stored state for an older one")
 	}
 }
+
+// TestSpacing: a subscription's events are Interval apart until the
+// subscriptions together would pass EventBudget events per second; then
+// further apart, but never so far that a change could miss the second.
+func TestSpacing(t *testing.T) {
+	h := New(newFakeSource(), Config{Interval: 10 * time.Millisecond, EventBudget: 100, Logger: quietLogger()})
+	defer h.Close()
+	for _, tc := range []struct {
+		subs int64
+		want time.Duration
+	}{
+		{0, 10 * time.Millisecond},
+		{1, 10 * time.Millisecond},
+		{5, 50 * time.Millisecond},
+		{50, 500 * time.Millisecond},
+		{1000, maxSpacing * 4 / 5},
+	} {
+		h.live.Store(tc.subs)
+		if got := h.spacing(); got != tc.want {
+			t.Errorf("%d subscriptions: spacing %s, want %s", tc.subs, got, tc.want)
+		}
+		if j := jitter(tc.want); j < 0 || tc.want+j > maxSpacing {
+			t.Errorf("jitter %s on %s passes %s", j, tc.want, maxSpacing)
+		}
+	}
+}
