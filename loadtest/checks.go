@@ -80,6 +80,14 @@ func (st *state) check(ctx context.Context) checkResult {
 		}
 	}
 	st.checkLimit(ctx, &c)
+	if s := st.subs; s != nil {
+		if s.Converged < s.Connected {
+			c.violation("subscribers: %d of %d open subscriptions were not told the product's final stock within %s of the last change",
+				s.Connected-s.Converged, s.Connected, settleAfterLoad)
+		} else {
+			c.line("subscribers: all %d open subscriptions were told the product's final stock: ok", s.Connected)
+		}
+	}
 	if st.opts.DB == "" {
 		c.line("database checks (stock.Service.Audit, oversold, limit): not run, they need -db")
 		return c

@@ -115,6 +115,12 @@ func TestParseScenarios(t *testing.T) {
 	if err != nil || strings.Join(got, ",") != "typename,read,db-forupdate,db-lifecycle" {
 		t.Fatalf("got %v, %v", got, err)
 	}
+	if all, _ := parseScenarios("all"); slices.Contains(all, scSubscribers) {
+		t.Fatal("all includes subscribers, which must be named")
+	}
+	if got, _ := parseScenarios("subscribers"); strings.Join(got, ",") != scSubscribers {
+		t.Fatalf("subscribers named: %v", got)
+	}
 	if _, err := parseScenarios("typename,nope"); err == nil {
 		t.Fatal("unknown scenario accepted")
 	}
@@ -226,8 +232,11 @@ func TestAgainstServer(t *testing.T) {
 	if err := json.Unmarshal(raw, &rep); err != nil {
 		t.Fatalf("-json: %v", err)
 	}
-	// Without customer tokens, typename-customer and limit are skipped.
-	anonymous := slices.DeleteFunc(slices.Clone(allScenarios), isCustomerScenario)
+	// Without customer tokens, typename-customer and limit are skipped;
+	// "all" leaves subscribers out.
+	anonymous := slices.DeleteFunc(slices.Clone(allScenarios), func(n string) bool {
+		return isCustomerScenario(n) || slices.Contains(optInScenarios, n)
+	})
 	if len(rep.Scenarios) != len(anonymous) || rep.Customers != nil {
 		t.Fatalf("%d scenarios ran, want %d: %+v", len(rep.Scenarios), len(anonymous), rep.Notes)
 	}
@@ -280,6 +289,12 @@ func TestAgainstServer(t *testing.T) {
 		}
 	}
 	for _, r := range rep.Ratios {
+		if strings.HasPrefix(r.Name, "subscribers ") { // opt-in: did not run
+			if r.Value != nil || r.Result != "n/a" {
+				t.Errorf("ratio %s without the subscribers scenario: %v %s", r.Name, r.Value, r.Result)
+			}
+			continue
+		}
 		if r.Name == "typename-customer req/s ÷ typename req/s" {
 			if r.Value != nil || r.Result != "n/a" || !r.Informational {
 				t.Errorf("ratio %s without customers: %v %s", r.Name, r.Value, r.Result)
@@ -820,5 +835,49 @@ FROM holds WHERE product_id = ?`, prefix+"%", p.ID, p.ID, p.ID).Scan(&n, &distin
 		!strings.Contains(all, fmt.Sprintf("customer %q has 3 units", victim)) ||
 		!strings.Contains(all, fmt.Sprintf("Audit: product %s: customer %q has 3 units held, pending or paid, over its maxPerCustomer 2", limitP.ID, victim)) {
 		t.Fatalf("the checks missed the extra hold (failed %v):\n%s\n%s", c.Failed, all, strings.Join(c.Lines, "\n"))
+	}
+}
+
+// TestSubscribersAgainstServer runs the subscribers scenario on two server
+// processes over one database: every subscriber watches through the first,
+// holds go to both, so half the changes reach the subscribers through the
+// first server's poll of the database.
+func TestSubscribersAgainstServer(t *testing.T) {
+	dbURL := freshDatabase(t)
+	a := startServer(t, dbURL, "STOCK_PUSH_INTERVAL=100ms")
+	b := startServer(t, dbURL, "STOCK_PUSH_INTERVAL=100ms")
+	jsonFile := filepath.Join(t.TempDir(), "figures.json")
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"loadtest", "-url", a + "," + b, "-token", testToken, "-secret", testSecret, "-db", dbURL,
+		"-clients", "8", "-duration", "1s", "-timeout", "30s", "-scenarios", "subscribers", "-subscribers", "200",
+		// The test process stands in for -server-pid: this checks that the
+		// measurement runs, not its figure.
+		"-server-pid", strconv.Itoa(os.Getpid()), "-json", jsonFile}, noEnv, &out, &errb)
+	t.Logf("output:\n%s", out.String())
+	if code != exitOK {
+		t.Fatalf("exit %d, want 0\nstderr:\n%s", code, errb.String())
+	}
+	for _, want := range []string{"subscribers-baseline ", "\nsubscribers ", stepDelivery, "subscribers holds/s ÷ subscribers-baseline holds/s",
+		"all 200 open subscriptions were told the product's final stock: ok", "KiB per subscription"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	raw, err := os.ReadFile(jsonFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep report
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	s := rep.Subscribers
+	if s == nil || s.Connected != 200 || s.Converged != 200 || s.Delay.Count == 0 || s.Events < int64(s.Delay.Count) {
+		t.Fatalf("subscribers figures: %+v", s)
+	}
+	// The delay is measured from the database's clock: never negative by
+	// more than clock jitter, and the contract's bound is generous here.
+	if s.Delay.P50 < -50*time.Millisecond || s.Delay.Max > 5*time.Second {
+		t.Errorf("delays p50 %s max %s", s.Delay.P50, s.Delay.Max)
 	}
 }

@@ -46,9 +46,18 @@ const (
 	scLimit            = "limit"
 	scDBForUpdate      = "db-forupdate"
 	scDBLifecycle      = "db-lifecycle"
+	scSubscribers      = "subscribers"
+	// scSubscribersBaseline names subscribers' first hot-hold run, without
+	// subscribers (a row of the report, not a scenario to choose).
+	scSubscribersBaseline = "subscribers-baseline"
 )
 
-var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLimit, scDBForUpdate, scDBLifecycle}
+var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLimit, scDBForUpdate, scDBLifecycle, scSubscribers}
+
+// optInScenarios run only when named: "all" leaves them out. subscribers
+// opens thousands of connections and needs the server's MAX_SUBSCRIPTIONS
+// to allow them.
+var optInScenarios = []string{scSubscribers}
 
 // dbScenarios run straight against -db, without HTTP: they need MySQL.
 var dbScenarios = []string{scDBForUpdate, scDBLifecycle}
@@ -99,6 +108,9 @@ type options struct {
 	CustomerSecret   string
 	CustomerIssuer   string
 	CustomerAudience string
+	// The subscribers scenario.
+	Subscribers int
+	ServerPID   int
 }
 
 func main() {
@@ -203,6 +215,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			rep.Interrupted = true
 			break
 		}
+		if name == scSubscribers {
+			rows, info, err := st.runSubscribers()
+			if err != nil {
+				fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not run: %v", name, err))
+				rep.SetupFailed = true
+				continue
+			}
+			rep.Scenarios = append(rep.Scenarios, rows...)
+			rep.Subscribers = info
+			continue
+		}
 		res, err := st.runScenario(name)
 		if err != nil {
 			fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
@@ -254,7 +278,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.Clients, "clients", 256, fmt.Sprintf("concurrent clients per scenario (1..%d)", maxClients))
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, fmt.Sprintf("how long each scenario runs (%s..%s)", minDuration, maxDuration))
 	fs.DurationVar(&o.Timeout, "timeout", 15*time.Second, "per-request timeout")
-	scen := fs.String("scenarios", "all", "comma-separated scenarios, run in this order: "+strings.Join(allScenarios, ","))
+	scen := fs.String("scenarios", "all", "comma-separated scenarios, run in this order: "+strings.Join(allScenarios, ",")+" (all: every one but "+strings.Join(optInScenarios, ",")+")")
 	fs.IntVar(&o.SelloutStock, "sellout-stock", 100, "stock of the sellout scenario's product")
 	fs.DurationVar(&o.HoldTTL, "hold-ttl", 2*time.Minute, "expiry of the holds db-forupdate and db-lifecycle write (use the server's HOLD_TTL)")
 	fs.DurationVar(&o.PaymentTimeout, "payment-timeout", 15*time.Minute, "payment due time of the orders db-lifecycle writes (use the server's PAYMENT_TIMEOUT)")
@@ -264,6 +288,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.BoolVar(&o.FailOnMiss, "fail-on-miss", false, fmt.Sprintf("exit %d when a ratio misses its target (informational ones aside)", exitMiss))
 	fs.StringVar(&o.CustomerSecret, "customer-secret", "", "the server's CUSTOMER_JWT_SECRET (at least 32 bytes): customers mode, every client buys as its own customer with an HS256 token the tool mints; empty: anonymous buyers (default $CUSTOMER_JWT_SECRET)")
 	fs.StringVar(&o.CustomerIssuer, "customer-issuer", "", "iss of the minted customer tokens, the server's CUSTOMER_JWT_ISSUER (default $CUSTOMER_JWT_ISSUER)")
+	fs.IntVar(&o.Subscribers, "subscribers", 10000, fmt.Sprintf("subscriptions the subscribers scenario opens, one WebSocket each, to the first -url (1..%d; the server's MAX_SUBSCRIPTIONS must allow them)", maxSubscribers))
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "PID of the first -url's server process: the subscribers scenario reports its memory per subscription (Linux /proc); 0: not measured")
 	fs.StringVar(&o.CustomerAudience, "customer-audience", "", "aud of the minted customer tokens, the server's CUSTOMER_JWT_AUDIENCE (default $CUSTOMER_JWT_AUDIENCE)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s -url URL -token TOKEN [-secret whsec_...] [-customer-secret KEY] [-db DATABASE_URL] [flags]\n\n", args[0])
@@ -304,6 +330,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	if o.PaymentTimeout < time.Second || o.PaymentTimeout > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("-payment-timeout %s: want 1s..168h", o.PaymentTimeout))
+	}
+	if o.Subscribers < 1 || o.Subscribers > maxSubscribers {
+		errs = append(errs, fmt.Errorf("-subscribers %d: want 1..%d", o.Subscribers, maxSubscribers))
+	}
+	if o.ServerPID < 0 {
+		errs = append(errs, fmt.Errorf("-server-pid %d: want a process ID, or 0", o.ServerPID))
 	}
 	if o.DBConns < 0 || o.DBConns > dbPoolLimit {
 		errs = append(errs, fmt.Errorf("-db-conns %d: want 0..%d", o.DBConns, dbPoolLimit))
@@ -354,7 +386,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 // parseScenarios returns the named scenarios in their fixed order.
 func parseScenarios(s string) ([]string, error) {
 	if strings.TrimSpace(s) == "all" {
-		return slices.Clone(allScenarios), nil
+		return slices.DeleteFunc(slices.Clone(allScenarios), func(n string) bool { return slices.Contains(optInScenarios, n) }), nil
 	}
 	want := map[string]bool{}
 	for _, n := range strings.Split(s, ",") {

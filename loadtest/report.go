@@ -22,6 +22,7 @@ type report struct {
 	RequestTimeout  string           `json:"request_timeout"`
 	DBPoolCap       int              `json:"db_pool_cap,omitempty"`
 	Customers       *customersInfo   `json:"customers,omitempty"` // customers mode; nil: anonymous buyers
+	Subscribers     *subscribersInfo `json:"subscribers,omitempty"`
 	Started         time.Time        `json:"started"`
 	Scenarios       []scenarioResult `json:"scenarios"`
 	Ratios          []ratio          `json:"ratios"`
@@ -122,6 +123,7 @@ func computeRatios(rs []scenarioResult) []ratio {
 	}
 	tn, hot, sell, read, base := get(scTypename), get(scHotHold), get(scSellout), get(scRead), get(scDBForUpdate)
 	life, dbLife, tnc := get(scLifecycle), get(scDBLifecycle), get(scTypenameCustomer)
+	subs, subsBase := get(scSubscribers), get(scSubscribersBaseline)
 	type def struct {
 		name   string
 		num    func() (float64, bool)
@@ -168,6 +170,13 @@ func computeRatios(rs []scenarioResult) []ratio {
 	for _, step := range lifecycleSteps {
 		defs = append(defs, def{"lifecycle " + step + " p99 ÷ typename p99", stepP99(life, step), rate(tn, p99), true, 3, false})
 	}
+	// Live stock: delivery within the contract's second, and fan-out that
+	// costs the holds little.
+	oneSecond := func() (float64, bool) { return float64(deliveryBound), true }
+	defs = append(defs,
+		def{"subscribers " + stepDelivery + " p99 ÷ 1 s", stepP99(subs, stepDelivery), oneSecond, true, 1, false},
+		def{"subscribers holds/s ÷ subscribers-baseline holds/s", rate(subs, okRate), rate(subsBase, okRate), false, 0.8, false},
+	)
 	// What verifying a customer token costs (customers mode only).
 	defs = append(defs, def{"typename-customer req/s ÷ typename req/s", rate(tnc, reqRate), rate(tn, reqRate), false, 0.8, true})
 	out := make([]ratio, 0, len(defs))

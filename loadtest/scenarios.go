@@ -27,6 +27,8 @@ type state struct {
 	cust         *customers // customers mode; nil: anonymous buyers
 	limitHolds   limitLog   // the holds limit was answered with
 	limitRefused int64      // limit's PURCHASE_LIMIT_EXCEEDED answers
+
+	subs *subscribersInfo // what the subscribers scenario saw; nil: it did not run
 }
 
 // createdProduct is one product the tool made, for the checks.
@@ -262,20 +264,7 @@ func (st *state) runOne(name string) (scenarioResult, error) {
 		}
 		st.progress("%s: product %s (stock %d), %d clients for %s", name, id, stock, st.opts.Clients, st.opts.Duration)
 		body := gqlBody(qCreateHold, map[string]any{"p": id})
-		res := st.drive(name, id, func(ctx context.Context, w, _ int, r *recorder) {
-			var out struct {
-				CreateHold struct {
-					ID string `json:"id"`
-				} `json:"createHold"`
-			}
-			t0 := time.Now()
-			c := a.post(ctx, st.buyerToken(w), body, &out)
-			r.request(t0)
-			if c == "" && out.CreateHold.ID == "" {
-				c = "hold without id"
-			}
-			r.tally(c)
-		})
+		res := st.drive(name, id, st.holdOp(body))
 		if name == scSellout {
 			st.selloutOK = res.OK
 		}
