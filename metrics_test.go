@@ -5,10 +5,6 @@ import (
 	"net/http"
 	"testing"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"entgo.io/ent/dialect"
 
 	"flashsale/internal/testkit"
@@ -36,11 +32,7 @@ func TestMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	p2 := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p2.TextToMetricFamilies(resp.Body)
-	if err != nil {
-		t.Fatalf("the Prometheus text parser refuses /metrics: %v", err)
-	}
+	fams := testkit.ParseMetrics(t, resp.Body)
 	for _, tc := range []struct {
 		family, label, value string
 		want                 float64
@@ -55,11 +47,11 @@ func TestMetrics(t *testing.T) {
 		{"flashsale_graphql_request_duration_seconds", "operation", "product", 1},
 		{"flashsale_subscriptions", "", "", 0},
 	} {
-		if got, ok := sample(fams, tc.family, tc.label, tc.value); !ok || got != tc.want {
+		if got, ok := fams.Value(tc.family, tc.label, tc.value); !ok || got != tc.want {
 			t.Errorf("%s{%s=%q} = %v (present %v), want %v", tc.family, tc.label, tc.value, got, ok, tc.want)
 		}
 	}
-	if n, _ := sample(fams, "flashsale_hold_batch_size", "", ""); n < 1 {
+	if n, _ := fams.Value("flashsale_hold_batch_size", "", ""); n < 1 {
 		t.Errorf("hold batches observed: %v", n)
 	}
 	for _, name := range []string{"go_goroutines", "go_build_info", "go_sql_open_connections", "flashsale_sweeper_released_total"} {
@@ -71,25 +63,4 @@ func TestMetrics(t *testing.T) {
 	if resp, err := http.Get(ts.URL + "/metrics"); err != nil || resp.StatusCode != http.StatusNotFound {
 		t.Errorf("/metrics on the API port: %v %v", resp.StatusCode, err)
 	}
-}
-
-// sample returns the value (a histogram's count) of a family's series with
-// label name=value, or its only series when name is "".
-func sample(fams map[string]*dto.MetricFamily, family, name, value string) (float64, bool) {
-	for _, m := range fams[family].GetMetric() {
-		match := name == ""
-		for _, l := range m.GetLabel() {
-			match = match || (l.GetName() == name && l.GetValue() == value)
-		}
-		switch {
-		case !match:
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
 }

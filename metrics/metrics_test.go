@@ -7,55 +7,19 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"flashsale/internal/testkit"
 )
 
 // scrape serves m's handler once and parses the answer with the
 // Prometheus text parser, as a Prometheus server would.
-func scrape(t *testing.T, m *Metrics) map[string]*dto.MetricFamily {
+func scrape(t *testing.T, m *Metrics) testkit.Metrics {
 	t.Helper()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	if rec.Code != http.StatusOK {
 		t.Fatalf("GET /metrics: %d %s", rec.Code, rec.Body)
 	}
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(rec.Body)
-	if err != nil {
-		t.Fatalf("the text parser refuses /metrics: %v", err)
-	}
-	return fams
-}
-
-// value returns the counter or gauge value of the family's series with
-// label name=value ("" for an unlabelled series), and whether it exists.
-func value(fams map[string]*dto.MetricFamily, family, name, label string) (float64, bool) {
-	f := fams[family]
-	if f == nil {
-		return 0, false
-	}
-	for _, m := range f.GetMetric() {
-		match := name == ""
-		for _, l := range m.GetLabel() {
-			if l.GetName() == name && l.GetValue() == label {
-				match = true
-			}
-		}
-		if !match {
-			continue
-		}
-		switch {
-		case m.Counter != nil:
-			return m.Counter.GetValue(), true
-		case m.Gauge != nil:
-			return m.Gauge.GetValue(), true
-		case m.Histogram != nil:
-			return float64(m.Histogram.GetSampleCount()), true
-		}
-	}
-	return 0, false
+	return testkit.ParseMetrics(t, rec.Body)
 }
 
 func TestRecordAndScrape(t *testing.T) {
@@ -90,7 +54,7 @@ func TestRecordAndScrape(t *testing.T) {
 		{"flashsale_sweeper_released_total", "kind", "hold", 4},
 		{"flashsale_subscriptions", "", "", 7},
 	} {
-		got, ok := value(fams, tc.family, tc.label, tc.value)
+		got, ok := fams.Value(tc.family, tc.label, tc.value)
 		if !ok || got != tc.want {
 			t.Errorf("%s{%s=%q} = %v (present %v), want %v", tc.family, tc.label, tc.value, got, ok, tc.want)
 		}

@@ -1,0 +1,47 @@
+package testkit
+
+import (
+	"io"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Metrics is a /metrics page parsed as Prometheus parses it.
+type Metrics map[string]*dto.MetricFamily
+
+// ParseMetrics parses a /metrics body with the Prometheus text parser and
+// fails the test if the parser refuses it.
+func ParseMetrics(t testing.TB, r io.Reader) Metrics {
+	t.Helper()
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		t.Fatalf("the Prometheus text parser refuses /metrics: %v", err)
+	}
+	return fams
+}
+
+// Value returns the value of family's series whose label name is value (a
+// histogram's sample count), or of its first series when name is "", and
+// whether there is one.
+func (m Metrics) Value(family, name, value string) (float64, bool) {
+	for _, s := range m[family].GetMetric() {
+		match := name == ""
+		for _, l := range s.GetLabel() {
+			match = match || (l.GetName() == name && l.GetValue() == value)
+		}
+		switch {
+		case !match:
+		case s.Counter != nil:
+			return s.Counter.GetValue(), true
+		case s.Gauge != nil:
+			return s.Gauge.GetValue(), true
+		case s.Histogram != nil:
+			return float64(s.Histogram.GetSampleCount()), true
+		}
+	}
+	return 0, false
+}
