@@ -68,24 +68,29 @@ func pageArgs(first *int, after *string) (int, uuid.UUID, error) {
 
 // holdConnection is a page of holds as a connection.
 func holdConnection(hs []*ent.Hold, more bool) *model.HoldConnection {
-	conn := &model.HoldConnection{Edges: make([]*model.HoldEdge, len(hs)), PageInfo: &model.PageInfo{HasNextPage: more}}
-	for i, h := range hs {
-		conn.Edges[i] = &model.HoldEdge{Cursor: encodeIDCursor(h.ID), Node: h}
-	}
-	if len(hs) > 0 {
-		conn.PageInfo.EndCursor = &conn.Edges[len(hs)-1].Cursor
-	}
-	return conn
+	edges, info := page(hs, more, func(h *ent.Hold) uuid.UUID { return h.ID },
+		func(c string, h *ent.Hold) *model.HoldEdge { return &model.HoldEdge{Cursor: c, Node: h} })
+	return &model.HoldConnection{Edges: edges, PageInfo: info}
 }
 
 // orderConnection is a page of orders as a connection.
 func orderConnection(os []*ent.Order, more bool) *model.OrderConnection {
-	conn := &model.OrderConnection{Edges: make([]*model.OrderEdge, len(os)), PageInfo: &model.PageInfo{HasNextPage: more}}
-	for i, o := range os {
-		conn.Edges[i] = &model.OrderEdge{Cursor: encodeIDCursor(o.ID), Node: o}
+	edges, info := page(os, more, func(o *ent.Order) uuid.UUID { return o.ID },
+		func(c string, o *ent.Order) *model.OrderEdge { return &model.OrderEdge{Cursor: c, Node: o} })
+	return &model.OrderConnection{Edges: edges, PageInfo: info}
+}
+
+// page makes a page of nodes with UUIDv7 IDs into edges (cursor and node)
+// and its PageInfo.
+func page[N, E any](nodes []N, more bool, id func(N) uuid.UUID, edge func(cursor string, n N) E) ([]E, *model.PageInfo) {
+	edges := make([]E, len(nodes))
+	info := &model.PageInfo{HasNextPage: more}
+	for i, n := range nodes {
+		c := encodeIDCursor(id(n))
+		edges[i] = edge(c, n)
+		if i == len(nodes)-1 {
+			info.EndCursor = &c
+		}
 	}
-	if len(os) > 0 {
-		conn.PageInfo.EndCursor = &conn.Edges[len(os)-1].Cursor
-	}
-	return conn
+	return edges, info
 }
