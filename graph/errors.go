@@ -62,21 +62,19 @@ var errPanic = errors.New("panic in resolver")
 func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 	return func(ctx context.Context, err error) *gqlerror.Error {
 		gqlErr := graphql.DefaultErrorPresenter(ctx, err)
-		for _, c := range codes {
-			if errors.Is(err, c.err) {
-				var notYet *stock.SaleNotStartedError
-				if errors.As(err, &notYet) {
-					// When to come back, for the storefront's countdown.
-					withCode(gqlErr, c.code).Extensions["saleStartsAt"] = notYet.StartsAt.UTC().Format(time.RFC3339Nano)
-				}
-				return withCode(gqlErr, c.code)
-			}
-		}
+		code, known := domainCode(err)
 		switch {
-		case errors.Is(err, stock.ErrUnavailable) || errors.Is(err, live.ErrClosed):
+		case code == CodeUnavailable:
 			log.WarnContext(ctx, "graphql: database unavailable", "path", gqlErr.Path.String(), "err", err)
 			gqlErr.Message = "the service is temporarily unavailable; nothing was changed, retry is safe"
 			return withCode(gqlErr, CodeUnavailable)
+		case known:
+			var notYet *stock.SaleNotStartedError
+			if errors.As(err, &notYet) {
+				// When to come back, for the storefront's countdown.
+				withCode(gqlErr, code).Extensions["saleStartsAt"] = notYet.StartsAt.UTC().Format(time.RFC3339Nano)
+			}
+			return withCode(gqlErr, code)
 		case len(gqlErr.Path) > 0 && gqlErr.Path[0] == ast.PathName("variable"):
 			// A variable of the wrong type is the caller's input, as in Apollo.
 			return withCode(gqlErr, CodeBadUserInput)
@@ -94,6 +92,20 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 		gqlErr.Message = "internal server error"
 		return withCode(gqlErr, CodeInternal)
 	}
+}
+
+// domainCode is the contract's code for a domain error (one of codes, or
+// the database being unavailable); known is false for anything else.
+func domainCode(err error) (code string, known bool) {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code, true
+		}
+	}
+	if errors.Is(err, stock.ErrUnavailable) || errors.Is(err, live.ErrClosed) {
+		return CodeUnavailable, true
+	}
+	return "", false
 }
 
 // RecoverFunc turns a resolver panic into an internal error, logging the stack.

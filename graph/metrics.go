@@ -2,15 +2,12 @@ package graph
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 
-	"flashsale/live"
 	"flashsale/metrics"
-	"flashsale/stock"
 )
 
 // RootFields are the schema's query, mutation and subscription fields: the
@@ -81,18 +78,8 @@ func holdResult(err error) string {
 	if err == nil {
 		return "created"
 	}
-	return codeOf(err)
-}
-
-// codeOf is the contract's code for an error a resolver returned.
-func codeOf(err error) string {
-	for _, c := range codes {
-		if errors.Is(err, c.err) {
-			return c.code
-		}
-	}
-	if errors.Is(err, stock.ErrUnavailable) || errors.Is(err, live.ErrClosed) {
-		return CodeUnavailable
+	if code, known := domainCode(err); known {
+		return code
 	}
 	return CodeInternal
 }
