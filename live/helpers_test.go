@@ -1,17 +1,16 @@
 package live
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
-	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"flashsale/ent"
 )
@@ -201,90 +200,32 @@ func (h *recordingHandler) count(level slog.Level) int {
 // quietLogger discards everything.
 func quietLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// Goroutine leak checks. go.uber.org/goleak is in the module graph but not
-// required by go.mod, so this package cannot import it without changing
-// go.mod; these helpers do what goleak.VerifyNone(t, goleak.IgnoreCurrent())
-// and goleak.VerifyTestMain do: list every goroutine's stack, leave out the
-// ones that existed before and the caller's own, and retry until none is
-// left or the time is up.
-
-// goroutines returns the stacks of all goroutines but the caller's, by ID.
-func goroutines() map[string]string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	self := currentGoroutine()
-	out := map[string]string{}
-	for _, g := range bytes.Split(buf, []byte("\n\n")) {
-		s := string(g)
-		id, ok := goroutineID(s)
-		if !ok || id == self {
-			continue
-		}
-		out[id] = s
-	}
-	return out
-}
-
-func currentGoroutine() string {
-	buf := make([]byte, 64)
-	buf = buf[:runtime.Stack(buf, false)]
-	id, _ := goroutineID(string(buf))
-	return id
-}
-
-// goroutineID parses "goroutine 123 [running]:".
-func goroutineID(stack string) (string, bool) {
-	rest, ok := strings.CutPrefix(stack, "goroutine ")
-	if !ok {
-		return "", false
-	}
-	id, _, ok := strings.Cut(rest, " ")
-	return id, ok
-}
-
-// leaked returns the goroutines not in before, waiting up to d for them to end.
-func leaked(before map[string]string, d time.Duration) []string {
-	deadline := time.Now().Add(d)
-	for {
-		var extra []string
-		for id, s := range goroutines() {
-			if _, ok := before[id]; !ok {
-				extra = append(extra, s)
-			}
-		}
-		if len(extra) == 0 || time.Now().After(deadline) {
-			return extra
-		}
-		time.Sleep(5 * time.Millisecond)
+// settle gives goroutines that are winding down up to 5 s to end
+// (goleak's own retries last under half a second).
+func settle(opts ...goleak.Option) {
+	for i := 0; i < 50 && goleak.Find(opts...) != nil; i++ {
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
 // verifyNoLeaks is deferred at the top of a test: goroutines that test
 // started must have ended by then.
 func verifyNoLeaks(t testing.TB) func() {
-	before := goroutines()
+	ignore := goleak.IgnoreCurrent()
 	return func() {
 		t.Helper()
-		if extra := leaked(before, 5*time.Second); len(extra) > 0 {
-			t.Errorf("%d goroutines leaked; the first:\n%s", len(extra), extra[0])
-		}
+		settle(ignore)
+		goleak.VerifyNone(t, ignore)
 	}
 }
 
 // TestMain fails the run if any test leaves a goroutine behind.
 func TestMain(m *testing.M) {
-	before := goroutines()
 	code := m.Run()
 	if code == 0 {
-		if extra := leaked(before, 5*time.Second); len(extra) > 0 {
-			fmt.Fprintf(os.Stderr, "live: %d goroutines leaked after the tests; the first:\n%s\n", len(extra), extra[0])
+		settle()
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "live: goroutines leaked after the tests: %v\n", err)
 			code = 1
 		}
 	}
