@@ -312,32 +312,45 @@ func (s *Service) unitsOfCustomers(ctx context.Context, tx *ent.Tx, p *ent.Produ
 	if p.MaxPerCustomer == nil || len(customers) == 0 {
 		return nil, nil
 	}
-	used := make(map[string]int, len(customers))
+	return customerUnits(ctx, tx, p.ID, customers)
+}
+
+// customerUnits sums, per customer, the units of a product held (ACTIVE),
+// pending or bought: of the customers given (each present, 0 if none), or
+// of every customer when none is given. Holds are read before orders, so a
+// concurrent createOrder (which moves units from a hold to an order
+// without the product's lock) can only be counted twice, never missed.
+func customerUnits(ctx context.Context, tx *ent.Tx, productID int, customers []string) (map[string]int, error) {
+	units := make(map[string]int, len(customers))
 	for _, c := range customers {
-		used[c] = 0
+		units[c] = 0
+	}
+	holdOf, orderOf := hold.CustomerIDNEQ(""), order.CustomerIDNEQ("")
+	if len(customers) > 0 {
+		holdOf, orderOf = hold.CustomerIDIn(customers...), order.CustomerIDIn(customers...)
 	}
 	var sums []struct {
 		CustomerID string `json:"customer_id"`
 		Sum        int    `json:"sum"`
 	}
 	if err := tx.Hold.Query().
-		Where(hold.ProductID(p.ID), hold.CustomerIDIn(customers...), hold.StatusEQ(hold.StatusACTIVE)).
+		Where(hold.ProductID(productID), holdOf, hold.StatusEQ(hold.StatusACTIVE)).
 		GroupBy(hold.FieldCustomerID).Aggregate(ent.Sum(hold.FieldQty)).Scan(ctx, &sums); err != nil {
 		return nil, err
 	}
 	for _, r := range sums {
-		used[r.CustomerID] += r.Sum
+		units[r.CustomerID] += r.Sum
 	}
 	sums = sums[:0]
 	if err := tx.Order.Query().
-		Where(order.ProductID(p.ID), order.CustomerIDIn(customers...), order.StatusIn(order.StatusPENDING_PAYMENT, order.StatusPAID)).
+		Where(order.ProductID(productID), orderOf, order.StatusIn(order.StatusPENDING_PAYMENT, order.StatusPAID)).
 		GroupBy(order.FieldCustomerID).Aggregate(ent.Sum(order.FieldQty)).Scan(ctx, &sums); err != nil {
 		return nil, err
 	}
 	for _, r := range sums {
-		used[r.CustomerID] += r.Sum
+		units[r.CustomerID] += r.Sum
 	}
-	return used, nil
+	return units, nil
 }
 
 // priceColumn carries a hold's product price in orderBatch's locking read.

@@ -114,39 +114,31 @@ func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (
 				return InvalidInput("maxPerCustomer %d is below the %d units one buyer already holds, has pending or bought; it must be at least %d", *v, most, most)
 			}
 		}
-		u := tx.Product.Update().Where(product.ID(p.ID)).SetUpdatedAt(now)
+		// The new state is the locked row with the changes applied; it is
+		// written whole, and not read back (on Galera a read after the
+		// write may be served before it).
 		if in.Name.Set {
-			u.SetName(*in.Name.Value)
 			p.Name = *in.Name.Value
 		}
 		if in.PriceCents.Set {
-			u.SetPriceCents(*in.PriceCents.Value)
 			p.PriceCents = *in.PriceCents.Value
 		}
 		if in.MaxPerCustomer.Set {
-			u.SetNillableMaxPerCustomer(in.MaxPerCustomer.Value)
-			if in.MaxPerCustomer.Value == nil {
-				u.ClearMaxPerCustomer()
-			}
 			p.MaxPerCustomer = in.MaxPerCustomer.Value
 		}
-		if in.SaleStartsAt.Set {
-			u.SetNillableSaleStartsAt(starts)
-			if starts == nil {
-				u.ClearSaleStartsAt()
-			}
-			p.SaleStartsAt = starts
+		p.SaleStartsAt, p.SaleEndsAt, p.UpdatedAt = starts, ends, now
+		u := tx.Product.Update().Where(product.ID(p.ID)).
+			SetName(p.Name).SetPriceCents(p.PriceCents).SetUpdatedAt(now).
+			SetNillableMaxPerCustomer(p.MaxPerCustomer).SetNillableSaleStartsAt(starts).SetNillableSaleEndsAt(ends)
+		if p.MaxPerCustomer == nil {
+			u.ClearMaxPerCustomer()
 		}
-		if in.SaleEndsAt.Set {
-			u.SetNillableSaleEndsAt(ends)
-			if ends == nil {
-				u.ClearSaleEndsAt()
-			}
-			p.SaleEndsAt = ends
+		if starts == nil {
+			u.ClearSaleStartsAt()
 		}
-		// No read back: on Galera a read after the write may be served
-		// before it; the locked row plus the changes is the new state.
-		p.UpdatedAt = now
+		if ends == nil {
+			u.ClearSaleEndsAt()
+		}
 		return u.Exec(ctx)
 	})
 	if err != nil {
@@ -157,24 +149,13 @@ func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (
 }
 
 // mostUnitsOfABuyer returns the most units any one buyer of the product
-// holds, has pending or bought (0 when none): a customer's units add up; an
-// anonymous hold or order is its own buyer. The caller holds the product's
-// lock, under which holds are made and orders cancelled or paid; createOrder
-// alone moves units from a hold to an order without it, and reading the
-// holds before the orders can only count such units twice, never miss them.
+// holds, has pending or bought (0 when none): a customer's units add up
+// (customerUnits); an anonymous hold or order is its own buyer. The caller
+// holds the product's lock.
 func mostUnitsOfABuyer(ctx context.Context, tx *ent.Tx, productID int) (int, error) {
-	var sums []struct {
-		CustomerID string `json:"customer_id"`
-		Sum        int    `json:"sum"`
-	}
-	if err := tx.Hold.Query().
-		Where(hold.ProductID(productID), hold.StatusEQ(hold.StatusACTIVE), hold.CustomerIDNEQ("")).
-		GroupBy(hold.FieldCustomerID).Aggregate(ent.Sum(hold.FieldQty)).Scan(ctx, &sums); err != nil {
+	units, err := customerUnits(ctx, tx, productID, nil)
+	if err != nil {
 		return 0, err
-	}
-	units := map[string]int{}
-	for _, r := range sums {
-		units[r.CustomerID] += r.Sum
 	}
 	anonHold, err := tx.Hold.Query().
 		Where(hold.ProductID(productID), hold.StatusEQ(hold.StatusACTIVE), hold.CustomerID("")).
@@ -182,20 +163,11 @@ func mostUnitsOfABuyer(ctx context.Context, tx *ent.Tx, productID int) (int, err
 	if err != nil {
 		return 0, err
 	}
-	sums = sums[:0]
-	if err := tx.Order.Query().
-		Where(order.ProductID(productID), order.StatusIn(order.StatusPENDING_PAYMENT, order.StatusPAID), order.CustomerIDNEQ("")).
-		GroupBy(order.FieldCustomerID).Aggregate(ent.Sum(order.FieldQty)).Scan(ctx, &sums); err != nil {
-		return 0, err
-	}
 	anonOrder, err := tx.Order.Query().
 		Where(order.ProductID(productID), order.StatusIn(order.StatusPENDING_PAYMENT, order.StatusPAID), order.CustomerID("")).
 		Order(ent.Desc(order.FieldQty)).Limit(1).Select(order.FieldQty).Ints(ctx)
 	if err != nil {
 		return 0, err
-	}
-	for _, r := range sums {
-		units[r.CustomerID] += r.Sum
 	}
 	most := 0
 	for _, n := range units {
