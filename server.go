@@ -205,7 +205,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 				log.Warn("metrics server", "err", err)
 			}
 		}()
-		go func() { metricsDone <- met.ServeListener(metricsCtx, metricsLn, log) }()
+		go func() { metricsDone <- met.Serve(metricsCtx, metricsLn, log) }()
 	}
 
 	serveErr := make(chan error, 1)

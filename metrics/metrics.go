@@ -249,28 +249,11 @@ func (m *Metrics) Handler() http.Handler {
 	return m.handler
 }
 
-// Serve listens on addr (METRICS_ADDR, e.g. 127.0.0.1:9090) and serves
-// Handler at GET /metrics until ctx ends, then shuts down gracefully (waiting
-// up to 5s for scrapes in flight) and returns nil. It returns the listen
-// error at once if it cannot listen, and ErrDisabled on a nil *Metrics.
-func (m *Metrics) Serve(ctx context.Context, addr string, log *slog.Logger) error {
-	if m == nil {
-		return ErrDisabled
-	}
-	if log == nil {
-		log = slog.Default()
-	}
-	m.logger.Store(log)
-	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics: listen %s: %w", addr, err)
-	}
-	return m.ServeListener(ctx, ln, log)
-}
-
-// ServeListener is Serve on a listener the caller opened (so a server can
-// refuse to start when METRICS_ADDR cannot be listened on).
-func (m *Metrics) ServeListener(ctx context.Context, ln net.Listener, log *slog.Logger) error {
+// Serve serves Handler at GET /metrics on ln (opened by the caller from
+// METRICS_ADDR, so a server can refuse to start when it cannot listen)
+// until ctx ends, then shuts down gracefully (waiting up to 5s for scrapes
+// in flight) and returns nil. It returns ErrDisabled on a nil *Metrics.
+func (m *Metrics) Serve(ctx context.Context, ln net.Listener, log *slog.Logger) error {
 	if m == nil {
 		return ErrDisabled
 	}

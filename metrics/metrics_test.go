@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -89,7 +90,12 @@ func TestNilIsOff(t *testing.T) {
 	if rec.Code != http.StatusNotFound {
 		t.Fatalf("nil metrics handler: %d", rec.Code)
 	}
-	if err := m.Serve(t.Context(), "127.0.0.1:0", nil); err != ErrDisabled {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := m.Serve(t.Context(), ln, nil); err != ErrDisabled {
 		t.Fatalf("Serve on nil: %v", err)
 	}
 }
