@@ -47,9 +47,12 @@ type Options struct {
 	Key     []byte
 	Timeout time.Duration // bound on the database work of one delivery (default 10s)
 	Logger  *slog.Logger
-	// Metrics, if set, counts every delivery by outcome (*metrics.Metrics).
-	Metrics interface{ WebhookDelivery(outcome string) }
+	// Metrics, if set, counts every delivery by outcome.
+	Metrics Metrics
 }
+
+// Metrics counts deliveries by outcome (*metrics.Metrics is one).
+type Metrics interface{ WebhookDelivery(outcome string) }
 
 // Handler is the payment webhook endpoint.
 type Handler struct {
@@ -57,7 +60,7 @@ type Handler struct {
 	verify  *standardwebhooks.Webhook // nil: unsigned calls are accepted
 	timeout time.Duration
 	log     *slog.Logger
-	metrics interface{ WebhookDelivery(outcome string) }
+	metrics Metrics
 }
 
 // New returns the webhook handler. It fails when Key is set but shorter
