@@ -124,9 +124,8 @@ func newAPI(rawURLs, token, secret string, clients int, timeout time.Duration) (
 			return nil, err
 		}
 	}
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: dialLoopbackOnly}
 	a.tr = &http.Transport{
-		DialContext:           dialer.DialContext,
+		DialContext:           loopbackDialer().DialContext,
 		MaxIdleConns:          clients,
 		MaxIdleConnsPerHost:   clients, // every client keeps its connection alive
 		IdleConnTimeout:       90 * time.Second,
@@ -135,14 +134,20 @@ func newAPI(rawURLs, token, secret string, clients int, timeout time.Duration) (
 		DisableCompression:    true,
 	}
 	a.client = &http.Client{
-		Transport: a.tr,
-		Timeout:   timeout, // the per-request timeout
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse // never follow a redirect off this machine
-		},
+		Transport:     a.tr,
+		Timeout:       timeout, // the per-request timeout
+		CheckRedirect: noRedirect,
 	}
 	return a, nil
 }
+
+// loopbackDialer dials loopback addresses only (dialLoopbackOnly).
+func loopbackDialer() *net.Dialer {
+	return &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: dialLoopbackOnly}
+}
+
+// noRedirect never follows a redirect off this machine.
+func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 func (a *api) close() { a.tr.CloseIdleConnections() }
 

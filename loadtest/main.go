@@ -215,26 +215,22 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			rep.Interrupted = true
 			break
 		}
+		var rows []scenarioResult
+		var err error
 		if name == scSubscribers {
-			rows, info, err := st.runSubscribers()
-			if err != nil {
-				fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
-				rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not run: %v", name, err))
-				rep.SetupFailed = true
-				continue
-			}
-			rep.Scenarios = append(rep.Scenarios, rows...)
-			rep.Subscribers = info
-			continue
+			rows, rep.Subscribers, err = st.runSubscribers()
+		} else {
+			var res scenarioResult
+			res, err = st.runScenario(name)
+			rows = []scenarioResult{res}
 		}
-		res, err := st.runScenario(name)
 		if err != nil {
 			fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
 			rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not run: %v", name, err))
 			rep.SetupFailed = true
 			continue
 		}
-		rep.Scenarios = append(rep.Scenarios, res)
+		rep.Scenarios = append(rep.Scenarios, rows...)
 	}
 	if ctx.Err() != nil {
 		rep.Interrupted = true

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -231,13 +230,10 @@ func (st *state) holdOp(body []byte) opFunc {
 // like the tool's other connections, and never pooled (each upgrade takes
 // its connection over).
 func (st *state) wsClient() *http.Client {
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second, Control: dialLoopbackOnly}
 	return &http.Client{
-		Transport: &http.Transport{DialContext: dialer.DialContext, DisableKeepAlives: true},
-		Timeout:   st.opts.Timeout,
-		CheckRedirect: func(*http.Request, []*http.Request) error {
-			return http.ErrUseLastResponse
-		},
+		Transport:     &http.Transport{DialContext: loopbackDialer().DialContext, DisableKeepAlives: true},
+		Timeout:       st.opts.Timeout,
+		CheckRedirect: noRedirect,
 	}
 }
 
