@@ -784,3 +784,37 @@ func BenchmarkVerify(b *testing.B) {
 		b.Fatalf("%d JWKS fetches during the benchmark, want at most 1 (the unknown kid's)", got)
 	}
 }
+
+// An accepted HS256 token is not parsed again while it is valid, and stops
+// being accepted at exp plus the leeway all the same.
+func TestVerdictCache(t *testing.T) {
+	now := testNow
+	v := testVerifier(t, Config{Secret: testSecret, Issuer: testIssuer, Audience: testAudience},
+		func(o *options) { o.now = func() time.Time { return now } })
+	ctx := context.Background()
+	tok := sign(t, jwt.SigningMethodHS256, []byte(testSecret), "", claims(map[string]any{"exp": testNow.Add(time.Minute).Unix()}))
+	if sub, err := v.Verify(ctx, tok); err != nil || sub != "cust-42" {
+		t.Fatalf("first Verify: %q, %v", sub, err)
+	}
+	// A parse allocates dozens of times (base64, JSON, claims); a cached
+	// verdict at most once (the token's bytes for the hash).
+	if allocs := testing.AllocsPerRun(100, func() {
+		if sub, err := v.Verify(ctx, tok); err != nil || sub != "cust-42" {
+			t.Fatalf("cached Verify: %q, %v", sub, err)
+		}
+	}); allocs > 1 {
+		t.Errorf("Verify of an accepted token allocates %.0f times: not served from the cache", allocs)
+	}
+
+	// Same claims, another signature: its own verdict, not the cached one.
+	forged := tok[:len(tok)-4] + "AAAA"
+	checkRefused(t, func() error { _, err := v.Verify(ctx, forged); return err }(), forged, "invalid signature")
+
+	now = testNow.Add(time.Minute + Leeway - time.Second)
+	if _, err := v.Verify(ctx, tok); err != nil {
+		t.Fatalf("within the leeway: %v", err)
+	}
+	now = testNow.Add(time.Minute + Leeway + time.Second)
+	_, err := v.Verify(ctx, tok)
+	checkRefused(t, err, tok, "token expired")
+}

@@ -2,12 +2,14 @@ package customer
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"time"
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
+	lru "github.com/hashicorp/golang-lru/v2"
 )
 
 // ErrInvalidToken is wrapped by every error Verify returns.
@@ -21,6 +23,9 @@ const (
 	MaxSubjectLen = 255
 	// Leeway is the clock skew allowed on exp, nbf and iat.
 	Leeway = 30 * time.Second
+	// MaxCachedTokens bounds the verdicts kept for HS256 tokens (see
+	// Verifier): at most about 64 bytes plus the sub each.
+	MaxCachedTokens = 1 << 16
 )
 
 // The algorithms a token may name: HS256 with the secret, the others with
@@ -64,12 +69,29 @@ var (
 )
 
 // Verifier checks customer tokens. It is safe for concurrent use.
+//
+// A buyer sends the same token with every request, and parsing it (base64,
+// JSON, HMAC) costs about as much as the rest of a small GraphQL request. So
+// an accepted HS256 token's verdict is kept, keyed by the token's SHA-256,
+// until its exp (plus leeway): sending it again costs a hash and a lookup.
+// Nothing else a verdict depends on can change while the process runs (the
+// secret, issuer and audience are fixed at start; nbf and iat only pass).
+// Tokens checked with JWKS keys are verified every time, so a key the
+// issuer removes from its set stops verifying at the next refetch.
 type Verifier struct {
 	secret   any       // HS256 key as a []byte, boxed once (not on every Verify); nil without CUSTOMER_JWT_SECRET
 	jwks     *jwksKeys // nil without CUSTOMER_JWKS_URL
 	parser   *jwt.Parser
 	issuer   string
 	audience string
+	now      func() time.Time
+	verdicts *lru.Cache[[sha256.Size]byte, verdict] // accepted HS256 tokens
+}
+
+// verdict is an accepted token: its customer, and when it stops being valid.
+type verdict struct {
+	sub     string
+	expires time.Time // exp + Leeway
 }
 
 // options are the verifier's tunables that the environment does not set;
@@ -108,11 +130,12 @@ func newVerifier(ctx context.Context, cfg Config, o options) (*Verifier, error) 
 	if log == nil {
 		log = slog.Default()
 	}
-	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience}
+	v := &Verifier{issuer: cfg.Issuer, audience: cfg.Audience, now: o.now}
 	var methods []string
 	if cfg.Secret != "" {
 		v.secret = []byte(cfg.Secret)
 		methods = append(methods, algHS256)
+		v.verdicts, _ = lru.New[[sha256.Size]byte, verdict](MaxCachedTokens) // errors only for size <= 0
 	}
 	if cfg.JWKSURL != "" {
 		k, err := newJWKSKeys(ctx, cfg, o, log)
@@ -154,6 +177,16 @@ func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
 	if len(token) > MaxTokenLen {
 		return "", errTooLarge
 	}
+	var sum [sha256.Size]byte
+	if v.verdicts != nil {
+		sum = sha256.Sum256([]byte(token))
+		if vd, ok := v.verdicts.Get(sum); ok {
+			if v.now().Before(vd.expires) {
+				return vd.sub, nil
+			}
+			v.verdicts.Remove(sum) // expired: the parse below says so
+		}
+	}
 	var claims jwt.RegisteredClaims
 	tok, err := v.parser.ParseWithClaims(token, &claims, func(t *jwt.Token) (any, error) {
 		return v.key(ctx, t)
@@ -167,6 +200,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
 	}
 	if len(sub) > MaxSubjectLen && utf8.RuneCountInString(sub) > MaxSubjectLen {
 		return "", errLongSubject
+	}
+	if v.verdicts != nil && tok.Method.Alg() == algHS256 {
+		v.verdicts.Add(sum, verdict{sub: sub, expires: claims.ExpiresAt.Add(Leeway)})
 	}
 	return sub, nil
 }
