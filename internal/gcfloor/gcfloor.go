@@ -23,7 +23,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"sync/atomic"
+	"sync"
 )
 
 // maxPercent bounds the GOGC the floor sets: on an almost empty heap the
@@ -43,35 +43,46 @@ func Start(floor uint64) (stop func()) {
 	t.samples = []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	t.arm()
 	return func() {
-		if t.stopped.CompareAndSwap(false, true) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if !t.stopped {
+			t.stopped = true
 			debug.SetGCPercent(t.base)
 		}
 	}
 }
 
 type tuner struct {
-	floor   uint64
-	base    int // GOGC the process started with
-	set     int // GOGC the tuner last set; touched only by the cleanup goroutine
+	floor uint64
+	base  int // GOGC the process started with
+
+	mu      sync.Mutex // so that no tuning lands after stop restored base
+	stopped bool
+	set     int // GOGC the tuner last set
 	samples []metrics.Sample
-	stopped atomic.Bool
 }
 
 // arm registers a cleanup that runs once the next cycle has found an object
 // unreachable, i.e. right after that cycle: each run tunes, then re-arms.
 func (t *tuner) arm() {
-	runtime.AddCleanup(new(byte), func(t *tuner) {
-		if t.stopped.Load() {
-			return
+	// 16 bytes: smaller objects without pointers share the tiny allocator's
+	// blocks, and a block that stays reachable would never run the cleanup.
+	runtime.AddCleanup(new([16]byte), func(t *tuner) {
+		if t.tune() {
+			t.arm()
 		}
-		t.tune()
-		t.arm()
 	}, t)
 }
 
 // tune sets GOGC so that the next goal, live × (1 + GOGC/100), is at least
-// the floor, and never below the process's own setting.
-func (t *tuner) tune() {
+// the floor, and never below the process's own setting. It reports false
+// once stopped.
+func (t *tuner) tune() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.stopped {
+		return false
+	}
 	metrics.Read(t.samples)
 	var live uint64
 	if s := t.samples[0]; s.Value.Kind() == metrics.KindUint64 {
@@ -82,6 +93,7 @@ func (t *tuner) tune() {
 		t.set = p
 		debug.SetGCPercent(p)
 	}
+	return true
 }
 
 // Percent is the GOGC that makes a heap of live bytes grow to floor before
