@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -879,5 +881,59 @@ func TestSubscribersAgainstServer(t *testing.T) {
 	// more than clock jitter, and the contract's bound is generous here.
 	if s.Delay.P50 < -50*time.Millisecond || s.Delay.Max > 5*time.Second {
 		t.Errorf("delays p50 %s max %s", s.Delay.P50, s.Delay.Max)
+	}
+}
+
+// Scenarios take turns slice by slice, in order; one that ends before it
+// drives is skipped, and one slice runs at a time.
+func TestTurns(t *testing.T) {
+	order := []string{"a", "b", "c"}
+	tr := newTurns(order, 3)
+	var (
+		mu      sync.Mutex
+		got     []string
+		running atomic.Int32
+	)
+	var wg sync.WaitGroup
+	for _, name := range order {
+		wg.Go(func() {
+			defer close(tr.left[name])
+			if name == "b" {
+				return // failed before it drove
+			}
+			for range tr.slices {
+				<-tr.grant[name]
+				if running.Add(1) != 1 {
+					t.Errorf("%s runs while another slice runs", name)
+				}
+				mu.Lock()
+				got = append(got, name)
+				mu.Unlock()
+				running.Add(-1)
+				tr.done <- struct{}{}
+			}
+		})
+	}
+	tr.run()
+	wg.Wait()
+	if want := []string{"a", "c", "a", "c", "a", "c"}; !slices.Equal(got, want) {
+		t.Fatalf("slices ran in the order %v, want %v", got, want)
+	}
+}
+
+func TestSliceCount(t *testing.T) {
+	for _, c := range []struct {
+		slices   int
+		duration time.Duration
+		want     int
+	}{
+		{5, 10 * time.Second, 5},
+		{1, 10 * time.Second, 1},
+		{5, 300 * time.Millisecond, 3}, // no slice under 100ms
+		{5, 100 * time.Millisecond, 1},
+	} {
+		if got := sliceCount(options{Slices: c.slices, Duration: c.duration}); got != c.want {
+			t.Errorf("sliceCount(-slices %d, -duration %s) = %d, want %d", c.slices, c.duration, got, c.want)
+		}
 	}
 }

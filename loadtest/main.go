@@ -29,6 +29,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -77,7 +78,15 @@ const (
 	bigStock     = 1_000_000_000 // the largest stock createProduct accepts: never sells out
 	dbPoolLimit  = 64            // MariaDB's max_connections is 151, shared with the server
 	checkTimeout = 2 * time.Minute
+	minSlice     = 100 * time.Millisecond
+	maxSlices    = 100
 )
+
+// sliceCount is how many slices each scenario runs in: -slices, fewer if
+// a slice would be shorter than minSlice.
+func sliceCount(o options) int {
+	return max(1, min(o.Slices, int(o.Duration/minSlice)))
+}
 
 // Exit codes.
 const (
@@ -104,6 +113,7 @@ type options struct {
 	MaxRequests    int64
 	JSONFile       string
 	FailOnMiss     bool
+	Slices         int
 	// Customers mode, when CustomerSecret is set.
 	CustomerSecret   string
 	CustomerIssuer   string
@@ -136,7 +146,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "loadtest:", err)
 		return exitUsage
 	}
-	progress := func(format string, a ...any) { fmt.Fprintf(stderr, "loadtest: "+format+"\n", a...) }
+	var progressMu sync.Mutex // scenarios taking turns set up at once
+	progress := func(format string, a ...any) {
+		progressMu.Lock()
+		defer progressMu.Unlock()
+		fmt.Fprintf(stderr, "loadtest: "+format+"\n", a...)
+	}
 
 	api, err := newAPI(opts.URL, opts.Token, opts.Secret, opts.Clients, opts.Timeout)
 	if err != nil {
@@ -210,27 +225,55 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rep.SetupFailed = true
 		toRun = nil // go straight to checking what was created
 	}
+	// The scenarios take turns slice by slice (see turns), all but
+	// subscribers, which measures itself against its own baseline.
+	together := slices.DeleteFunc(slices.Clone(toRun), func(n string) bool { return n == scSubscribers })
+	rep.Slices = 1
+	if n := sliceCount(opts); n > 1 && len(together) > 1 {
+		rep.Slices = n
+		progress("%d scenarios take turns: %d slices of %s each", len(together), n, opts.Duration/time.Duration(n))
+		st.turns = newTurns(together, n)
+	}
+	record := func(name string, rows []scenarioResult, err error) {
+		if err != nil {
+			fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
+			rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not run: %v", name, err))
+			rep.SetupFailed = true
+			return
+		}
+		rep.Scenarios = append(rep.Scenarios, rows...)
+	}
+	if t := st.turns; t != nil {
+		results := make([]scenarioResult, len(together))
+		errs := make([]error, len(together))
+		var wg sync.WaitGroup
+		for i, name := range together {
+			wg.Go(func() {
+				defer close(t.left[name])
+				results[i], errs[i] = st.runScenario(name)
+			})
+		}
+		t.run()
+		wg.Wait()
+		for i, name := range together {
+			record(name, []scenarioResult{results[i]}, errs[i])
+		}
+		toRun = slices.DeleteFunc(toRun, func(n string) bool { return slices.Contains(together, n) })
+	}
 	for _, name := range toRun {
 		if ctx.Err() != nil {
 			rep.Interrupted = true
 			break
 		}
-		var rows []scenarioResult
-		var err error
 		if name == scSubscribers {
+			var rows []scenarioResult
+			var err error
 			rows, rep.Subscribers, err = st.runSubscribers()
-		} else {
-			var res scenarioResult
-			res, err = st.runScenario(name)
-			rows = []scenarioResult{res}
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
-			rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not run: %v", name, err))
-			rep.SetupFailed = true
+			record(name, rows, err)
 			continue
 		}
-		rep.Scenarios = append(rep.Scenarios, rows...)
+		res, err := st.runScenario(name)
+		record(name, []scenarioResult{res}, err)
 	}
 	if ctx.Err() != nil {
 		rep.Interrupted = true
@@ -281,6 +324,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.IntVar(&o.DBConns, "db-conns", 0, fmt.Sprintf("database connections of db-forupdate and db-lifecycle (0: min(clients, %d); MariaDB's max_connections, 151, is shared with the server)", dbPoolLimit))
 	fs.Int64Var(&o.MaxRequests, "max-requests", 2_000_000, "most operations one scenario starts (requests; lifecycles in lifecycle and db-lifecycle): bounds memory, as every latency is kept")
 	fs.StringVar(&o.JSONFile, "json", "", "also write the figures to this file as JSON")
+	fs.IntVar(&o.Slices, "slices", 5, fmt.Sprintf("the scenarios take turns in this many slices of -duration each (at least %s long), so that each samples the whole run (1: one after another)", minSlice))
 	fs.BoolVar(&o.FailOnMiss, "fail-on-miss", false, fmt.Sprintf("exit %d when a ratio misses its target (informational ones aside)", exitMiss))
 	fs.StringVar(&o.CustomerSecret, "customer-secret", "", "the server's CUSTOMER_JWT_SECRET (at least 32 bytes): customers mode, every client buys as its own customer with an HS256 token the tool mints; empty: anonymous buyers (default $CUSTOMER_JWT_SECRET)")
 	fs.StringVar(&o.CustomerIssuer, "customer-issuer", "", "iss of the minted customer tokens, the server's CUSTOMER_JWT_ISSUER (default $CUSTOMER_JWT_ISSUER)")
@@ -326,6 +370,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	}
 	if o.PaymentTimeout < time.Second || o.PaymentTimeout > 7*24*time.Hour {
 		errs = append(errs, fmt.Errorf("-payment-timeout %s: want 1s..168h", o.PaymentTimeout))
+	}
+	if o.Slices < 1 || o.Slices > maxSlices {
+		errs = append(errs, fmt.Errorf("-slices %d: want 1..%d", o.Slices, maxSlices))
 	}
 	if o.Subscribers < 1 || o.Subscribers > maxSubscribers {
 		errs = append(errs, fmt.Errorf("-subscribers %d: want 1..%d", o.Subscribers, maxSubscribers))

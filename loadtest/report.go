@@ -19,6 +19,7 @@ type report struct {
 	RunID           string           `json:"run_id"`
 	Clients         int              `json:"clients"`
 	DurationSeconds float64          `json:"duration_seconds"` // per scenario
+	Slices          int              `json:"slices"`           // the scenarios took turns in this many slices of it; 1: one after another
 	RequestTimeout  string           `json:"request_timeout"`
 	DBPoolCap       int              `json:"db_pool_cap,omitempty"`
 	Customers       *customersInfo   `json:"customers,omitempty"` // customers mode; nil: anonymous buyers
@@ -203,8 +204,12 @@ func computeRatios(rs []scenarioResult) []ratio {
 
 // writeText prints the report as plain aligned tables.
 func writeText(w io.Writer, r *report, o options) {
-	fmt.Fprintf(w, "flashsale load test %s: %s, %d clients, %s per scenario, request timeout %s\n",
-		r.RunID, r.URL, r.Clients, o.Duration, r.RequestTimeout)
+	turns := ""
+	if r.Slices > 1 {
+		turns = fmt.Sprintf(" (taking turns in %d slices of %s)", r.Slices, o.Duration/time.Duration(r.Slices))
+	}
+	fmt.Fprintf(w, "flashsale load test %s: %s, %d clients, %s per scenario%s, request timeout %s\n",
+		r.RunID, r.URL, r.Clients, o.Duration, turns, r.RequestTimeout)
 	if c := r.Customers; c != nil {
 		fmt.Fprintf(w, "customers mode: every buyer request carries its client's token (%d customers, %s); limit: %d customers shared by all clients\n",
 			c.Clients, c.Pattern, len(c.LimitCustomers))

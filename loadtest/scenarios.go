@@ -29,6 +29,8 @@ type state struct {
 	limitRefused int64      // limit's PURCHASE_LIMIT_EXCEEDED answers
 
 	subs *subscribersInfo // what the subscribers scenario saw; nil: it did not run
+
+	turns *turns // the scenarios taking turns; nil: one after another
 }
 
 // createdProduct is one product the tool made, for the checks.
@@ -106,39 +108,100 @@ func (r *recorder) step(name string, start time.Time) {
 // i-th iteration, tallying into r.
 type opFunc func(ctx context.Context, w, i int, r *recorder)
 
+// turns interleaves the scenarios of one run. The machine's speed drifts
+// by tens of percent within a minute on a shared VM, so a scenario measured
+// in one 10 s block and its baseline (typename) in another can differ by
+// the drift alone: the same code gave read ÷ typename 0.67 in one run and
+// 0.98 in the next. Instead each scenario runs in slices, the scenarios
+// taking turns slice by slice, so every scenario samples the whole run and
+// a ratio compares like with like. One scenario runs at a time, as before.
+type turns struct {
+	slices int
+	order  []string
+	grant  map[string]chan struct{} // a scenario's drive waits here for its next slice
+	left   map[string]chan struct{} // closed when a scenario's goroutine has ended
+	done   chan struct{}            // a slice is over
+}
+
+func newTurns(order []string, slices int) *turns {
+	t := &turns{slices: slices, order: order, grant: map[string]chan struct{}{},
+		left: map[string]chan struct{}{}, done: make(chan struct{})}
+	for _, name := range order {
+		t.grant[name] = make(chan struct{})
+		t.left[name] = make(chan struct{})
+	}
+	return t
+}
+
+// run hands out the turns, round after round, in order. A scenario that
+// ended (or failed before it drove) is skipped.
+func (t *turns) run() {
+	for range t.slices {
+		for _, name := range t.order {
+			select {
+			case t.grant[name] <- struct{}{}:
+				<-t.done
+			case <-t.left[name]:
+			}
+		}
+	}
+}
+
+// slicesFor is how many slices name's drive runs in: its turns' count when
+// it takes turns, else one.
+func (st *state) slicesFor(name string) (int, *turns) {
+	if t := st.turns; t != nil && t.grant[name] != nil {
+		return t.slices, t
+	}
+	return 1, nil
+}
+
 // drive runs op in clients workers, each in a closed loop, until the
 // scenario's time is up, the operation budget is spent, or Ctrl-C. It then
-// merges the workers' tallies.
+// merges the workers' tallies. Taking turns, it runs its time in slices
+// (see turns); the workers' tallies and iteration counts carry over.
 func (st *state) drive(name, productID string, op opFunc) scenarioResult {
 	clients := st.opts.Clients
 	recs := make([]*recorder, clients)
-	var claimed atomic.Int64
-	var wg sync.WaitGroup
-	ctx := context.Background() // requests are bounded by the client's timeout, not Ctrl-C
-	start := time.Now()
-	deadline := start.Add(st.opts.Duration)
-	for w := range clients {
-		rec := newRecorder()
-		recs[w] = rec
-		wg.Go(func() {
-			for i := 0; ; i++ {
-				if st.stop.Err() != nil || !time.Now().Before(deadline) || claimed.Add(1) > st.opts.MaxRequests {
-					return
-				}
-				op(ctx, w, i, rec)
-			}
-		})
+	iters := make([]int, clients)
+	for w := range recs {
+		recs[w] = newRecorder()
 	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	var claimed atomic.Int64
+	ctx := context.Background() // requests are bounded by the client's timeout, not Ctrl-C
+	n, t := st.slicesFor(name)
+	var elapsed time.Duration
+	for range n {
+		if t != nil {
+			<-t.grant[name]
+		}
+		var wg sync.WaitGroup
+		start := time.Now()
+		deadline := start.Add(st.opts.Duration / time.Duration(n))
+		for w := range clients {
+			wg.Go(func() {
+				for ; ; iters[w]++ {
+					if st.stop.Err() != nil || !time.Now().Before(deadline) || claimed.Add(1) > st.opts.MaxRequests {
+						return
+					}
+					op(ctx, w, iters[w], recs[w])
+				}
+			})
+		}
+		wg.Wait()
+		elapsed += time.Since(start)
+		if t != nil {
+			t.done <- struct{}{}
+		}
+	}
 
 	res := scenarioResult{Name: name, ProductID: productID, Clients: clients, ElapsedSeconds: elapsed.Seconds(),
 		Errors: map[string]int64{}, Extra: map[string]int64{}}
-	n := 0
+	total := 0
 	for _, r := range recs {
-		n += len(r.lat)
+		total += len(r.lat)
 	}
-	all := make([]time.Duration, 0, n)
+	all := make([]time.Duration, 0, total)
 	for _, r := range recs {
 		all = append(all, r.lat...)
 		res.Requests += r.requests
