@@ -85,8 +85,24 @@ func (st *state) runSubscribers() ([]scenarioResult, *subscribersInfo, error) {
 	info := &subscribersInfo{Server: st.api.base, Subscribers: n, ConnectFailed: map[string]int64{}, ServerPID: st.opts.ServerPID}
 	body := gqlBody(qCreateHold, map[string]any{"p": id})
 
-	st.progress("%s: hot-hold on product %s (stock %d) without subscribers, %d clients for %s", scSubscribers, id, stock, st.opts.Clients, st.opts.Duration)
-	without := st.drive(scSubscribersBaseline, id, st.holdOp(body))
+	// The baseline runs half before the subscriptions and half after them
+	// (two turns of one drive), so that the machine's drift during the run
+	// falls on both sides of the ratio alike.
+	st.progress("%s: hot-hold on product %s (stock %d) without subscribers, %d clients for %s, half before and half after them",
+		scSubscribers, id, stock, st.opts.Clients, st.opts.Duration)
+	base := newTurns([]string{scSubscribersBaseline}, 2)
+	st.turns = base
+	defer func() { st.turns = nil }()
+	var without scenarioResult
+	go func() {
+		defer close(base.left[scSubscribersBaseline])
+		without = st.drive(scSubscribersBaseline, id, st.holdOp(body))
+	}()
+	baseTurn := func() {
+		base.grant[scSubscribersBaseline] <- struct{}{}
+		<-base.done
+	}
+	baseTurn()
 
 	if info.ServerPID != 0 {
 		info.RSSBefore, _ = rss(info.ServerPID)
@@ -164,6 +180,9 @@ func (st *state) runSubscribers() ([]scenarioResult, *subscribersInfo, error) {
 	}
 	cancel()
 	readers.Wait()
+	st.progress("%s: subscriptions closed; hot-hold without them again, %d clients for %s", scSubscribers, st.opts.Clients, st.opts.Duration/2)
+	baseTurn()
+	<-base.left[scSubscribersBaseline]
 	for _, w := range ws {
 		if w == nil {
 			continue
