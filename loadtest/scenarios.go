@@ -133,17 +133,22 @@ func newTurns(order []string, slices int) *turns {
 	return t
 }
 
-// run hands out the turns, round after round, in order. A scenario that
-// ended (or failed before it drove) is skipped.
+// run hands out the turns, round after round, in order.
 func (t *turns) run() {
 	for range t.slices {
 		for _, name := range t.order {
-			select {
-			case t.grant[name] <- struct{}{}:
-				<-t.done
-			case <-t.left[name]:
-			}
+			t.take(name)
 		}
+	}
+}
+
+// take gives name one slice and waits until it is over; a scenario that
+// ended (or failed before it drove) is skipped.
+func (t *turns) take(name string) {
+	select {
+	case t.grant[name] <- struct{}{}:
+		<-t.done
+	case <-t.left[name]:
 	}
 }
 

@@ -98,11 +98,7 @@ func (st *state) runSubscribers() ([]scenarioResult, *subscribersInfo, error) {
 		defer close(base.left[scSubscribersBaseline])
 		without = st.drive(scSubscribersBaseline, id, st.holdOp(body))
 	}()
-	baseTurn := func() {
-		base.grant[scSubscribersBaseline] <- struct{}{}
-		<-base.done
-	}
-	baseTurn()
+	base.take(scSubscribersBaseline)
 
 	if info.ServerPID != 0 {
 		info.RSSBefore, _ = rss(info.ServerPID)
@@ -181,7 +177,7 @@ func (st *state) runSubscribers() ([]scenarioResult, *subscribersInfo, error) {
 	cancel()
 	readers.Wait()
 	st.progress("%s: subscriptions closed; hot-hold without them again, %d clients for %s", scSubscribers, st.opts.Clients, st.opts.Duration/2)
-	baseTurn()
+	base.take(scSubscribersBaseline)
 	<-base.left[scSubscribersBaseline]
 	for _, w := range ws {
 		if w == nil {
