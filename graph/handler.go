@@ -82,6 +82,7 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 	if opts.Metrics != nil {
 		srv.AroundOperations(timeOperations(opts.Metrics))
 	}
+	srv.AroundOperations(shareResponses())
 	var rl *rateLimits
 	if !opts.RateLimit.Off() {
 		rl = &rateLimits{rate: opts.RateLimit, limiter: ratelimit.New(opts.RateLimit), proxies: opts.Proxies, metrics: opts.Metrics}

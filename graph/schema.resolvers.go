@@ -250,7 +250,11 @@ func (r *subscriptionResolver) ProductStock(ctx context.Context, id string) (<-c
 	if r.Live == nil {
 		return nil, fmt.Errorf("%w: live stock is not running", live.ErrClosed)
 	}
-	return r.Live.Subscribe(ctx, pid)
+	ch, err := r.Live.Subscribe(ctx, pid)
+	if err != nil {
+		return nil, err
+	}
+	return feedStates(ctx, ch), nil
 }
 
 // Customer returns CustomerResolver implementation.
