@@ -414,7 +414,10 @@ func rss(pid int) (int64, error) {
 // stockReserved and updatedAt. ok is false for anything else (the caller
 // then decodes it in full).
 func parseEvent(b []byte) (reserved int, updated time.Time, ok bool) {
-	if !bytes.HasPrefix(b, []byte(`{"`)) || !bytes.Contains(b[:min(len(b), 40)], []byte(`"type":"next"`)) {
+	// gqlgen writes the type last ({"payload":…,"id":"1","type":"next"});
+	// other servers may write it first.
+	next := bytes.HasSuffix(b, []byte(`"type":"next"}`)) || bytes.Contains(b[:min(len(b), 40)], []byte(`"type":"next"`))
+	if !bytes.HasPrefix(b, []byte(`{"`)) || !next {
 		return 0, time.Time{}, false
 	}
 	num, ok1 := after(b, `"stockReserved":`, ",}")
