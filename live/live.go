@@ -259,17 +259,18 @@ func (h *Hub) serve(ctx context.Context, s *subscription, t *topic, out chan<- *
 			wait = spacing - time.Since(last)
 		}
 		switch {
-		case st == sent || st.p == nil:
-			changed = st.changed // nothing new: wait for a change
 		case wait > 0:
-			// Something new, but too soon: wait, then hand out whatever
-			// is latest by then.
+			// Too soon after the last event: wait, then hand out whatever
+			// is latest by then. Not woken by changes meanwhile: on a hot
+			// product that would be a second wake-up for every event.
 			if timer == nil {
 				timer = time.NewTimer(wait)
 			} else {
 				timer.Reset(wait)
 			}
 			due = timer.C
+		case st == sent || st.p == nil:
+			changed = st.changed // nothing new: wait for a change
 		default:
 			// Hand it out, unless a newer state comes first (a slow reader
 			// then gets that one).
