@@ -314,9 +314,16 @@ func (w *watcher) read(ctx context.Context, win *window) {
 			close(w.firstSeen)
 		}
 	}()
+	// The connection ends with ctx, and each read is given a context that
+	// never ends: coder/websocket registers (and removes) a context.AfterFunc
+	// for every frame read under a cancellable one, CPU the tool would take
+	// from the server it measures.
+	stop := context.AfterFunc(ctx, func() { w.conn.CloseNow() })
+	defer stop()
+	rctx := context.WithoutCancel(ctx)
 	var buf bytes.Buffer
 	for {
-		_, r, err := w.conn.Reader(ctx)
+		_, r, err := w.conn.Reader(rctx)
 		if err == nil {
 			buf.Reset()
 			_, err = buf.ReadFrom(r)
