@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 
 	"github.com/99designs/gqlgen/graphql"
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -55,9 +56,15 @@ func feedStates(ctx context.Context, ch <-chan *ent.Product) <-chan *ent.Product
 	return f.proxy
 }
 
-// sharedResponse is an operation's response for one product state.
+// sharedResponse is where the subscribers of one operation share its
+// response to the latest state. Each subscription finds it once, when it
+// starts; an event costs an atomic load when the response is there.
 type sharedResponse struct {
-	mu    sync.Mutex // held while the response is computed, so one computes and the rest wait and share
+	mu     sync.Mutex // held while a response is computed: one computes, the others wait and share it
+	latest atomic.Pointer[stateResponse]
+}
+
+type stateResponse struct {
 	state *ent.Product
 	resp  *graphql.Response
 }
@@ -82,6 +89,15 @@ func shareResponses() graphql.OperationMiddleware {
 		if !ok {
 			return h
 		}
+		// An entry the cache evicts later stays shared by the subscriptions
+		// that hold it; new ones start a new entry.
+		e, ok := cache.Get(key)
+		if !ok {
+			e = &sharedResponse{}
+			if prev, found, _ := cache.PeekOrAdd(key, e); found {
+				e = prev
+			}
+		}
 		return func(ctx context.Context) *graphql.Response {
 			var p *ent.Product
 			select {
@@ -93,24 +109,21 @@ func shareResponses() graphql.OperationMiddleware {
 			case <-ctx.Done():
 				return nil
 			}
-			e, ok := cache.Get(key)
-			if !ok {
-				e = &sharedResponse{}
-				if prev, found, _ := cache.PeekOrAdd(key, e); found {
-					e = prev
-				}
+			if l := e.latest.Load(); l != nil && l.state == p {
+				return l.resp
 			}
 			e.mu.Lock()
 			defer e.mu.Unlock()
-			if e.state == p && e.resp != nil {
-				return e.resp
+			l := e.latest.Load()
+			if l != nil && l.state == p {
+				return l.resp
 			}
 			f.proxy <- p
 			resp := h(ctx)
 			// A subscriber a state behind must not push out the newer one the
 			// others are about to share.
-			if resp != nil && (e.state == nil || !p.UpdatedAt.Before(e.state.UpdatedAt)) {
-				e.state, e.resp = p, resp
+			if resp != nil && (l == nil || !p.UpdatedAt.Before(l.state.UpdatedAt)) {
+				e.latest.Store(&stateResponse{p, resp})
 			}
 			return resp
 		}
