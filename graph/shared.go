@@ -20,9 +20,10 @@ import (
 // same few queries, and live hands every one of them the same *ent.Product
 // for a state. Executing each subscription's selection for each event was
 // the largest cost of fanning out (gqlgen runs the whole field machinery
-// per subscriber). A product's fields do not depend on who asks, so the
-// response to one operation (query, operation name, variables) for one
-// state is computed once and sent to every subscriber of that operation.
+// per subscriber). A product's fields do not depend on who asks (a field
+// that ever does must not be served through this), so the response to one
+// operation (query, operation name, variables) for one state is computed
+// once and sent to every subscriber of that operation.
 //
 // How it hooks into gqlgen without replacing its transports: an operation
 // middleware puts a feed in the context of subscriptions; the productStock
