@@ -119,6 +119,13 @@ func shareResponses() graphql.OperationMiddleware {
 			if l != nil && l.state == p {
 				return l.resp
 			}
+			// gqlgen's handler may have returned without taking the last
+			// state (its context ended first); this handler is the proxy's only
+			// writer, so after the drain the send cannot block under the lock.
+			select {
+			case <-f.proxy:
+			default:
+			}
 			f.proxy <- p
 			resp := h(ctx)
 			// A subscriber a state behind must not push out the newer one the
