@@ -86,16 +86,15 @@ func shareResponses() graphql.OperationMiddleware {
 		if f.src == nil { // refused, or a field that does not feed states
 			return h
 		}
-		key, ok := operationKey(oc)
-		if !ok {
-			return h
-		}
+		// gqlgen now reads the proxy, so every subscription goes through the
+		// handler below; one whose operation has no key keeps its own entry.
 		// An entry the cache evicts later stays shared by the subscriptions
 		// that hold it; new ones start a new entry.
-		e, ok := cache.Get(key)
-		if !ok {
-			e = &sharedResponse{}
-			if prev, found, _ := cache.PeekOrAdd(key, e); found {
+		e := &sharedResponse{}
+		if key, ok := operationKey(oc); ok {
+			if cached, found := cache.Get(key); found {
+				e = cached
+			} else if prev, found, _ := cache.PeekOrAdd(key, e); found {
 				e = prev
 			}
 		}

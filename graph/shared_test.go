@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -135,6 +136,16 @@ func TestSharedResponsesEnd(t *testing.T) {
 	cancel()
 	if resp := s.next(ctx); resp != nil {
 		t.Fatalf("after its context ended: %+v, want nil", resp)
+	}
+
+	// An operation without a key (variables JSON cannot encode) is served
+	// on its own, not left waiting on a proxy nobody feeds.
+	s = subscribeShared(t, mw, &execs, "subscription { productStock(id: 1) { id } }", map[string]any{"x": math.Inf(1)})
+	if _, ok := operationKey(&graphql.OperationContext{Variables: map[string]any{"x": math.Inf(1)}}); ok {
+		t.Fatal("operationKey encoded an infinite number")
+	}
+	if resp := s.event(&ent.Product{StockReserved: 3}); resp == nil {
+		t.Fatal("an operation without a key got no event")
 	}
 
 	// gqlgen's handler may return without taking the state it was fed (its
