@@ -140,6 +140,28 @@ code=$(curl -s -o "$work/out" -w '%{http_code}' "$base/graphql" -H 'Content-Type
 ok "an expired customer token is 401 UNAUTHENTICATED"
 r=$(gql 'mutation($h: ID!) { releaseHold(holdId: $h) { status product { stockReserved } } }' "{\"h\":\"$alice_hold\"}" -H "Authorization: Bearer $alice")
 expect "releaseHold gives the unit back" "$r" '.data.releaseHold.status == "RELEASED" and .data.releaseHold.product.stockReserved == 0'
+
+# One customer from many connections at once (one curl process each): never
+# past maxPerCustomer, and one key makes one hold however many race for it.
+r=$(gql 'mutation { createProduct(input: {name: "Rush", priceCents: 500, stock: 100, maxPerCustomer: 3}) { id } }' '{}' -H "Authorization: Bearer $token")
+rush=$(jq -r .data.createProduct.id <<<"$r")
+carol=$(jwt carol) dave=$(jwt dave)
+race() { # race N TOKEN VARIABLES_JSON: N concurrent createHold calls, one answer per line
+	local n=$1 tok=$2 vars=$3 body
+	body=$(jq -nc --arg q "$hold" --argjson v "$vars" '{query: $q, variables: $v}')
+	seq "$n" | xargs -P "$n" -I{} curl -s "$base/graphql" -H 'Content-Type: application/json' \
+		-H "Authorization: Bearer $tok" -d "$body" -o "$work/race.{}"
+	for i in $(seq "$n"); do jq -c . "$work/race.$i"; done
+}
+r=$(race 40 "$carol" "{\"p\":\"$rush\",\"q\":1}" | jq -s .)
+expect "40 concurrent holds of one customer: exactly maxPerCustomer made, the rest PURCHASE_LIMIT_EXCEEDED" "$r" \
+	'([.[] | select(.data.createHold.id)] | length) == 3 and ([.[] | select(.errors[0].extensions.code == "PURCHASE_LIMIT_EXCEEDED")] | length) == 37'
+r=$(race 30 "$dave" "{\"p\":\"$rush\",\"q\":1,\"k\":\"same-key\"}" | jq -s .)
+expect "30 concurrent calls with one key: every one answers with the same single hold" "$r" \
+	'([.[] | .data.createHold.id] | unique | length) == 1 and all(.[]; .data.createHold.id != null)'
+r=$(gql 'query($p: ID!) { product(id: $p) { stockReserved } me { holds { edges { node { status product { id } } } } } }' "{\"p\":\"$rush\"}" -H "Authorization: Bearer $carol")
+expect "the database agrees: 3 units for the customer, 4 reserved in all" "$r" \
+	"([.data.me.holds.edges[].node | select(.status == \"ACTIVE\" and .product.id == \"$rush\")] | length) == 3 and .data.product.stockReserved == 4"
 kill -TERM "$pid"
 wait "$pid" || fail "server exited non-zero after SIGTERM"
 pid=
