@@ -1435,20 +1435,26 @@ func TestCustomerLimitIgnoresLapsedUnits(t *testing.T) {
 		alice := stock.Caller{Customer: "alice"}
 		for _, x := range []struct {
 			name  string
+			stock int
 			lapse func(p *ent.Product) (due time.Time)
 		}{
-			{"lapsed hold", func(p *ent.Product) time.Time {
+			{"lapsed hold", 2, func(p *ent.Product) time.Time {
 				return e.cuHold(short, p.ID, 2, "alice", "").ExpiresAt
 			}},
-			{"unpaid order", func(p *ent.Product) time.Time {
+			{"unpaid order", 2, func(p *ent.Product) time.Time {
 				return e.cuOrder(short, e.cuHold(e.svc, p.ID, 2, "alice", "").ID, alice).PaymentDueAt
+			}},
+			// Stock to spare: only her limit stands in the way.
+			{"lapsed hold, stock to spare", 10, func(p *ent.Product) time.Time {
+				return e.cuHold(short, p.ID, 2, "alice", "").ExpiresAt
 			}},
 		} {
 			t.Run(x.name, func(t *testing.T) {
 				e := e.with(t)
-				// Sold out to alice's 2 units, her limit: a new hold of hers
-				// makes the batch release lapsed stock first.
-				p := e.cuProduct(2, cuInt(2), nil, nil)
+				// Alice's 2 units, her limit (and with stock 2 the whole
+				// stock): a new hold of hers makes the batch release lapsed
+				// units first.
+				p := e.cuProduct(x.stock, cuInt(2), nil, nil)
 				e.waitPast(x.lapse(p))
 				h, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 2, Customer: "alice"})
 				if err != nil {

@@ -82,12 +82,15 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 		if err != nil {
 			return err
 		}
-		customers := customersOf(reqs)
+		var customers []string // only a limit needs them counted
+		if p.MaxPerCustomer != nil {
+			customers = customersOf(reqs)
+		}
 		used, err := s.unitsOfCustomers(ctx, tx, p, customers)
 		if err != nil {
 			return err
 		}
-		if Sellable(p) < demand(reqs, "") || overLimit(p, used, reqs) {
+		if Sellable(p) < demand(reqs) || overLimit(p, used, reqs) {
 			// Lapsed holds and orders may be what stands between these buyers
 			// and the stock or their limit: release them, then count again.
 			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
@@ -267,24 +270,25 @@ func (s *Service) storeKeys(ctx context.Context, tx *ent.Tx, holds []*ent.Hold) 
 	return tx.HoldKey.CreateBulk(builders...).Exec(ctx)
 }
 
-// customersOf returns the distinct customers of a batch (not anonymous).
+// customersOf returns the distinct customers of a batch (not anonymous),
+// in arrival order.
 func customersOf(reqs []HoldRequest) []string {
 	var out []string
+	seen := make(map[string]bool, len(reqs))
 	for _, r := range reqs {
-		if r.Customer != "" && !slices.Contains(out, r.Customer) {
+		if r.Customer != "" && !seen[r.Customer] {
+			seen[r.Customer] = true
 			out = append(out, r.Customer)
 		}
 	}
 	return out
 }
 
-// demand is the units the batch's calls ask for; with a customer, only theirs.
-func demand(reqs []HoldRequest, customer string) int {
+// demand is the units the batch's calls ask for.
+func demand(reqs []HoldRequest) int {
 	n := 0
 	for _, r := range reqs {
-		if customer == "" || r.Customer == customer {
-			n += r.Qty
-		}
+		n += r.Qty
 	}
 	return n
 }
@@ -292,11 +296,17 @@ func demand(reqs []HoldRequest, customer string) int {
 // overLimit reports whether a customer of the batch would pass the
 // product's maxPerCustomer if every one of their calls were admitted.
 func overLimit(p *ent.Product, used map[string]int, reqs []HoldRequest) bool {
-	if p.MaxPerCustomer == nil {
+	if p.MaxPerCustomer == nil || len(used) == 0 {
 		return false
 	}
+	asked := make(map[string]int, len(used))
+	for _, r := range reqs {
+		if r.Customer != "" {
+			asked[r.Customer] += r.Qty
+		}
+	}
 	for c, n := range used {
-		if n+demand(reqs, c) > *p.MaxPerCustomer {
+		if n+asked[c] > *p.MaxPerCustomer {
 			return true
 		}
 	}
