@@ -82,10 +82,7 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 		if err != nil {
 			return err
 		}
-		var customers []string // only a limit needs them counted
-		if p.MaxPerCustomer != nil {
-			customers = customersOf(reqs)
-		}
+		customers := customersOf(reqs)
 		used, err := s.unitsOfCustomers(ctx, tx, p, customers)
 		if err != nil {
 			return err
