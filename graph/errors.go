@@ -70,7 +70,7 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 			return withCode(gqlErr, CodeUnavailable)
 		case known:
 			var notYet *stock.SaleNotStartedError
-			if errors.As(err, &notYet) {
+			if code == CodeSaleNotStarted && errors.As(err, &notYet) {
 				// When to come back, for the storefront's countdown.
 				withCode(gqlErr, code).Extensions["saleStartsAt"] = notYet.StartsAt.UTC().Format(time.RFC3339Nano)
 			}

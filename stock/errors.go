@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -49,6 +50,29 @@ func (e *SaleNotStartedError) Error() string {
 }
 
 func (e *SaleNotStartedError) Unwrap() error { return ErrSaleNotStarted }
+
+// ShortError is ErrInsufficientStock for a hold: what it asked for and
+// what was sellable. Its message is put together without fmt: once a
+// product sells out, refusals are most of what it answers.
+type ShortError struct {
+	Requested int
+	Sellable  int  // 0 when SoldOut
+	SoldOut   bool // refused on this process's sold-out mark, without a database round trip
+}
+
+func (e *ShortError) Error() string {
+	b := make([]byte, 0, 64)
+	b = append(b, "insufficient stock: "...)
+	b = strconv.AppendInt(b, int64(e.Requested), 10)
+	if e.SoldOut {
+		return string(append(b, " requested, product is sold out"...))
+	}
+	b = append(b, " requested, "...)
+	b = strconv.AppendInt(b, int64(e.Sellable), 10)
+	return string(append(b, " sellable"...))
+}
+
+func (e *ShortError) Unwrap() error { return ErrInsufficientStock }
 
 // InvalidInput returns an ErrInvalidInput with a message for the caller.
 func InvalidInput(format string, args ...any) error {

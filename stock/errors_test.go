@@ -64,3 +64,21 @@ func TestBackoff(t *testing.T) {
 		t.Fatalf("the waits of %d attempts add up to %v", maxAttempts, total)
 	}
 }
+
+func TestShortError(t *testing.T) {
+	for _, tc := range []struct {
+		err  *ShortError
+		want string
+	}{
+		{&ShortError{Requested: 1, SoldOut: true}, "insufficient stock: 1 requested, product is sold out"},
+		{&ShortError{Requested: 5, Sellable: 3}, "insufficient stock: 5 requested, 3 sellable"},
+		{&ShortError{Requested: 12, Sellable: 0}, "insufficient stock: 12 requested, 0 sellable"},
+	} {
+		if got := tc.err.Error(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", *tc.err, got, tc.want)
+		}
+		if err := fmt.Errorf("wrapped: %w", tc.err); !errors.Is(err, ErrInsufficientStock) {
+			t.Errorf("%+v is not ErrInsufficientStock", *tc.err)
+		}
+	}
+}

@@ -60,7 +60,7 @@ func (s *Service) CreateHold(ctx context.Context, req HoldRequest) (*ent.Hold, e
 		return nil, InvalidInput("customer ID must be 1 to %d printable characters", maxKeyRunes)
 	}
 	if req.IdempotencyKey == "" && s.soldOut(req.ProductID) {
-		return nil, fmt.Errorf("%w: %d requested, product is sold out", ErrInsufficientStock, req.Qty)
+		return nil, &ShortError{Requested: req.Qty, SoldOut: true}
 	}
 	return s.holds.do(ctx, req.ProductID, req)
 }
@@ -143,7 +143,7 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 			// A call that does not fit is refused without stopping smaller
 			// ones behind it, as if each had run alone at its turn.
 			if left := Sellable(p) - taken; r.Qty > left {
-				results[i].err = fmt.Errorf("%w: %d requested, %d sellable", ErrInsufficientStock, r.Qty, max(left, 0))
+				results[i].err = &ShortError{Requested: r.Qty, Sellable: max(left, 0)}
 				continue
 			}
 			taken += r.Qty
