@@ -202,6 +202,11 @@ func (a *api) post(ctx context.Context, token string, body []byte, data any) (er
 	if err != nil {
 		return transportClass(err)
 	}
+	// A refusal, most answers in sellout and limit, is read without a full
+	// decode: the tool shares the machine with the server it measures.
+	if code, ok := refusalCode(raw); ok {
+		return code
+	}
 	var out gqlResponse
 	if err := json.Unmarshal(raw, &out); err != nil {
 		if resp.StatusCode != http.StatusOK {
@@ -224,6 +229,52 @@ func (a *api) post(ctx context.Context, token string, body []byte, data any) (er
 		}
 	}
 	return ""
+}
+
+// refusalCode reads the first error's extensions.code from an answer in
+// the shape gqlgen writes a resolver's refusal in:
+//
+//	{"errors":[{"message":"…","path":[…],"locations":[…],"extensions":{"code":"…"…
+//
+// ok is false for any other shape (the caller then decodes it in full).
+func refusalCode(b []byte) (code string, ok bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(`{"errors":[{"message":"`))
+	if !ok {
+		return "", false
+	}
+	i := 0
+	for ; i < len(rest) && rest[i] != '"'; i++ {
+		if rest[i] == '\\' {
+			i++ // an escaped byte, maybe a quote
+		}
+	}
+	if i >= len(rest) {
+		return "", false
+	}
+	rest = rest[i+1:]
+	// The path (field names, aliases, list indexes) and the locations
+	// ({"line":…,"column":…} objects) hold no ']' of their own.
+	for _, list := range []string{`,"path":[`, `,"locations":[`} {
+		if p, ok := bytes.CutPrefix(rest, []byte(list)); ok {
+			j := bytes.IndexByte(p, ']')
+			if j < 0 {
+				return "", false
+			}
+			rest = p[j+1:]
+		}
+	}
+	rest, ok = bytes.CutPrefix(rest, []byte(`,"extensions":{"code":"`))
+	if !ok {
+		return "", false
+	}
+	j := 0
+	for j < len(rest) && (rest[j] >= 'A' && rest[j] <= 'Z' || rest[j] == '_') {
+		j++
+	}
+	if j == 0 || j >= len(rest) || rest[j] != '"' {
+		return "", false
+	}
+	return string(rest[:j]), true
 }
 
 // webhookAnswer is the webhook's 200 answer.

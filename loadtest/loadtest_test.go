@@ -937,3 +937,36 @@ func TestSliceCount(t *testing.T) {
 		}
 	}
 }
+
+func TestRefusalCode(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		code string // "": not read the cheap way
+	}{
+		// What gqlgen writes for a refused createHold.
+		{`{"errors":[{"message":"insufficient stock: 1 requested, product is sold out","path":["createHold"],"locations":[{"line":1,"column":20}],"extensions":{"code":"INSUFFICIENT_STOCK"}}],"data":null}`, "INSUFFICIENT_STOCK"},
+		{`{"errors":[{"message":"m","path":["createHold"],"extensions":{"code":"NOT_FOUND"}}],"data":null}`, "NOT_FOUND"},
+		{`{"errors":[{"message":"say \"no\" \\","path":["a",0,"b"],"extensions":{"code":"SALE_NOT_STARTED","saleStartsAt":"2026-12-01T00:00:00Z"}}],"data":null}`, "SALE_NOT_STARTED"},
+		{`{"errors":[{"message":"unauthenticated","extensions":{"code":"UNAUTHENTICATED"}}]}`, "UNAUTHENTICATED"},
+		{`{"data":{"createHold":{"id":"x"}}}`, ""},
+		{`{"errors":[{"message":"x","locations":[{"line":1,"column":2}],"extensions":{"code":"GRAPHQL_VALIDATION_FAILED"}}]}`, "GRAPHQL_VALIDATION_FAILED"},
+		{`{"errors":[{"message":"x","locations":[{"line":1,"column":2}],"path":["a"],"extensions":{"code":"X"}}]}`, ""},
+		{`{"errors":[{"message":"x","path":["a"],"extensions":{"code":"bad"}}]}`, ""},
+		{`{"errors":[{"message":"x","path":["a"],"extensions":{"code":"INSUFF`, ""},
+		{`{"errors":[{"message":"unterminated`, ""},
+		{`{"errors":[{"message":"x","path":["a"],"extensions":{}}]}`, ""},
+	} {
+		code, ok := refusalCode([]byte(tc.in))
+		if ok != (tc.code != "") || code != tc.code {
+			t.Errorf("refusalCode(%s) = %q, %v; want %q", tc.in, code, ok, tc.code)
+		}
+		if !ok {
+			continue
+		}
+		// The cheap read must agree with the full decode.
+		var out gqlResponse
+		if err := json.Unmarshal([]byte(tc.in), &out); err != nil || len(out.Errors) == 0 || out.Errors[0].Extensions.Code != code {
+			t.Errorf("refusalCode(%s) = %q; the full decode says %+v (%v)", tc.in, code, out.Errors, err)
+		}
+	}
+}
