@@ -168,8 +168,10 @@ func gqlBody(query string, vars map[string]any) []byte {
 	return b
 }
 
+// gqlResponse is an answer; Data is set to where its data goes (a
+// pointer), so that one pass decodes it all.
 type gqlResponse struct {
-	Data   json.RawMessage `json:"data"`
+	Data   any `json:"data"`
 	Errors []struct {
 		Message    string `json:"message"`
 		Extensions struct {
@@ -207,8 +209,14 @@ func (a *api) post(ctx context.Context, token string, body []byte, data any) (er
 	if code, ok := refusalCode(raw); ok {
 		return code
 	}
-	var out gqlResponse
-	if err := json.Unmarshal(raw, &out); err != nil {
+	out := gqlResponse{Data: data}
+	if data == nil {
+		out.Data = &struct{}{} // skipped, not decoded into a map
+	}
+	// A data of the wrong shape still leaves the errors decoded.
+	err = json.Unmarshal(raw, &out)
+	var shape *json.UnmarshalTypeError
+	if err != nil && !errors.As(err, &shape) {
 		if resp.StatusCode != http.StatusOK {
 			return "HTTP " + strconv.Itoa(resp.StatusCode)
 		}
@@ -223,10 +231,8 @@ func (a *api) post(ctx context.Context, token string, body []byte, data any) (er
 	if resp.StatusCode != http.StatusOK {
 		return "HTTP " + strconv.Itoa(resp.StatusCode)
 	}
-	if data != nil {
-		if err := json.Unmarshal(out.Data, data); err != nil {
-			return "bad JSON answer"
-		}
+	if err != nil {
+		return "bad JSON answer"
 	}
 	return ""
 }

@@ -7,8 +7,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -968,5 +970,56 @@ func TestRefusalCode(t *testing.T) {
 		if err := json.Unmarshal([]byte(tc.in), &out); err != nil || len(out.Errors) == 0 || out.Errors[0].Extensions.Code != code {
 			t.Errorf("refusalCode(%s) = %q; the full decode says %+v (%v)", tc.in, code, out.Errors, err)
 		}
+	}
+}
+
+// TestPostAnswers: how post classifies what a server answers, and that it
+// decodes data in the same pass.
+func TestPostAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		status int
+		body   string
+		class  string
+		id     string
+	}{
+		{"data", 200, `{"data":{"createHold":{"id":"h1"}}}`, "", "h1"},
+		{"refusal", 200, `{"errors":[{"message":"no","path":["createHold"],"extensions":{"code":"INSUFFICIENT_STOCK"}}],"data":null}`, "INSUFFICIENT_STOCK", ""},
+		{"error first in another order", 200, `{"data":null,"errors":[{"extensions":{"code":"NOT_FOUND"},"message":"no"}]}`, "NOT_FOUND", ""},
+		{"error without code", 200, `{"errors":[{"message":"no"}],"data":null}`, "error without code", ""},
+		{"rate limited", 429, `{"errors":[{"message":"slow down","extensions":{"code":"RATE_LIMITED","retryAfter":1}}]}`, "RATE_LIMITED", ""},
+		{"error beside data of another shape", 200, `{"errors":[{"message":"x","extensions":{"code":"X"}}],"data":{"createHold":7}}`, "X", ""},
+		{"data of another shape", 200, `{"data":{"createHold":7}}`, "bad JSON answer", ""},
+		{"not JSON", 200, `<html>`, "bad JSON answer", ""},
+		{"HTTP error, not JSON", 502, `bad gateway`, "HTTP 502", ""},
+		{"HTTP error with data", 500, `{"data":{"createHold":{"id":"h1"}}}`, "HTTP 500", "h1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(tc.status)
+				io.WriteString(w, tc.body)
+			}))
+			defer srv.Close()
+			a, err := newAPI(srv.URL, "", "", 1, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer a.close()
+			var out struct {
+				CreateHold struct{ ID string } `json:"createHold"`
+			}
+			class := a.post(context.Background(), "", []byte(`{}`), &out)
+			if class != tc.class || out.CreateHold.ID != tc.id {
+				t.Errorf("post = %q, id %q; want %q, id %q", class, out.CreateHold.ID, tc.class, tc.id)
+			}
+			want := tc.class
+			if tc.name == "data of another shape" {
+				want = "" // without a place for data, its shape is not checked
+			}
+			if class := a.post(context.Background(), "", []byte(`{}`), nil); class != want {
+				t.Errorf("post without data = %q; want %q", class, want)
+			}
+		})
 	}
 }
