@@ -48,11 +48,11 @@ func BenchmarkHandler(b *testing.B) {
 		b.Fatal(err) // now sold out, and this process knows it
 	}
 	body := func(query string, vars map[string]any) []byte {
-		b, err := json.Marshal(map[string]any{"query": query, "variables": vars})
+		out, err := json.Marshal(map[string]any{"query": query, "variables": vars})
 		if err != nil {
-			panic(err)
+			b.Fatal(err)
 		}
-		return b
+		return out
 	}
 	for _, bc := range []struct {
 		name string
