@@ -60,7 +60,7 @@ var envVars = []envVar{
 	{"MAX_HOLD_QTY", "10", "largest qty one hold may take"},
 	{"WEBHOOK_SECRET", "", "webhook signing secret (whsec_ + base64 of at least 24 random bytes); required with MySQL, unset on the embedded database accepts unsigned webhooks"},
 	{"ADMIN_TOKEN", "", "bearer token for operator fields (at least 32 characters); unset disables them"},
-	{"DB_MAX_CONNS", "20", "most database connections this process opens"},
+	{"DB_MAX_CONNS", "20", "most database connections of each of the two pools (single statements; transactions)"},
 	{"CUSTOMER_JWT_SECRET", "", "HS256 key (at least 32 bytes) of the customer tokens the shop's login issues; with it or CUSTOMER_JWKS_URL, holds and orders need a customer token"},
 	{"CUSTOMER_JWKS_URL", "", "https URL of the JWKS with the customer tokens' RS256/ES256/EdDSA public keys"},
 	{"CUSTOMER_JWT_ISSUER", "", "when set, a customer token's iss must equal it"},

@@ -104,6 +104,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	// *metrics.Metrics would do too, but one code path is simpler to trust.
 	met := metrics.New(graph.RootFields())
 	met.WatchDB(db.SQL, "flashsale")
+	met.WatchDB(db.TxSQL, "flashsale_tx") // nil on SQLite: not watched
 	svc.Observe(met)
 	if cfg.DatabaseURL == database.DefaultURL {
 		if err := seedDemo(ctx, svc, log); err != nil {

@@ -8,8 +8,10 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,22 +29,28 @@ const DefaultURL = "sqlite://flashsale.db"
 
 // DB is an open, migrated database.
 type DB struct {
-	SQL     *sql.DB
+	SQL *sql.DB // statements outside transactions, and migrations
+	// TxSQL holds the sessions of Ent's transactions on MySQL (see
+	// txDriver); nil on SQLite, where Ent's transactions use SQL.
+	TxSQL   *sql.DB
 	Ent     *ent.Client
 	Dialect string // dialect.MySQL or dialect.SQLite
 	// Where it is, without credentials, for logs.
 	Redacted string
 }
 
-// Close closes the connection pool.
+// Close closes the connection pools.
 func (db *DB) Close() error { return db.Ent.Close() }
 
 // Ping reports whether the database answers.
 func (db *DB) Ping(ctx context.Context) error { return db.SQL.PingContext(ctx) }
 
-// Options tune the connection pool.
+// Options tune the connection pools.
 type Options struct {
-	MaxConns int // most open connections (DB_MAX_CONNS)
+	// MaxConns is the most open connections of a pool (DB_MAX_CONNS). On
+	// MySQL there are two, SQL and TxSQL (see txDriver), so up to twice
+	// as many connections.
+	MaxConns int
 	// IOTimeout bounds each read and write on a MySQL connection (default
 	// 30s). The driver's COMMIT does not watch the context, so this is
 	// what keeps a commit to a frozen database from hanging a request.
@@ -105,9 +113,9 @@ func Open(rawURL string, opts Options) (*DB, error) {
 	return src.Open(opts)
 }
 
-// Open sets up the connection pool. It does not connect or migrate.
+// Open sets up the connection pools. It does not connect or migrate.
 func (s Source) Open(opts Options) (*DB, error) {
-	var db *sql.DB
+	var db, txDB *sql.DB
 	switch s.Dialect {
 	case dialect.MySQL:
 		cfg := s.mysql.Clone()
@@ -119,7 +127,16 @@ func (s Source) Open(opts Options) (*DB, error) {
 		if err != nil {
 			return nil, err
 		}
-		db = sql.OpenDB(conn)
+		txCfg := cfg.Clone()
+		if txCfg.Params == nil {
+			txCfg.Params = map[string]string{}
+		}
+		txCfg.Params["autocommit"] = "0" // set by the driver as each session opens
+		txConn, err := conn.with(txCfg)
+		if err != nil {
+			return nil, err
+		}
+		db, txDB = sql.OpenDB(conn), sql.OpenDB(txConn)
 	case dialect.SQLite:
 		var err error
 		if db, err = sql.Open("sqlite", s.sqlite); err != nil {
@@ -128,13 +145,22 @@ func (s Source) Open(opts Options) (*DB, error) {
 	default:
 		return nil, fmt.Errorf("database: source not parsed with ParseURL")
 	}
-	if opts.MaxConns > 0 {
-		db.SetMaxOpenConns(opts.MaxConns)
-		db.SetMaxIdleConns(opts.MaxConns)
+	for _, p := range []*sql.DB{db, txDB} {
+		if p == nil {
+			continue
+		}
+		if opts.MaxConns > 0 {
+			p.SetMaxOpenConns(opts.MaxConns)
+			p.SetMaxIdleConns(opts.MaxConns)
+		}
+		p.SetConnMaxLifetime(5 * time.Minute)
+		p.SetConnMaxIdleTime(time.Minute)
 	}
-	db.SetConnMaxLifetime(5 * time.Minute)
-	db.SetConnMaxIdleTime(time.Minute)
-	return &DB{SQL: db, Ent: ent.NewClient(ent.Driver(entsql.OpenDB(s.Dialect, db))), Dialect: s.Dialect, Redacted: s.Redacted}, nil
+	var drv dialect.Driver = entsql.OpenDB(s.Dialect, db)
+	if txDB != nil {
+		drv = &txDriver{Driver: entsql.OpenDB(s.Dialect, db), txPool: txDB}
+	}
+	return &DB{SQL: db, TxSQL: txDB, Ent: ent.NewClient(ent.Driver(drv)), Dialect: s.Dialect, Redacted: s.Redacted}, nil
 }
 
 // Migrate applies the pending migrations.
@@ -180,6 +206,8 @@ func mysqlConfig(rest string) (*mysql.Config, []string, error) {
 	switch {
 	case cfg.AllowAllFiles:
 		return nil, nil, fmt.Errorf("DATABASE_URL: allowAllFiles lets the database server read any file this process can; remove it")
+	case slices.ContainsFunc(slices.Collect(maps.Keys(cfg.Params)), func(k string) bool { return strings.EqualFold(k, "autocommit") }):
+		return nil, nil, fmt.Errorf("DATABASE_URL: autocommit is set by the server (its transactions rely on it); remove it")
 	case cfg.MultiStatements:
 		return nil, nil, fmt.Errorf("DATABASE_URL: multiStatements is not needed here and would turn any SQL injection into arbitrary SQL; remove it")
 	case cfg.AllowCleartextPasswords && (cfg.TLSConfig == "" || cfg.TLSConfig == "false" || cfg.TLSConfig == "preferred"):

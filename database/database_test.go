@@ -22,6 +22,8 @@ func TestMySQLConfig(t *testing.T) {
 		{url: "mysql://root@127.0.0.1:3306/x?timeout=soon", wantErr: "DATABASE_URL"},
 		{url: "mysql://root@127.0.0.1:3306/x?allowAllFiles=true", wantErr: "allowAllFiles"},
 		{url: "mysql://root@127.0.0.1:3306/x?multiStatements=true", wantErr: "multiStatements"},
+		{url: "mysql://root@127.0.0.1:3306/x?autocommit=0", wantErr: "autocommit"},
+		{url: "mysql://root@127.0.0.1:3306/x?AutoCommit=1", wantErr: "autocommit"},
 		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true", wantErr: "allowCleartextPasswords"},
 		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true&tls=preferred", wantErr: "allowCleartextPasswords"},
 		{url: "mysql://root@127.0.0.1:3306/x?allowCleartextPasswords=true&tls=true", user: "root", addr: "127.0.0.1:3306", db: "x", tls: "true", timeout: 3 * time.Second},

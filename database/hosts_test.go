@@ -83,6 +83,22 @@ func TestHostsInOrder(t *testing.T) {
 	if n := dials.Load(); n != 1 {
 		t.Fatalf("the dead host was dialed %d times within its pause, want 1", n)
 	}
+	// Nor does a transaction, though its sessions are another pool's.
+	tx, err := db.Ent.Tx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows.Close()
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if n := dials.Load(); n != 1 {
+		t.Fatalf("the dead host was dialed %d times by a transaction within its pause, want 1", n)
+	}
 
 	// Every host down: a clear error naming them, not a hang.
 	dead2, _ := deadHost(t)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -58,21 +59,31 @@ type hostsConnector struct {
 type hostConnector struct {
 	addr      string
 	driver    driver.Connector // the driver's connector for this host
-	downUntil atomic.Int64     // unix nanoseconds
+	downUntil *atomic.Int64    // unix nanoseconds; shared by connectors to the host
 }
 
 func newHostsConnector(cfg *mysql.Config, addrs []string, log *slog.Logger) (*hostsConnector, error) {
 	c := &hostsConnector{hosts: make([]hostConnector, len(addrs)), log: log}
 	for i, addr := range addrs {
+		c.hosts[i].addr, c.hosts[i].downUntil = addr, new(atomic.Int64)
+	}
+	return c.with(cfg)
+}
+
+// with returns a connector to the same hosts, sharing which are down, whose
+// sessions are opened with cfg.
+func (c *hostsConnector) with(cfg *mysql.Config) (*hostsConnector, error) {
+	out := &hostsConnector{hosts: slices.Clone(c.hosts), log: c.log}
+	for i := range out.hosts {
 		hc := cfg.Clone()
-		hc.Addr = addr
+		hc.Addr = out.hosts[i].addr
 		d, err := mysql.NewConnector(hc)
 		if err != nil {
 			return nil, fmt.Errorf("DATABASE_URL: %w", err)
 		}
-		c.hosts[i].addr, c.hosts[i].driver = addr, d
+		out.hosts[i].driver = d
 	}
-	return c, nil
+	return out, nil
 }
 
 func (c *hostsConnector) Driver() driver.Driver { return c.hosts[0].driver.Driver() }
