@@ -24,6 +24,13 @@ import (
 // server processes, so the invariants hold exactly as with one transaction
 // per request.
 //
+// A batch whose decisions are made and rows written, with only its commit
+// left, may let the key's next batch start (next): that one then waits for
+// the row lock in the database, and gets it as the commit releases it,
+// instead of starting only once the commit's answer came back and its
+// callers were answered. The lock still orders the two batches; a hot
+// product then uses up to two connections for its holds.
+//
 // Holds queue per product (they are admitted against its sellable stock).
 // Orders and payments are queued before anything is read, so a call costs
 // no round trip of its own: orders on orderShards queues keyed by the hold
@@ -61,9 +68,11 @@ type call[In, Out any] struct {
 type batcher[In, Out any] struct {
 	op string // for errors and logs, e.g. "create hold"
 	// run decides and commits one batch, returning one result per input,
-	// in order. It must not panic; if it does, every caller still gets an
-	// answer and the queue goes on.
-	run    func(ctx context.Context, key int, ins []In) []result[Out]
+	// in order. It may call next, at most once in effect, when only its
+	// commit is left, to let the key's next batch start. It must not
+	// panic; if it does, every caller still gets an answer and the queue
+	// goes on.
+	run    func(ctx context.Context, key int, ins []In, next func()) []result[Out]
 	log    func(msg string, args ...any)
 	queues sync.Map // key → *queue[In, Out]
 
@@ -73,7 +82,7 @@ type batcher[In, Out any] struct {
 type queue[In, Out any] struct {
 	mu      sync.Mutex
 	pending []*call[In, Out]
-	running bool // a drain goroutine owns the queue
+	running bool // a drain goroutine owns the queue: it takes the next batch
 }
 
 // do queues in under key and waits for its answer. A caller that leaves
@@ -123,7 +132,8 @@ func (b *batcher[In, Out]) enqueue(key int, c *call[In, Out]) error {
 	return nil
 }
 
-// drain runs batches until the queue is empty.
+// drain runs batches until the queue is empty, or until a batch hands the
+// queue on to the next drain.
 func (b *batcher[In, Out]) drain(key int, q *queue[In, Out]) {
 	for {
 		q.mu.Lock()
@@ -137,12 +147,28 @@ func (b *batcher[In, Out]) drain(key int, q *queue[In, Out]) {
 		copy(batch, q.pending)
 		q.pending = append(q.pending[:0], q.pending[n:]...)
 		q.mu.Unlock()
-		b.runBatch(key, batch)
+		if b.runBatch(key, q, batch) {
+			return
+		}
 	}
 }
 
-// runBatch runs one batch and answers every call in it.
-func (b *batcher[In, Out]) runBatch(key int, batch []*call[In, Out]) {
+// runBatch runs one batch and answers every call in it. handedOn reports
+// whether the batch gave up the queue (next), which a new drain then owns.
+func (b *batcher[In, Out]) runBatch(key int, q *queue[In, Out], batch []*call[In, Out]) (handedOn bool) {
+	next := func() {
+		if handedOn {
+			return
+		}
+		handedOn = true
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if len(q.pending) == 0 {
+			q.running = false // the next enqueue starts a drain
+			return
+		}
+		go b.drain(key, q)
+	}
 	defer func() {
 		// A bug must not leave the queue stuck: answer whoever has no
 		// answer yet, and let the drain go on.
@@ -166,7 +192,7 @@ func (b *batcher[In, Out]) runBatch(key int, batch []*call[In, Out]) {
 		live = append(live, c)
 	}
 	if len(live) == 0 {
-		return
+		return false
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(live[0].ctx), batchTimeout)
 	defer cancel()
@@ -176,10 +202,11 @@ func (b *batcher[In, Out]) runBatch(key int, batch []*call[In, Out]) {
 	}
 	b.batches.Add(1)
 	b.calls.Add(int64(len(ins)))
-	results := b.run(ctx, key, ins)
+	results := b.run(ctx, key, ins, next)
 	for i, c := range live {
 		c.done <- results[i]
 	}
+	return handedOn
 }
 
 // fail answers every request of a batch with err.

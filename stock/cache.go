@@ -43,18 +43,19 @@ type cachedProduct struct {
 
 // store keeps p unless a newer state of the product is already cached
 // (updated_at comes from the database clock under the row lock, so it
-// orders the product's changes).
-func (c *productCache) store(p *ent.Product, loaded time.Time) {
+// orders the product's changes), and reports whether it kept it.
+func (c *productCache) store(p *ent.Product, loaded time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.entries == nil {
 		c.entries = map[int]cachedProduct{}
 	}
 	if cur, ok := c.entries[p.ID]; ok && cur.p.UpdatedAt.After(p.UpdatedAt) {
-		return
+		return false
 	}
 	cp := *p
 	c.entries[p.ID] = cachedProduct{p: cp, loaded: loaded}
+	return true
 }
 
 func (c *productCache) fresh(id int) (*ent.Product, bool) {
@@ -75,10 +76,15 @@ func (s *Service) productChanged(p *ent.Product) {
 	if p == nil {
 		return
 	}
-	s.cache.store(p, time.Now())
+	newest := s.cache.store(p, time.Now())
 	if f := s.onChange.Load(); f != nil {
 		cp := *p
 		(*f)(&cp)
+	}
+	// Two batches of a product may finish in either order (the next one
+	// starts while the last commits): only the newest state sets the mark.
+	if !newest {
+		return
 	}
 	if Sellable(p) <= 0 {
 		s.cache.soldOut.Store(p.ID, time.Now())

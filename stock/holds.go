@@ -70,8 +70,9 @@ type holdKey struct{ customer, key string }
 
 // holdBatch is one transaction for concurrent holds of a product: lock the
 // row, decide every call in arrival order (key, window, limit, stock),
-// insert the new holds in one statement and update the product once.
-func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldRequest) []result[*ent.Hold] {
+// insert the new holds in one statement and update the product once, then
+// let the product's next batch start while this one commits.
+func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldRequest, next func()) []result[*ent.Hold] {
 	var (
 		results []result[*ent.Hold]
 		changed *ent.Product
@@ -185,6 +186,7 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 				results[i] = results[j-1]
 			}
 		}
+		next()
 		return nil
 	})
 	if err != nil {
@@ -412,7 +414,7 @@ type orderCall struct {
 // their holds (by ID, reading the database clock once the locks are held,
 // and the price without a lock), decide each call in arrival order, insert
 // all orders in one statement and mark their holds REDEEMED in another.
-func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall) []result[*ent.Order] {
+func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall, _ func()) []result[*ent.Order] {
 	var results []result[*ent.Order]
 	err := s.tx(ctx, "create order", func(tx *ent.Tx) error {
 		results = make([]result[*ent.Order], len(calls))

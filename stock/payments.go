@@ -115,7 +115,7 @@ type seenEvent struct {
 // orders; then decides every event in arrival order against the state the
 // earlier ones left, and writes: each product's counters once, the orders
 // and holds by new status, and all new events in one statement.
-func (s *Service) paymentBatch(ctx context.Context, _ int, pays []Payment) []result[PaymentResult] {
+func (s *Service) paymentBatch(ctx context.Context, _ int, pays []Payment, _ func()) []result[PaymentResult] {
 	var (
 		results []result[PaymentResult]
 		changed []*ent.Product
