@@ -8,10 +8,8 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 
@@ -156,9 +154,10 @@ func (s Source) Open(opts Options) (*DB, error) {
 		p.SetConnMaxLifetime(5 * time.Minute)
 		p.SetConnMaxIdleTime(time.Minute)
 	}
-	var drv dialect.Driver = entsql.OpenDB(s.Dialect, db)
+	single := entsql.OpenDB(s.Dialect, db)
+	var drv dialect.Driver = single
 	if txDB != nil {
-		drv = &txDriver{Driver: entsql.OpenDB(s.Dialect, db), txPool: txDB}
+		drv = &txDriver{Driver: single, txPool: txDB}
 	}
 	return &DB{SQL: db, TxSQL: txDB, Ent: ent.NewClient(ent.Driver(drv)), Dialect: s.Dialect, Redacted: s.Redacted}, nil
 }
@@ -206,7 +205,7 @@ func mysqlConfig(rest string) (*mysql.Config, []string, error) {
 	switch {
 	case cfg.AllowAllFiles:
 		return nil, nil, fmt.Errorf("DATABASE_URL: allowAllFiles lets the database server read any file this process can; remove it")
-	case slices.ContainsFunc(slices.Collect(maps.Keys(cfg.Params)), func(k string) bool { return strings.EqualFold(k, "autocommit") }):
+	case hasParam(cfg.Params, "autocommit"):
 		return nil, nil, fmt.Errorf("DATABASE_URL: autocommit is set by the server (its transactions rely on it); remove it")
 	case cfg.MultiStatements:
 		return nil, nil, fmt.Errorf("DATABASE_URL: multiStatements is not needed here and would turn any SQL injection into arbitrary SQL; remove it")
@@ -236,6 +235,16 @@ func mysqlConfig(rest string) (*mysql.Config, []string, error) {
 		cfg.Timeout = 3 * time.Second
 	}
 	return cfg, hosts, nil
+}
+
+// hasParam reports whether params sets name (MySQL variable names ignore case).
+func hasParam(params map[string]string, name string) bool {
+	for k := range params {
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // sqliteDSN opens the file with foreign keys on, WAL for concurrent readers,

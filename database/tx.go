@@ -13,10 +13,11 @@ import (
 // Transactions without START TRANSACTION.
 //
 // database/sql begins a MySQL transaction with its own round trip (START
-// TRANSACTION), before the transaction's first statement. On a hot product
-// a group-commit batch is four more round trips (lock, insert, update,
-// commit), and each is a wait in which the product's next batch cannot
-// start, so that one round trip is a fifth of a hot product's speed.
+// TRANSACTION), before the transaction's first statement. A hot product's
+// group-commit batch is four more (lock, insert, update, commit), and on a
+// busy server each is a wait of its own, far longer than the database's
+// work in it, in which the product's next batch cannot start (see the
+// README's Performance).
 //
 // txDriver runs ent's transactions on a second pool whose sessions have
 // autocommit off: there, as with JDBC's autoCommit=false, the first
