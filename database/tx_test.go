@@ -15,8 +15,9 @@ import (
 // TestTransactionsWithoutBegin: on MySQL, Ent's transactions start with
 // their first statement on autocommit=0 sessions (txDriver). They must
 // behave as START TRANSACTION ones: all or nothing, invisible to others
-// until COMMIT, one read view from the first read; statements outside them
-// commit at once; a session is reused after COMMIT, never after ROLLBACK.
+// until COMMIT, row locks held until COMMIT, the session's READ COMMITTED;
+// statements outside them commit at once; a session is reused after
+// COMMIT, never after ROLLBACK.
 func TestTransactionsWithoutBegin(t *testing.T) {
 	db := testdb.Open(t, dialect.MySQL, database.Options{MaxConns: 8})
 	ctx := context.Background()
