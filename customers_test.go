@@ -15,6 +15,8 @@ import (
 
 	"entgo.io/ent/dialect"
 	"github.com/golang-jwt/jwt/v5"
+
+	"flashsale/internal/testkit"
 )
 
 // testCustomerSecret signs the HS256 customer tokens of these tests.
@@ -303,7 +305,7 @@ func TestCustomersByJWKS(t *testing.T) {
 	srv.Close()
 	env := map[string]string{"PORT": fmt.Sprint(0), "DATABASE_URL": ts.DSN, "WEBHOOK_SECRET": testSecret, "ADMIN_TOKEN": testAdminToken,
 		"CUSTOMER_JWKS_URL": srv.URL + "/.well-known/jwks.json"}
-	var out syncBuffer
+	var out testkit.SyncBuffer
 	if err := run(t.Context(), []string{"flashsale"}, func(k string) string { return env[k] }, &out); err == nil || !strings.Contains(err.Error(), "JWKS") {
 		t.Fatalf("run without a reachable JWKS: %v", err)
 	}

@@ -43,7 +43,7 @@ var testSigner = func() *webhook.Signer {
 type testServer struct {
 	URL  string
 	DSN  string // DATABASE_URL it runs on
-	logs *syncBuffer
+	logs *testkit.SyncBuffer
 	stop func() // stops the server and checks that run returned nil; idempotent
 }
 
@@ -70,7 +70,7 @@ func startServer(t *testing.T, d string, env map[string]string) *testServer {
 	}
 	getenv := func(k string) string { return vars[k] }
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, []string{"flashsale"}, getenv, logs) }()
 	ts := &testServer{URL: fmt.Sprintf("http://127.0.0.1:%d", port), DSN: dsn, logs: logs}
@@ -505,7 +505,7 @@ func TestFailClosed(t *testing.T) {
 			for k, v := range tc.env {
 				env[k] = v
 			}
-			var out syncBuffer
+			var out testkit.SyncBuffer
 			done := make(chan error, 1)
 			go func() {
 				done <- run(context.Background(), []string{"flashsale"}, func(k string) string { return env[k] }, &out)
@@ -737,23 +737,6 @@ func (p *cutProxy) restore() {
 	p.mu.Lock()
 	p.down = false
 	p.mu.Unlock()
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestSweeperAfterRestart: holds that fall due while no server runs are

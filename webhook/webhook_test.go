@@ -50,7 +50,7 @@ type env struct {
 	db   *database.DB
 	svc  *stock.Service
 	h    *webhook.Handler
-	logs *logBuffer
+	logs *testkit.SyncBuffer
 }
 
 func newEnv(t *testing.T, dialect string, opts webhook.Options) *env {
@@ -61,7 +61,7 @@ func newEnv(t *testing.T, dialect string, opts webhook.Options) *env {
 
 func newEnvOn(t *testing.T, db *database.DB, opts webhook.Options) *env {
 	t.Helper()
-	e := &env{db: db, logs: &logBuffer{}}
+	e := &env{db: db, logs: &testkit.SyncBuffer{}}
 	e.svc = stock.New(db.Ent, db.Dialect, stockConfig, slog.New(slog.DiscardHandler))
 	opts.Logger = slog.New(slog.NewJSONHandler(e.logs, nil))
 	h, err := webhook.New(e.svc, opts)
@@ -230,28 +230,10 @@ func (e *env) do(t *testing.T, r *http.Request) reply {
 	return decodeReply(t, rec.Code, rec.Header(), rec.Body.Bytes())
 }
 
-// logBuffer collects the handler's JSON log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// last returns the last log line, decoded.
-func (b *logBuffer) last(t *testing.T) map[string]any {
+// lastLog returns the handler's last JSON log line, decoded.
+func (e *env) lastLog(t *testing.T) map[string]any {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	lines := strings.Split(strings.TrimSpace(e.logs.String()), "\n")
 	var m map[string]any
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &m); err != nil {
 		t.Fatalf("log line %q: %v", lines[len(lines)-1], err)
@@ -262,7 +244,7 @@ func (b *logBuffer) last(t *testing.T) map[string]any {
 // checkLog asserts the delivery was logged with its answer and without secrets.
 func (e *env) checkLog(t *testing.T, status int) {
 	t.Helper()
-	line := e.logs.last(t)
+	line := e.lastLog(t)
 	for _, k := range []string{"webhook_id", "idempotency_key", "order_id", "payment_status", "http_status", "outcome", "duplicate", "duration"} {
 		if _, ok := line[k]; !ok {
 			t.Errorf("log line lacks %q: %v", k, line)

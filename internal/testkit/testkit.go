@@ -2,9 +2,11 @@
 package testkit
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 
 	"flashsale/stock"
@@ -33,4 +35,23 @@ func FreePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// SyncBuffer is a bytes.Buffer that may be written and read at once from
+// several goroutines: a server's log, read by the test while it runs.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
