@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,9 +17,11 @@ import (
 
 	"flashsale/customer"
 	"flashsale/database"
+	"flashsale/events"
 	"flashsale/graph"
 	"flashsale/ratelimit"
-	"flashsale/webhook"
+	"flashsale/signing"
+	"flashsale/sink"
 )
 
 // config is the server's configuration, read from the environment.
@@ -46,6 +49,16 @@ type config struct {
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
 	LogLevel        slog.Level
 	LogFormat       string // text or json
+	Events          eventsConfig
+}
+
+// eventsConfig is where order events go (EVENTS_*).
+type eventsConfig struct {
+	WebhookURL, WebhookSecret string // "": no webhook sink
+	NATSURL                   string // "": no NATS sink
+	NATSSubject, NATSStream   string
+	Relay                     events.Config // timeouts, retries, concurrency
+	Retention                 time.Duration
 }
 
 // envVar documents one setting; the list is the -h help text.
@@ -76,38 +89,25 @@ var envVars = []envVar{
 	{"STOCK_PUSH_INTERVAL", "250ms", "least time between two events of one productStock subscription, also how often other servers' changes are read (10ms to 450ms: a change then reaches subscribers within 1s)"},
 	{"MAX_SUBSCRIPTIONS", "10000", "most live subscriptions this process serves"},
 	{"METRICS_ADDR", "", "host:port of a separate listener for Prometheus metrics at /metrics (e.g. 127.0.0.1:9090; keep it off the public network); unset: off"},
+	{"EVENTS_WEBHOOK_URL", "", "http(s) URL the order events are POSTed to, signed with EVENTS_WEBHOOK_SECRET; unset: no webhook sink"},
+	{"EVENTS_WEBHOOK_SECRET", "", "whsec_ + base64 of at least 24 random bytes, to sign order events (not WEBHOOK_SECRET)"},
+	{"EVENTS_NATS_URL", "", "NATS server(s) for order events on JetStream, e.g. nats://127.0.0.1:4222; unset: no NATS sink"},
+	{"EVENTS_NATS_SUBJECT", "flashsale.events", "subject prefix: events go to <prefix>.<type>"},
+	{"EVENTS_NATS_STREAM", "FLASHSALE_EVENTS", "JetStream stream, created if missing (file storage, 10m duplicate window)"},
+	{"EVENTS_TIMEOUT", "10s", "longest wait for one delivery attempt (at most 15s, so a dead server's claims lapse within 25s)"},
+	{"EVENTS_RETRY_MIN", "5s", "least wait before retrying a failed delivery; doubles per attempt"},
+	{"EVENTS_RETRY_MAX", "1h", "longest wait between two attempts"},
+	{"EVENTS_MAX_ATTEMPTS", "15", "failed attempts before an event is FAILED on a sink (an operator may redeliver it)"},
+	{"EVENTS_CONCURRENCY", "16", "delivery attempts in flight per process per sink"},
+	{"EVENTS_RETENTION", "168h", "how long events delivered to every sink are kept"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 }
 
 // loadConfig reads and checks every setting, reporting all bad values at once.
 func loadConfig(getenv func(string) string) (config, error) {
-	get := func(name string) string {
-		if v := strings.TrimSpace(getenv(name)); v != "" {
-			return v
-		}
-		for _, e := range envVars {
-			if e.name == name {
-				return e.def
-			}
-		}
-		return ""
-	}
-	var errs []error
-	intVar := func(name string, lo, hi int) int {
-		n, err := strconv.Atoi(get(name))
-		if err != nil || n < lo || n > hi {
-			errs = append(errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", name, getenv(name), lo, hi))
-		}
-		return n
-	}
-	durVar := func(name string, lo, hi time.Duration) time.Duration {
-		d, err := time.ParseDuration(get(name))
-		if err != nil || d < lo || d > hi {
-			errs = append(errs, fmt.Errorf("%s=%q: want a Go duration (e.g. 90s, 2m) from %s to %s", name, getenv(name), lo, hi))
-		}
-		return d
-	}
+	e := &env{getenv: getenv}
+	get, intVar, durVar := e.get, e.int, e.dur
 	c := config{
 		Port:            intVar("PORT", 0, 65535),
 		DatabaseURL:     get("DATABASE_URL"),
@@ -127,11 +127,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 			MaxComplexity: intVar("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000),
 		},
 	}
+	errs := e.errs
 	var err error
 	if c.Database, err = database.ParseURL(c.DatabaseURL); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.loadSecrets(getenv)...)
+	errs = append(errs, c.loadEvents(e)...)
 	if c.RateLimit, err = ratelimit.Parse(getenv("RATE_LIMIT")); err != nil {
 		errs = append(errs, fmt.Errorf("RATE_LIMIT=%q: %w", getenv("RATE_LIMIT"), err))
 	}
@@ -173,6 +175,41 @@ func loadConfig(getenv func(string) string) (config, error) {
 	return c, nil
 }
 
+// env reads settings, collecting what is wrong with them.
+type env struct {
+	getenv func(string) string
+	errs   []error
+}
+
+// get is the setting's value, trimmed, or its default from envVars.
+func (e *env) get(name string) string {
+	if v := strings.TrimSpace(e.getenv(name)); v != "" {
+		return v
+	}
+	for _, v := range envVars {
+		if v.name == name {
+			return v.def
+		}
+	}
+	return ""
+}
+
+func (e *env) int(name string, lo, hi int) int {
+	n, err := strconv.Atoi(e.get(name))
+	if err != nil || n < lo || n > hi {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", name, e.getenv(name), lo, hi))
+	}
+	return n
+}
+
+func (e *env) dur(name string, lo, hi time.Duration) time.Duration {
+	d, err := time.ParseDuration(e.get(name))
+	if err != nil || d < lo || d > hi {
+		e.errs = append(e.errs, fmt.Errorf("%s=%q: want a Go duration (e.g. 90s, 2m) from %s to %s", name, e.getenv(name), lo, hi))
+	}
+	return d
+}
+
 // minAdminTokenLen is the shortest ADMIN_TOKEN accepted (the contract's rule).
 const minAdminTokenLen = 32
 
@@ -185,14 +222,14 @@ func (c *config) loadSecrets(getenv func(string) string) []error {
 	secret := getenv("WEBHOOK_SECRET")
 	switch {
 	case secret != "":
-		key, err := webhook.ParseSecret(secret)
+		key, err := signing.ParseSecret(secret)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("WEBHOOK_SECRET: %w", err))
 		}
 		c.WebhookKey = key
 	case c.Database.Dialect == dialect.MySQL:
 		// Unsigned, anyone who learns an order ID could mark it paid.
-		errs = append(errs, fmt.Errorf("WEBHOOK_SECRET is required with a MySQL DATABASE_URL (it signs the payment webhook); %s and give the same secret to the payment provider", webhook.HowToMakeSecret))
+		errs = append(errs, fmt.Errorf("WEBHOOK_SECRET is required with a MySQL DATABASE_URL (it signs the payment webhook); %s and give the same secret to the payment provider", signing.HowToMakeSecret))
 	}
 	c.AdminToken = getenv("ADMIN_TOKEN")
 	const howToken = `make one with: openssl rand -base64 32`
@@ -207,9 +244,72 @@ func (c *config) loadSecrets(getenv func(string) string) []error {
 	case strings.TrimSpace(secret) == tok:
 		// The payment provider knows the webhook secret; it must not be an operator.
 		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as WEBHOOK_SECRET; %s", howToken))
+	case strings.TrimSpace(getenv("EVENTS_WEBHOOK_SECRET")) == tok:
+		// The shop's event receiver knows that secret; it must not be an operator.
+		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as EVENTS_WEBHOOK_SECRET; %s", howToken))
 	case getenv("CUSTOMER_JWT_SECRET") == tok:
 		// The shop's login system signs customer tokens with it; it must not be an operator.
 		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as CUSTOMER_JWT_SECRET; %s", howToken))
 	}
+	return errs
+}
+
+// loadEvents reads the EVENTS_* settings. A sink that is half configured,
+// or whose signing secret is one a payment provider knows, refuses to
+// start rather than send unsigned or forgeable events.
+func (c *config) loadEvents(e *env) []error {
+	ev := eventsConfig{
+		WebhookURL:    strings.TrimSpace(e.getenv("EVENTS_WEBHOOK_URL")),
+		WebhookSecret: strings.TrimSpace(e.getenv("EVENTS_WEBHOOK_SECRET")),
+		NATSURL:       strings.TrimSpace(e.getenv("EVENTS_NATS_URL")),
+		NATSSubject:   e.get("EVENTS_NATS_SUBJECT"),
+		NATSStream:    e.get("EVENTS_NATS_STREAM"),
+		Relay: events.Config{
+			Timeout:     e.dur("EVENTS_TIMEOUT", 100*time.Millisecond, events.MaxTimeout),
+			RetryMin:    e.dur("EVENTS_RETRY_MIN", 10*time.Millisecond, 24*time.Hour),
+			RetryMax:    e.dur("EVENTS_RETRY_MAX", 10*time.Millisecond, 7*24*time.Hour),
+			MaxAttempts: e.int("EVENTS_MAX_ATTEMPTS", 1, 1000),
+			Concurrency: e.int("EVENTS_CONCURRENCY", 1, 1024),
+		},
+		Retention: e.dur("EVENTS_RETENTION", time.Minute, 10*365*24*time.Hour),
+	}
+	var errs []error
+	if ev.Relay.RetryMin > ev.Relay.RetryMax {
+		errs = append(errs, fmt.Errorf("EVENTS_RETRY_MIN (%s) must not be longer than EVENTS_RETRY_MAX (%s)", ev.Relay.RetryMin, ev.Relay.RetryMax))
+	}
+	switch {
+	case ev.WebhookURL == "" && ev.WebhookSecret != "":
+		errs = append(errs, errors.New("EVENTS_WEBHOOK_SECRET is set but EVENTS_WEBHOOK_URL is not: set the URL the events go to, or unset the secret"))
+	case ev.WebhookURL == "":
+	case ev.WebhookSecret == "":
+		errs = append(errs, fmt.Errorf("EVENTS_WEBHOOK_SECRET is required with EVENTS_WEBHOOK_URL (it signs the events; give the same secret to the receiver); %s", signing.HowToMakeSecret))
+	default:
+		if err := sink.CheckWebhookURL(ev.WebhookURL); err != nil {
+			errs = append(errs, fmt.Errorf("EVENTS_WEBHOOK_URL: %w", err))
+		}
+		if _, err := signing.ParseSecret(ev.WebhookSecret); err != nil {
+			errs = append(errs, fmt.Errorf("EVENTS_WEBHOOK_SECRET: %w", err))
+		}
+		// The payment provider knows WEBHOOK_SECRET: with it, they could
+		// forge events to the shop.
+		if slices.Contains(strings.Fields(e.getenv("WEBHOOK_SECRET")), ev.WebhookSecret) {
+			errs = append(errs, fmt.Errorf("EVENTS_WEBHOOK_SECRET must not be the same as WEBHOOK_SECRET (the payment provider knows that one); %s", signing.HowToMakeSecret))
+		}
+	}
+	if ev.NATSURL != "" {
+		for _, check := range []struct {
+			name, value string
+			f           func(string) error
+		}{
+			{"EVENTS_NATS_URL", ev.NATSURL, sink.CheckNATSURL},
+			{"EVENTS_NATS_SUBJECT", ev.NATSSubject, sink.CheckNATSSubject},
+			{"EVENTS_NATS_STREAM", ev.NATSStream, sink.CheckNATSStream},
+		} {
+			if err := check.f(check.value); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", check.name, err))
+			}
+		}
+	}
+	c.Events = ev
 	return errs
 }

@@ -18,9 +18,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,11 +30,13 @@ import (
 
 	"flashsale/customer"
 	"flashsale/database"
+	"flashsale/events"
 	"flashsale/graph"
 	"flashsale/internal/gcfloor"
 	"flashsale/live"
 	"flashsale/metrics"
 	"flashsale/playground"
+	"flashsale/sink"
 	"flashsale/stock"
 	"flashsale/sweeper"
 	"flashsale/webhook"
@@ -95,10 +99,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
+	sinks, err := openSinks(ctx, cfg.Events, log)
+	if err != nil {
+		return err
+	}
 	svc := stock.New(db.Ent, db.Dialect, stock.Config{
 		HoldTTL:        cfg.HoldTTL,
 		PaymentTimeout: cfg.PaymentTimeout,
 		MaxHoldQty:     cfg.MaxHoldQty,
+		EventSinks:     sinkNames(sinks),
 	}, log)
 	// Metrics are recorded whether or not METRICS_ADDR serves them: a nil
 	// *metrics.Metrics would do too, but one code path is simpler to trust.
@@ -106,6 +115,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	met.WatchDB(db.SQL, "flashsale")
 	met.WatchDB(db.TxSQL, "flashsale_tx") // nil on SQLite: not watched
 	svc.Observe(met)
+	relayCfg := cfg.Events.Relay
+	relayCfg.Logger, relayCfg.Metrics = log, met
+	relay := events.New(db.Ent, db.Dialect, svc, sinks, relayCfg)
+	defer relay.Close()
+	svc.OnEvents(relay.Wake)
+	relay.WarnOrphans(ctx)
 	if cfg.DatabaseURL == database.DefaultURL {
 		if err := seedDemo(ctx, svc, log); err != nil {
 			return err
@@ -124,7 +139,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 
-	resolver := &graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken, Metrics: met}
+	resolver := &graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken, Metrics: met, Events: relay}
 	if cfg.Customers.Enabled() {
 		cc := cfg.Customers
 		cc.Logger = log
@@ -196,7 +211,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			return fmt.Errorf("METRICS_ADDR: %w", err)
 		}
 	}
-	sw, err := sweeper.Start(svc, cfg.SweepInterval, log)
+	sw, err := sweeper.Start(svc, sweeper.Config{
+		Interval: cfg.SweepInterval, Logger: log, Events: relay, EventsRetention: cfg.Events.Retention,
+	})
 	if err != nil {
 		ln.Close()
 		if metricsLn != nil {
@@ -216,6 +233,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		}()
 		go func() { metricsDone <- met.Serve(metricsCtx, metricsLn, log) }()
 	}
+
+	// The relay stops last: until then it delivers what the requests and
+	// sweeps being finished write.
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	relayDone := make(chan struct{})
+	go func() { defer close(relayDone); relay.Run(relayCtx) }()
+	defer func() { stopRelay(); <-relayDone }()
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -248,6 +272,55 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	log.Info("stopped")
 	return err
+}
+
+// openSinks makes the configured order-event sinks. NATS connects in the
+// background: a NATS server that is down delays events, never the start.
+func openSinks(ctx context.Context, ev eventsConfig, log *slog.Logger) ([]sink.Sink, error) {
+	var sinks []sink.Sink
+	if ev.WebhookURL != "" {
+		wh, err := sink.NewWebhook(sink.WebhookConfig{URL: ev.WebhookURL, Secret: ev.WebhookSecret,
+			Timeout: ev.Relay.Timeout, Concurrency: ev.Relay.Concurrency})
+		if err != nil {
+			return nil, fmt.Errorf("EVENTS_WEBHOOK_URL: %w", err)
+		}
+		sinks = append(sinks, wh)
+		log.Info("order events go to a webhook", "url", redactURL(ev.WebhookURL))
+	}
+	if ev.NATSURL != "" {
+		n, err := sink.NewNATS(ctx, sink.NATSConfig{URL: ev.NATSURL, Subject: ev.NATSSubject, Stream: ev.NATSStream,
+			Timeout: ev.Relay.Timeout, Logger: log})
+		if err != nil {
+			for _, s := range sinks {
+				_ = s.Close()
+			}
+			return nil, fmt.Errorf("EVENTS_NATS_URL: %w", err)
+		}
+		sinks = append(sinks, n)
+		log.Info("order events go to NATS JetStream", "url", redactURL(ev.NATSURL), "subject", ev.NATSSubject+".<type>", "stream", ev.NATSStream)
+	}
+	if len(sinks) == 0 {
+		log.Info("no order event sink configured (EVENTS_WEBHOOK_URL, EVENTS_NATS_URL): events are kept for operators (orderEvents), never sent")
+	}
+	return sinks, nil
+}
+
+func sinkNames(sinks []sink.Sink) []string {
+	names := make([]string, len(sinks))
+	for i, s := range sinks {
+		names[i] = s.Name()
+	}
+	return names
+}
+
+// redactURL drops a URL's credentials and query for logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || strings.Contains(raw, ",") {
+		return "(" + strconv.Itoa(len(strings.Split(raw, ","))) + " URLs)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
 }
 
 func newLogger(cfg config, w io.Writer) *slog.Logger {

@@ -22,7 +22,7 @@ import (
 	"flashsale/database"
 	"flashsale/internal/testdb"
 	"flashsale/internal/testkit"
-	"flashsale/webhook"
+	"flashsale/signing"
 )
 
 const (
@@ -31,8 +31,8 @@ const (
 )
 
 // testSigner signs webhooks as the payment provider would, with testSecret.
-var testSigner = func() *webhook.Signer {
-	s, err := webhook.NewSigner(testSecret)
+var testSigner = func() *signing.Signer {
+	s, err := signing.NewSigner(testSecret)
 	if err != nil {
 		panic(err)
 	}

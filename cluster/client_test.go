@@ -14,7 +14,7 @@ import (
 	"syscall"
 	"time"
 
-	"flashsale/webhook"
+	"flashsale/signing"
 )
 
 // Outcomes of a request, besides GraphQL's extensions.code and "HTTP <status>".
@@ -70,12 +70,12 @@ type client struct {
 	http    *http.Client
 	next    atomic.Uint64
 	rec     *recorder
-	signer  *webhook.Signer
+	signer  *signing.Signer
 	token   string // ADMIN_TOKEN
 }
 
 func newClient(servers []*server, secret, adminToken string) (*client, error) {
-	signer, err := webhook.NewSigner(secret)
+	signer, err := signing.NewSigner(secret)
 	if err != nil {
 		return nil, err
 	}

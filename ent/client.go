@@ -11,9 +11,11 @@ import (
 
 	"flashsale/ent/migrate"
 
+	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
+	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
 	"flashsale/ent/stockadjustment"
@@ -32,12 +34,16 @@ type Client struct {
 	config
 	// Schema is the client for creating, migrating and dropping schema.
 	Schema *migrate.Schema
+	// EventDelivery is the client for interacting with the EventDelivery builders.
+	EventDelivery *EventDeliveryClient
 	// Hold is the client for interacting with the Hold builders.
 	Hold *HoldClient
 	// HoldKey is the client for interacting with the HoldKey builders.
 	HoldKey *HoldKeyClient
 	// Order is the client for interacting with the Order builders.
 	Order *OrderClient
+	// OrderEvent is the client for interacting with the OrderEvent builders.
+	OrderEvent *OrderEventClient
 	// PaymentEvent is the client for interacting with the PaymentEvent builders.
 	PaymentEvent *PaymentEventClient
 	// Product is the client for interacting with the Product builders.
@@ -55,9 +61,11 @@ func NewClient(opts ...Option) *Client {
 
 func (c *Client) init() {
 	c.Schema = migrate.NewSchema(c.driver)
+	c.EventDelivery = NewEventDeliveryClient(c.config)
 	c.Hold = NewHoldClient(c.config)
 	c.HoldKey = NewHoldKeyClient(c.config)
 	c.Order = NewOrderClient(c.config)
+	c.OrderEvent = NewOrderEventClient(c.config)
 	c.PaymentEvent = NewPaymentEventClient(c.config)
 	c.Product = NewProductClient(c.config)
 	c.StockAdjustment = NewStockAdjustmentClient(c.config)
@@ -153,9 +161,11 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 	return &Tx{
 		ctx:             ctx,
 		config:          cfg,
+		EventDelivery:   NewEventDeliveryClient(cfg),
 		Hold:            NewHoldClient(cfg),
 		HoldKey:         NewHoldKeyClient(cfg),
 		Order:           NewOrderClient(cfg),
+		OrderEvent:      NewOrderEventClient(cfg),
 		PaymentEvent:    NewPaymentEventClient(cfg),
 		Product:         NewProductClient(cfg),
 		StockAdjustment: NewStockAdjustmentClient(cfg),
@@ -178,9 +188,11 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 	return &Tx{
 		ctx:             ctx,
 		config:          cfg,
+		EventDelivery:   NewEventDeliveryClient(cfg),
 		Hold:            NewHoldClient(cfg),
 		HoldKey:         NewHoldKeyClient(cfg),
 		Order:           NewOrderClient(cfg),
+		OrderEvent:      NewOrderEventClient(cfg),
 		PaymentEvent:    NewPaymentEventClient(cfg),
 		Product:         NewProductClient(cfg),
 		StockAdjustment: NewStockAdjustmentClient(cfg),
@@ -190,7 +202,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 // Debug returns a new debug-client. It's used to get verbose logging on specific operations.
 //
 //	client.Debug().
-//		Hold.
+//		EventDelivery.
 //		Query().
 //		Count(ctx)
 func (c *Client) Debug() *Client {
@@ -213,7 +225,8 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.Hold, c.HoldKey, c.Order, c.PaymentEvent, c.Product, c.StockAdjustment,
+		c.EventDelivery, c.Hold, c.HoldKey, c.Order, c.OrderEvent, c.PaymentEvent,
+		c.Product, c.StockAdjustment,
 	} {
 		n.Use(hooks...)
 	}
@@ -223,7 +236,8 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.Hold, c.HoldKey, c.Order, c.PaymentEvent, c.Product, c.StockAdjustment,
+		c.EventDelivery, c.Hold, c.HoldKey, c.Order, c.OrderEvent, c.PaymentEvent,
+		c.Product, c.StockAdjustment,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -232,12 +246,16 @@ func (c *Client) Intercept(interceptors ...Interceptor) {
 // Mutate implements the ent.Mutator interface.
 func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 	switch m := m.(type) {
+	case *EventDeliveryMutation:
+		return c.EventDelivery.mutate(ctx, m)
 	case *HoldMutation:
 		return c.Hold.mutate(ctx, m)
 	case *HoldKeyMutation:
 		return c.HoldKey.mutate(ctx, m)
 	case *OrderMutation:
 		return c.Order.mutate(ctx, m)
+	case *OrderEventMutation:
+		return c.OrderEvent.mutate(ctx, m)
 	case *PaymentEventMutation:
 		return c.PaymentEvent.mutate(ctx, m)
 	case *ProductMutation:
@@ -246,6 +264,155 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.StockAdjustment.mutate(ctx, m)
 	default:
 		return nil, fmt.Errorf("ent: unknown mutation type %T", m)
+	}
+}
+
+// EventDeliveryClient is a client for the EventDelivery schema.
+type EventDeliveryClient struct {
+	config
+}
+
+// NewEventDeliveryClient returns a client for the EventDelivery from the given config.
+func NewEventDeliveryClient(c config) *EventDeliveryClient {
+	return &EventDeliveryClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `eventdelivery.Hooks(f(g(h())))`.
+func (c *EventDeliveryClient) Use(hooks ...Hook) {
+	c.hooks.EventDelivery = append(c.hooks.EventDelivery, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `eventdelivery.Intercept(f(g(h())))`.
+func (c *EventDeliveryClient) Intercept(interceptors ...Interceptor) {
+	c.inters.EventDelivery = append(c.inters.EventDelivery, interceptors...)
+}
+
+// Create returns a builder for creating a EventDelivery entity.
+func (c *EventDeliveryClient) Create() *EventDeliveryCreate {
+	mutation := newEventDeliveryMutation(c.config, OpCreate)
+	return &EventDeliveryCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of EventDelivery entities.
+func (c *EventDeliveryClient) CreateBulk(builders ...*EventDeliveryCreate) *EventDeliveryCreateBulk {
+	return &EventDeliveryCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *EventDeliveryClient) MapCreateBulk(slice any, setFunc func(*EventDeliveryCreate, int)) *EventDeliveryCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &EventDeliveryCreateBulk{err: fmt.Errorf("calling to EventDeliveryClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*EventDeliveryCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &EventDeliveryCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for EventDelivery.
+func (c *EventDeliveryClient) Update() *EventDeliveryUpdate {
+	mutation := newEventDeliveryMutation(c.config, OpUpdate)
+	return &EventDeliveryUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *EventDeliveryClient) UpdateOne(_m *EventDelivery) *EventDeliveryUpdateOne {
+	mutation := newEventDeliveryMutation(c.config, OpUpdateOne, withEventDelivery(_m))
+	return &EventDeliveryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *EventDeliveryClient) UpdateOneID(id int) *EventDeliveryUpdateOne {
+	mutation := newEventDeliveryMutation(c.config, OpUpdateOne, withEventDeliveryID(id))
+	return &EventDeliveryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for EventDelivery.
+func (c *EventDeliveryClient) Delete() *EventDeliveryDelete {
+	mutation := newEventDeliveryMutation(c.config, OpDelete)
+	return &EventDeliveryDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *EventDeliveryClient) DeleteOne(_m *EventDelivery) *EventDeliveryDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *EventDeliveryClient) DeleteOneID(id int) *EventDeliveryDeleteOne {
+	builder := c.Delete().Where(eventdelivery.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &EventDeliveryDeleteOne{builder}
+}
+
+// Query returns a query builder for EventDelivery.
+func (c *EventDeliveryClient) Query() *EventDeliveryQuery {
+	return &EventDeliveryQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeEventDelivery},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a EventDelivery entity by its id.
+func (c *EventDeliveryClient) Get(ctx context.Context, id int) (*EventDelivery, error) {
+	return c.Query().Where(eventdelivery.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *EventDeliveryClient) GetX(ctx context.Context, id int) *EventDelivery {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryEvent queries the event edge of a EventDelivery.
+func (c *EventDeliveryClient) QueryEvent(_m *EventDelivery) *OrderEventQuery {
+	query := (&OrderEventClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(eventdelivery.Table, eventdelivery.FieldID, id),
+			sqlgraph.To(orderevent.Table, orderevent.FieldID),
+			sqlgraph.Edge(sqlgraph.M2O, true, eventdelivery.EventTable, eventdelivery.EventColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *EventDeliveryClient) Hooks() []Hook {
+	return c.hooks.EventDelivery
+}
+
+// Interceptors returns the client interceptors.
+func (c *EventDeliveryClient) Interceptors() []Interceptor {
+	return c.inters.EventDelivery
+}
+
+func (c *EventDeliveryClient) mutate(ctx context.Context, m *EventDeliveryMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&EventDeliveryCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&EventDeliveryUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&EventDeliveryUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&EventDeliveryDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown EventDelivery mutation op: %q", m.Op())
 	}
 }
 
@@ -728,6 +895,155 @@ func (c *OrderClient) mutate(ctx context.Context, m *OrderMutation) (Value, erro
 	}
 }
 
+// OrderEventClient is a client for the OrderEvent schema.
+type OrderEventClient struct {
+	config
+}
+
+// NewOrderEventClient returns a client for the OrderEvent from the given config.
+func NewOrderEventClient(c config) *OrderEventClient {
+	return &OrderEventClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `orderevent.Hooks(f(g(h())))`.
+func (c *OrderEventClient) Use(hooks ...Hook) {
+	c.hooks.OrderEvent = append(c.hooks.OrderEvent, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `orderevent.Intercept(f(g(h())))`.
+func (c *OrderEventClient) Intercept(interceptors ...Interceptor) {
+	c.inters.OrderEvent = append(c.inters.OrderEvent, interceptors...)
+}
+
+// Create returns a builder for creating a OrderEvent entity.
+func (c *OrderEventClient) Create() *OrderEventCreate {
+	mutation := newOrderEventMutation(c.config, OpCreate)
+	return &OrderEventCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of OrderEvent entities.
+func (c *OrderEventClient) CreateBulk(builders ...*OrderEventCreate) *OrderEventCreateBulk {
+	return &OrderEventCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *OrderEventClient) MapCreateBulk(slice any, setFunc func(*OrderEventCreate, int)) *OrderEventCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &OrderEventCreateBulk{err: fmt.Errorf("calling to OrderEventClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*OrderEventCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &OrderEventCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for OrderEvent.
+func (c *OrderEventClient) Update() *OrderEventUpdate {
+	mutation := newOrderEventMutation(c.config, OpUpdate)
+	return &OrderEventUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *OrderEventClient) UpdateOne(_m *OrderEvent) *OrderEventUpdateOne {
+	mutation := newOrderEventMutation(c.config, OpUpdateOne, withOrderEvent(_m))
+	return &OrderEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *OrderEventClient) UpdateOneID(id string) *OrderEventUpdateOne {
+	mutation := newOrderEventMutation(c.config, OpUpdateOne, withOrderEventID(id))
+	return &OrderEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for OrderEvent.
+func (c *OrderEventClient) Delete() *OrderEventDelete {
+	mutation := newOrderEventMutation(c.config, OpDelete)
+	return &OrderEventDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *OrderEventClient) DeleteOne(_m *OrderEvent) *OrderEventDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *OrderEventClient) DeleteOneID(id string) *OrderEventDeleteOne {
+	builder := c.Delete().Where(orderevent.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &OrderEventDeleteOne{builder}
+}
+
+// Query returns a query builder for OrderEvent.
+func (c *OrderEventClient) Query() *OrderEventQuery {
+	return &OrderEventQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeOrderEvent},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a OrderEvent entity by its id.
+func (c *OrderEventClient) Get(ctx context.Context, id string) (*OrderEvent, error) {
+	return c.Query().Where(orderevent.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *OrderEventClient) GetX(ctx context.Context, id string) *OrderEvent {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// QueryDeliveries queries the deliveries edge of a OrderEvent.
+func (c *OrderEventClient) QueryDeliveries(_m *OrderEvent) *EventDeliveryQuery {
+	query := (&EventDeliveryClient{config: c.config}).Query()
+	query.path = func(context.Context) (fromV *sql.Selector, _ error) {
+		id := _m.ID
+		step := sqlgraph.NewStep(
+			sqlgraph.From(orderevent.Table, orderevent.FieldID, id),
+			sqlgraph.To(eventdelivery.Table, eventdelivery.FieldID),
+			sqlgraph.Edge(sqlgraph.O2M, false, orderevent.DeliveriesTable, orderevent.DeliveriesColumn),
+		)
+		fromV = sqlgraph.Neighbors(_m.driver.Dialect(), step)
+		return fromV, nil
+	}
+	return query
+}
+
+// Hooks returns the client hooks.
+func (c *OrderEventClient) Hooks() []Hook {
+	return c.hooks.OrderEvent
+}
+
+// Interceptors returns the client interceptors.
+func (c *OrderEventClient) Interceptors() []Interceptor {
+	return c.inters.OrderEvent
+}
+
+func (c *OrderEventClient) mutate(ctx context.Context, m *OrderEventMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&OrderEventCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&OrderEventUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&OrderEventUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&OrderEventDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown OrderEvent mutation op: %q", m.Op())
+	}
+}
+
 // PaymentEventClient is a client for the PaymentEvent schema.
 type PaymentEventClient struct {
 	config
@@ -1146,10 +1462,12 @@ func (c *StockAdjustmentClient) mutate(ctx context.Context, m *StockAdjustmentMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		Hold, HoldKey, Order, PaymentEvent, Product, StockAdjustment []ent.Hook
+		EventDelivery, Hold, HoldKey, Order, OrderEvent, PaymentEvent, Product,
+		StockAdjustment []ent.Hook
 	}
 	inters struct {
-		Hold, HoldKey, Order, PaymentEvent, Product, StockAdjustment []ent.Interceptor
+		EventDelivery, Hold, HoldKey, Order, OrderEvent, PaymentEvent, Product,
+		StockAdjustment []ent.Interceptor
 	}
 )
 

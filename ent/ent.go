@@ -5,9 +5,11 @@ package ent
 import (
 	"context"
 	"errors"
+	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
+	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
 	"flashsale/ent/stockadjustment"
@@ -78,9 +80,11 @@ var (
 func checkColumn(t, c string) error {
 	initCheck.Do(func() {
 		columnCheck = sql.NewColumnCheck(map[string]func(string) bool{
+			eventdelivery.Table:   eventdelivery.ValidColumn,
 			hold.Table:            hold.ValidColumn,
 			holdkey.Table:         holdkey.ValidColumn,
 			order.Table:           order.ValidColumn,
+			orderevent.Table:      orderevent.ValidColumn,
 			paymentevent.Table:    paymentevent.ValidColumn,
 			product.Table:         product.ValidColumn,
 			stockadjustment.Table: stockadjustment.ValidColumn,

@@ -37,6 +37,10 @@ type Order struct {
 	PaymentDueAt time.Time `json:"payment_due_at,omitempty"`
 	// CustomerID holds the value of the "customer_id" field.
 	CustomerID string `json:"customer_id,omitempty"`
+	// PaymentReference holds the value of the "payment_reference" field.
+	PaymentReference *string `json:"payment_reference,omitempty"`
+	// EventSeq holds the value of the "event_seq" field.
+	EventSeq int `json:"event_seq,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
 	// The values are being populated by the OrderQuery when eager-loading is set.
 	Edges        OrderEdges `json:"edges"`
@@ -79,9 +83,9 @@ func (*Order) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case order.FieldProductID, order.FieldQty, order.FieldAmountCents:
+		case order.FieldProductID, order.FieldQty, order.FieldAmountCents, order.FieldEventSeq:
 			values[i] = new(sql.NullInt64)
-		case order.FieldStatus, order.FieldCustomerID:
+		case order.FieldStatus, order.FieldCustomerID, order.FieldPaymentReference:
 			values[i] = new(sql.NullString)
 		case order.FieldCreatedAt, order.FieldUpdatedAt, order.FieldPaymentDueAt:
 			values[i] = new(sql.NullTime)
@@ -162,6 +166,19 @@ func (_m *Order) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.CustomerID = value.String
 			}
+		case order.FieldPaymentReference:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field payment_reference", values[i])
+			} else if value.Valid {
+				_m.PaymentReference = new(string)
+				*_m.PaymentReference = value.String
+			}
+		case order.FieldEventSeq:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field event_seq", values[i])
+			} else if value.Valid {
+				_m.EventSeq = int(value.Int64)
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -234,6 +251,14 @@ func (_m *Order) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("customer_id=")
 	builder.WriteString(_m.CustomerID)
+	builder.WriteString(", ")
+	if v := _m.PaymentReference; v != nil {
+		builder.WriteString("payment_reference=")
+		builder.WriteString(*v)
+	}
+	builder.WriteString(", ")
+	builder.WriteString("event_seq=")
+	builder.WriteString(fmt.Sprintf("%v", _m.EventSeq))
 	builder.WriteByte(')')
 	return builder.String()
 }

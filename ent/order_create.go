@@ -109,6 +109,34 @@ func (_c *OrderCreate) SetNillableCustomerID(v *string) *OrderCreate {
 	return _c
 }
 
+// SetPaymentReference sets the "payment_reference" field.
+func (_c *OrderCreate) SetPaymentReference(v string) *OrderCreate {
+	_c.mutation.SetPaymentReference(v)
+	return _c
+}
+
+// SetNillablePaymentReference sets the "payment_reference" field if the given value is not nil.
+func (_c *OrderCreate) SetNillablePaymentReference(v *string) *OrderCreate {
+	if v != nil {
+		_c.SetPaymentReference(*v)
+	}
+	return _c
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (_c *OrderCreate) SetEventSeq(v int) *OrderCreate {
+	_c.mutation.SetEventSeq(v)
+	return _c
+}
+
+// SetNillableEventSeq sets the "event_seq" field if the given value is not nil.
+func (_c *OrderCreate) SetNillableEventSeq(v *int) *OrderCreate {
+	if v != nil {
+		_c.SetEventSeq(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *OrderCreate) SetID(v uuid.UUID) *OrderCreate {
 	_c.mutation.SetID(v)
@@ -194,6 +222,10 @@ func (_c *OrderCreate) defaults() {
 		v := order.DefaultCustomerID
 		_c.mutation.SetCustomerID(v)
 	}
+	if _, ok := _c.mutation.EventSeq(); !ok {
+		v := order.DefaultEventSeq
+		_c.mutation.SetEventSeq(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		v := order.DefaultID()
 		_c.mutation.SetID(v)
@@ -243,6 +275,19 @@ func (_c *OrderCreate) check() error {
 	}
 	if _, ok := _c.mutation.CustomerID(); !ok {
 		return &ValidationError{Name: "customer_id", err: errors.New(`ent: missing required field "Order.customer_id"`)}
+	}
+	if v, ok := _c.mutation.PaymentReference(); ok {
+		if err := order.PaymentReferenceValidator(v); err != nil {
+			return &ValidationError{Name: "payment_reference", err: fmt.Errorf(`ent: validator failed for field "Order.payment_reference": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.EventSeq(); !ok {
+		return &ValidationError{Name: "event_seq", err: errors.New(`ent: missing required field "Order.event_seq"`)}
+	}
+	if v, ok := _c.mutation.EventSeq(); ok {
+		if err := order.EventSeqValidator(v); err != nil {
+			return &ValidationError{Name: "event_seq", err: fmt.Errorf(`ent: validator failed for field "Order.event_seq": %w`, err)}
+		}
 	}
 	if len(_c.mutation.HoldIDs()) == 0 {
 		return &ValidationError{Name: "hold", err: errors.New(`ent: missing required edge "Order.hold"`)}
@@ -313,6 +358,14 @@ func (_c *OrderCreate) createSpec() (*Order, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.CustomerID(); ok {
 		_spec.SetField(order.FieldCustomerID, field.TypeString, value)
 		_node.CustomerID = value
+	}
+	if value, ok := _c.mutation.PaymentReference(); ok {
+		_spec.SetField(order.FieldPaymentReference, field.TypeString, value)
+		_node.PaymentReference = &value
+	}
+	if value, ok := _c.mutation.EventSeq(); ok {
+		_spec.SetField(order.FieldEventSeq, field.TypeInt, value)
+		_node.EventSeq = value
 	}
 	if nodes := _c.mutation.HoldIDs(); len(nodes) > 0 {
 		edge := &sqlgraph.EdgeSpec{

@@ -58,6 +58,47 @@ func (_u *OrderUpdate) SetNillableStatus(v *order.Status) *OrderUpdate {
 	return _u
 }
 
+// SetPaymentReference sets the "payment_reference" field.
+func (_u *OrderUpdate) SetPaymentReference(v string) *OrderUpdate {
+	_u.mutation.SetPaymentReference(v)
+	return _u
+}
+
+// SetNillablePaymentReference sets the "payment_reference" field if the given value is not nil.
+func (_u *OrderUpdate) SetNillablePaymentReference(v *string) *OrderUpdate {
+	if v != nil {
+		_u.SetPaymentReference(*v)
+	}
+	return _u
+}
+
+// ClearPaymentReference clears the value of the "payment_reference" field.
+func (_u *OrderUpdate) ClearPaymentReference() *OrderUpdate {
+	_u.mutation.ClearPaymentReference()
+	return _u
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (_u *OrderUpdate) SetEventSeq(v int) *OrderUpdate {
+	_u.mutation.ResetEventSeq()
+	_u.mutation.SetEventSeq(v)
+	return _u
+}
+
+// SetNillableEventSeq sets the "event_seq" field if the given value is not nil.
+func (_u *OrderUpdate) SetNillableEventSeq(v *int) *OrderUpdate {
+	if v != nil {
+		_u.SetEventSeq(*v)
+	}
+	return _u
+}
+
+// AddEventSeq adds value to the "event_seq" field.
+func (_u *OrderUpdate) AddEventSeq(v int) *OrderUpdate {
+	_u.mutation.AddEventSeq(v)
+	return _u
+}
+
 // AddPaymentEventIDs adds the "payment_events" edge to the PaymentEvent entity by IDs.
 func (_u *OrderUpdate) AddPaymentEventIDs(ids ...int) *OrderUpdate {
 	_u.mutation.AddPaymentEventIDs(ids...)
@@ -133,6 +174,16 @@ func (_u *OrderUpdate) check() error {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Order.status": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.PaymentReference(); ok {
+		if err := order.PaymentReferenceValidator(v); err != nil {
+			return &ValidationError{Name: "payment_reference", err: fmt.Errorf(`ent: validator failed for field "Order.payment_reference": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.EventSeq(); ok {
+		if err := order.EventSeqValidator(v); err != nil {
+			return &ValidationError{Name: "event_seq", err: fmt.Errorf(`ent: validator failed for field "Order.event_seq": %w`, err)}
+		}
+	}
 	if _u.mutation.HoldCleared() && len(_u.mutation.HoldIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Order.hold"`)
 	}
@@ -162,6 +213,18 @@ func (_u *OrderUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(order.FieldStatus, field.TypeEnum, value)
+	}
+	if value, ok := _u.mutation.PaymentReference(); ok {
+		_spec.SetField(order.FieldPaymentReference, field.TypeString, value)
+	}
+	if _u.mutation.PaymentReferenceCleared() {
+		_spec.ClearField(order.FieldPaymentReference, field.TypeString)
+	}
+	if value, ok := _u.mutation.EventSeq(); ok {
+		_spec.SetField(order.FieldEventSeq, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedEventSeq(); ok {
+		_spec.AddField(order.FieldEventSeq, field.TypeInt, value)
 	}
 	if _u.mutation.PaymentEventsCleared() {
 		edge := &sqlgraph.EdgeSpec{
@@ -258,6 +321,47 @@ func (_u *OrderUpdateOne) SetNillableStatus(v *order.Status) *OrderUpdateOne {
 	return _u
 }
 
+// SetPaymentReference sets the "payment_reference" field.
+func (_u *OrderUpdateOne) SetPaymentReference(v string) *OrderUpdateOne {
+	_u.mutation.SetPaymentReference(v)
+	return _u
+}
+
+// SetNillablePaymentReference sets the "payment_reference" field if the given value is not nil.
+func (_u *OrderUpdateOne) SetNillablePaymentReference(v *string) *OrderUpdateOne {
+	if v != nil {
+		_u.SetPaymentReference(*v)
+	}
+	return _u
+}
+
+// ClearPaymentReference clears the value of the "payment_reference" field.
+func (_u *OrderUpdateOne) ClearPaymentReference() *OrderUpdateOne {
+	_u.mutation.ClearPaymentReference()
+	return _u
+}
+
+// SetEventSeq sets the "event_seq" field.
+func (_u *OrderUpdateOne) SetEventSeq(v int) *OrderUpdateOne {
+	_u.mutation.ResetEventSeq()
+	_u.mutation.SetEventSeq(v)
+	return _u
+}
+
+// SetNillableEventSeq sets the "event_seq" field if the given value is not nil.
+func (_u *OrderUpdateOne) SetNillableEventSeq(v *int) *OrderUpdateOne {
+	if v != nil {
+		_u.SetEventSeq(*v)
+	}
+	return _u
+}
+
+// AddEventSeq adds value to the "event_seq" field.
+func (_u *OrderUpdateOne) AddEventSeq(v int) *OrderUpdateOne {
+	_u.mutation.AddEventSeq(v)
+	return _u
+}
+
 // AddPaymentEventIDs adds the "payment_events" edge to the PaymentEvent entity by IDs.
 func (_u *OrderUpdateOne) AddPaymentEventIDs(ids ...int) *OrderUpdateOne {
 	_u.mutation.AddPaymentEventIDs(ids...)
@@ -346,6 +450,16 @@ func (_u *OrderUpdateOne) check() error {
 			return &ValidationError{Name: "status", err: fmt.Errorf(`ent: validator failed for field "Order.status": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.PaymentReference(); ok {
+		if err := order.PaymentReferenceValidator(v); err != nil {
+			return &ValidationError{Name: "payment_reference", err: fmt.Errorf(`ent: validator failed for field "Order.payment_reference": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.EventSeq(); ok {
+		if err := order.EventSeqValidator(v); err != nil {
+			return &ValidationError{Name: "event_seq", err: fmt.Errorf(`ent: validator failed for field "Order.event_seq": %w`, err)}
+		}
+	}
 	if _u.mutation.HoldCleared() && len(_u.mutation.HoldIDs()) > 0 {
 		return errors.New(`ent: clearing a required unique edge "Order.hold"`)
 	}
@@ -392,6 +506,18 @@ func (_u *OrderUpdateOne) sqlSave(ctx context.Context) (_node *Order, err error)
 	}
 	if value, ok := _u.mutation.Status(); ok {
 		_spec.SetField(order.FieldStatus, field.TypeEnum, value)
+	}
+	if value, ok := _u.mutation.PaymentReference(); ok {
+		_spec.SetField(order.FieldPaymentReference, field.TypeString, value)
+	}
+	if _u.mutation.PaymentReferenceCleared() {
+		_spec.ClearField(order.FieldPaymentReference, field.TypeString)
+	}
+	if value, ok := _u.mutation.EventSeq(); ok {
+		_spec.SetField(order.FieldEventSeq, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedEventSeq(); ok {
+		_spec.AddField(order.FieldEventSeq, field.TypeInt, value)
 	}
 	if _u.mutation.PaymentEventsCleared() {
 		edge := &sqlgraph.EdgeSpec{

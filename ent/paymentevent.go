@@ -31,6 +31,8 @@ type PaymentEvent struct {
 	OrderStatusBefore string `json:"order_status_before,omitempty"`
 	// OrderStatusAfter holds the value of the "order_status_after" field.
 	OrderStatusAfter string `json:"order_status_after,omitempty"`
+	// PaymentReference holds the value of the "payment_reference" field.
+	PaymentReference *string `json:"payment_reference,omitempty"`
 	// CreatedAt holds the value of the "created_at" field.
 	CreatedAt time.Time `json:"created_at,omitempty"`
 	// Edges holds the relations/edges for other nodes in the graph.
@@ -66,7 +68,7 @@ func (*PaymentEvent) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case paymentevent.FieldID:
 			values[i] = new(sql.NullInt64)
-		case paymentevent.FieldIdempotencyKey, paymentevent.FieldStatus, paymentevent.FieldOutcome, paymentevent.FieldOrderStatusBefore, paymentevent.FieldOrderStatusAfter:
+		case paymentevent.FieldIdempotencyKey, paymentevent.FieldStatus, paymentevent.FieldOutcome, paymentevent.FieldOrderStatusBefore, paymentevent.FieldOrderStatusAfter, paymentevent.FieldPaymentReference:
 			values[i] = new(sql.NullString)
 		case paymentevent.FieldCreatedAt:
 			values[i] = new(sql.NullTime)
@@ -128,6 +130,13 @@ func (_m *PaymentEvent) assignValues(columns []string, values []any) error {
 				return fmt.Errorf("unexpected type %T for field order_status_after", values[i])
 			} else if value.Valid {
 				_m.OrderStatusAfter = value.String
+			}
+		case paymentevent.FieldPaymentReference:
+			if value, ok := values[i].(*sql.NullString); !ok {
+				return fmt.Errorf("unexpected type %T for field payment_reference", values[i])
+			} else if value.Valid {
+				_m.PaymentReference = new(string)
+				*_m.PaymentReference = value.String
 			}
 		case paymentevent.FieldCreatedAt:
 			if value, ok := values[i].(*sql.NullTime); !ok {
@@ -193,6 +202,11 @@ func (_m *PaymentEvent) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("order_status_after=")
 	builder.WriteString(_m.OrderStatusAfter)
+	builder.WriteString(", ")
+	if v := _m.PaymentReference; v != nil {
+		builder.WriteString("payment_reference=")
+		builder.WriteString(*v)
+	}
 	builder.WriteString(", ")
 	builder.WriteString("created_at=")
 	builder.WriteString(_m.CreatedAt.Format(time.ANSIC))

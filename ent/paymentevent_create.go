@@ -58,6 +58,20 @@ func (_c *PaymentEventCreate) SetOrderStatusAfter(v string) *PaymentEventCreate 
 	return _c
 }
 
+// SetPaymentReference sets the "payment_reference" field.
+func (_c *PaymentEventCreate) SetPaymentReference(v string) *PaymentEventCreate {
+	_c.mutation.SetPaymentReference(v)
+	return _c
+}
+
+// SetNillablePaymentReference sets the "payment_reference" field if the given value is not nil.
+func (_c *PaymentEventCreate) SetNillablePaymentReference(v *string) *PaymentEventCreate {
+	if v != nil {
+		_c.SetPaymentReference(*v)
+	}
+	return _c
+}
+
 // SetCreatedAt sets the "created_at" field.
 func (_c *PaymentEventCreate) SetCreatedAt(v time.Time) *PaymentEventCreate {
 	_c.mutation.SetCreatedAt(v)
@@ -153,6 +167,11 @@ func (_c *PaymentEventCreate) check() error {
 	if _, ok := _c.mutation.OrderStatusAfter(); !ok {
 		return &ValidationError{Name: "order_status_after", err: errors.New(`ent: missing required field "PaymentEvent.order_status_after"`)}
 	}
+	if v, ok := _c.mutation.PaymentReference(); ok {
+		if err := paymentevent.PaymentReferenceValidator(v); err != nil {
+			return &ValidationError{Name: "payment_reference", err: fmt.Errorf(`ent: validator failed for field "PaymentEvent.payment_reference": %w`, err)}
+		}
+	}
 	if _, ok := _c.mutation.CreatedAt(); !ok {
 		return &ValidationError{Name: "created_at", err: errors.New(`ent: missing required field "PaymentEvent.created_at"`)}
 	}
@@ -204,6 +223,10 @@ func (_c *PaymentEventCreate) createSpec() (*PaymentEvent, *sqlgraph.CreateSpec)
 	if value, ok := _c.mutation.OrderStatusAfter(); ok {
 		_spec.SetField(paymentevent.FieldOrderStatusAfter, field.TypeString, value)
 		_node.OrderStatusAfter = value
+	}
+	if value, ok := _c.mutation.PaymentReference(); ok {
+		_spec.SetField(paymentevent.FieldPaymentReference, field.TypeString, value)
+		_node.PaymentReference = &value
 	}
 	if value, ok := _c.mutation.CreatedAt(); ok {
 		_spec.SetField(paymentevent.FieldCreatedAt, field.TypeTime, value)

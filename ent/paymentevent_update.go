@@ -86,6 +86,9 @@ func (_u *PaymentEventUpdate) sqlSave(ctx context.Context) (_node int, err error
 			}
 		}
 	}
+	if _u.mutation.PaymentReferenceCleared() {
+		_spec.ClearField(paymentevent.FieldPaymentReference, field.TypeString)
+	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
 		if _, ok := err.(*sqlgraph.NotFoundError); ok {
@@ -195,6 +198,9 @@ func (_u *PaymentEventUpdateOne) sqlSave(ctx context.Context) (_node *PaymentEve
 				ps[i](selector)
 			}
 		}
+	}
+	if _u.mutation.PaymentReferenceCleared() {
+		_spec.ClearField(paymentevent.FieldPaymentReference, field.TypeString)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &PaymentEvent{config: _u.config}

@@ -3,9 +3,11 @@
 package ent
 
 import (
+	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
+	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
 	"flashsale/ent/schema"
@@ -19,6 +21,26 @@ import (
 // (default values, validators, hooks and policies) and stitches it
 // to their package variables.
 func init() {
+	eventdeliveryFields := schema.EventDelivery{}.Fields()
+	_ = eventdeliveryFields
+	// eventdeliveryDescEventID is the schema descriptor for event_id field.
+	eventdeliveryDescEventID := eventdeliveryFields[0].Descriptor()
+	// eventdelivery.EventIDValidator is a validator for the "event_id" field. It is called by the builders before save.
+	eventdelivery.EventIDValidator = eventdeliveryDescEventID.Validators[0].(func(string) error)
+	// eventdeliveryDescAttempts is the schema descriptor for attempts field.
+	eventdeliveryDescAttempts := eventdeliveryFields[5].Descriptor()
+	// eventdelivery.DefaultAttempts holds the default value on creation for the attempts field.
+	eventdelivery.DefaultAttempts = eventdeliveryDescAttempts.Default.(int)
+	// eventdelivery.AttemptsValidator is a validator for the "attempts" field. It is called by the builders before save.
+	eventdelivery.AttemptsValidator = eventdeliveryDescAttempts.Validators[0].(func(int) error)
+	// eventdeliveryDescLease is the schema descriptor for lease field.
+	eventdeliveryDescLease := eventdeliveryFields[7].Descriptor()
+	// eventdelivery.LeaseValidator is a validator for the "lease" field. It is called by the builders before save.
+	eventdelivery.LeaseValidator = eventdeliveryDescLease.Validators[0].(func(string) error)
+	// eventdeliveryDescLastError is the schema descriptor for last_error field.
+	eventdeliveryDescLastError := eventdeliveryFields[9].Descriptor()
+	// eventdelivery.LastErrorValidator is a validator for the "last_error" field. It is called by the builders before save.
+	eventdelivery.LastErrorValidator = eventdeliveryDescLastError.Validators[0].(func(string) error)
 	holdMixin := schema.Hold{}.Mixin()
 	holdMixinFields0 := holdMixin[0].Fields()
 	_ = holdMixinFields0
@@ -75,10 +97,44 @@ func init() {
 	orderDescCustomerID := orderFields[7].Descriptor()
 	// order.DefaultCustomerID holds the default value on creation for the customer_id field.
 	order.DefaultCustomerID = orderDescCustomerID.Default.(string)
+	// orderDescPaymentReference is the schema descriptor for payment_reference field.
+	orderDescPaymentReference := orderFields[8].Descriptor()
+	// order.PaymentReferenceValidator is a validator for the "payment_reference" field. It is called by the builders before save.
+	order.PaymentReferenceValidator = orderDescPaymentReference.Validators[0].(func(string) error)
+	// orderDescEventSeq is the schema descriptor for event_seq field.
+	orderDescEventSeq := orderFields[9].Descriptor()
+	// order.DefaultEventSeq holds the default value on creation for the event_seq field.
+	order.DefaultEventSeq = orderDescEventSeq.Default.(int)
+	// order.EventSeqValidator is a validator for the "event_seq" field. It is called by the builders before save.
+	order.EventSeqValidator = orderDescEventSeq.Validators[0].(func(int) error)
 	// orderDescID is the schema descriptor for id field.
 	orderDescID := orderFields[0].Descriptor()
 	// order.DefaultID holds the default value on creation for the id field.
 	order.DefaultID = orderDescID.Default.(func() uuid.UUID)
+	ordereventFields := schema.OrderEvent{}.Fields()
+	_ = ordereventFields
+	// ordereventDescSequence is the schema descriptor for sequence field.
+	ordereventDescSequence := ordereventFields[2].Descriptor()
+	// orderevent.SequenceValidator is a validator for the "sequence" field. It is called by the builders before save.
+	orderevent.SequenceValidator = ordereventDescSequence.Validators[0].(func(int) error)
+	// ordereventDescID is the schema descriptor for id field.
+	ordereventDescID := ordereventFields[0].Descriptor()
+	// orderevent.IDValidator is a validator for the "id" field. It is called by the builders before save.
+	orderevent.IDValidator = func() func(string) error {
+		validators := ordereventDescID.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(id string) error {
+			for _, fn := range fns {
+				if err := fn(id); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	paymenteventFields := schema.PaymentEvent{}.Fields()
 	_ = paymenteventFields
 	// paymenteventDescIdempotencyKey is the schema descriptor for idempotency_key field.
@@ -99,8 +155,12 @@ func init() {
 			return nil
 		}
 	}()
+	// paymenteventDescPaymentReference is the schema descriptor for payment_reference field.
+	paymenteventDescPaymentReference := paymenteventFields[6].Descriptor()
+	// paymentevent.PaymentReferenceValidator is a validator for the "payment_reference" field. It is called by the builders before save.
+	paymentevent.PaymentReferenceValidator = paymenteventDescPaymentReference.Validators[0].(func(string) error)
 	// paymenteventDescCreatedAt is the schema descriptor for created_at field.
-	paymenteventDescCreatedAt := paymenteventFields[6].Descriptor()
+	paymenteventDescCreatedAt := paymenteventFields[7].Descriptor()
 	// paymentevent.DefaultCreatedAt holds the default value on creation for the created_at field.
 	paymentevent.DefaultCreatedAt = paymenteventDescCreatedAt.Default.(func() time.Time)
 	productMixin := schema.Product{}.Mixin()

@@ -14,12 +14,16 @@ import (
 // Tx is a transactional client that is created by calling Client.Tx().
 type Tx struct {
 	config
+	// EventDelivery is the client for interacting with the EventDelivery builders.
+	EventDelivery *EventDeliveryClient
 	// Hold is the client for interacting with the Hold builders.
 	Hold *HoldClient
 	// HoldKey is the client for interacting with the HoldKey builders.
 	HoldKey *HoldKeyClient
 	// Order is the client for interacting with the Order builders.
 	Order *OrderClient
+	// OrderEvent is the client for interacting with the OrderEvent builders.
+	OrderEvent *OrderEventClient
 	// PaymentEvent is the client for interacting with the PaymentEvent builders.
 	PaymentEvent *PaymentEventClient
 	// Product is the client for interacting with the Product builders.
@@ -157,9 +161,11 @@ func (tx *Tx) Client() *Client {
 }
 
 func (tx *Tx) init() {
+	tx.EventDelivery = NewEventDeliveryClient(tx.config)
 	tx.Hold = NewHoldClient(tx.config)
 	tx.HoldKey = NewHoldKeyClient(tx.config)
 	tx.Order = NewOrderClient(tx.config)
+	tx.OrderEvent = NewOrderEventClient(tx.config)
 	tx.PaymentEvent = NewPaymentEventClient(tx.config)
 	tx.Product = NewProductClient(tx.config)
 	tx.StockAdjustment = NewStockAdjustmentClient(tx.config)
@@ -172,7 +178,7 @@ func (tx *Tx) init() {
 // of them in order to commit or rollback the transaction.
 //
 // If a closed transaction is embedded in one of the generated entities, and the entity
-// applies a query, for example: Hold.QueryXXX(), the query will be executed
+// applies a query, for example: EventDelivery.QueryXXX(), the query will be executed
 // through the driver which created this transaction.
 //
 // Note that txDriver is not goroutine safe.

@@ -8,6 +8,7 @@ import (
 	"github.com/google/uuid"
 
 	"flashsale/ent"
+	"flashsale/events"
 	"flashsale/graph/model"
 	"flashsale/stock"
 )
@@ -66,27 +67,63 @@ func pageArgs(first *int, after *string) (int, uuid.UUID, error) {
 	return n, id, err
 }
 
+// Order event cursors are base64url of "event:<id>": event IDs begin
+// with their time, so a page oldest first continues above the last ID.
+const eventCursorPrefix = "event:"
+
+func encodeEventCursor(id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(eventCursorPrefix + id))
+}
+
+// eventPageArgs is pageArgs for order events.
+func eventPageArgs(first *int, after *string) (int, string, error) {
+	n := 20
+	if first != nil {
+		n = *first
+	}
+	if after == nil {
+		return n, "", nil
+	}
+	b, err := base64.RawURLEncoding.DecodeString(*after)
+	if err == nil {
+		if s, ok := strings.CutPrefix(string(b), eventCursorPrefix); ok {
+			if _, err := events.ParseEventID(s); err == nil {
+				return n, s, nil
+			}
+		}
+	}
+	return 0, "", stock.InvalidInput("malformed cursor %q", *after)
+}
+
 // holdConnection is a page of holds as a connection.
 func holdConnection(hs []*ent.Hold, more bool) *model.HoldConnection {
-	edges, info := page(hs, more, func(h *ent.Hold) uuid.UUID { return h.ID },
+	edges, info := page(hs, more, func(h *ent.Hold) string { return encodeIDCursor(h.ID) },
 		func(c string, h *ent.Hold) *model.HoldEdge { return &model.HoldEdge{Cursor: c, Node: h} })
 	return &model.HoldConnection{Edges: edges, PageInfo: info}
 }
 
 // orderConnection is a page of orders as a connection.
 func orderConnection(os []*ent.Order, more bool) *model.OrderConnection {
-	edges, info := page(os, more, func(o *ent.Order) uuid.UUID { return o.ID },
+	edges, info := page(os, more, func(o *ent.Order) string { return encodeIDCursor(o.ID) },
 		func(c string, o *ent.Order) *model.OrderEdge { return &model.OrderEdge{Cursor: c, Node: o} })
 	return &model.OrderConnection{Edges: edges, PageInfo: info}
 }
 
-// page makes a page of nodes with UUIDv7 IDs into edges (cursor and node)
-// and its PageInfo.
-func page[N, E any](nodes []N, more bool, id func(N) uuid.UUID, edge func(cursor string, n N) E) ([]E, *model.PageInfo) {
+// orderEventConnection is a page of order events as a connection.
+func orderEventConnection(es []*ent.OrderEvent, more bool) *model.OrderEventConnection {
+	edges, info := page(es, more, func(e *ent.OrderEvent) string { return encodeEventCursor(e.ID) },
+		func(c string, e *ent.OrderEvent) *model.OrderEventEdge {
+			return &model.OrderEventEdge{Cursor: c, Node: e}
+		})
+	return &model.OrderEventConnection{Edges: edges, PageInfo: info}
+}
+
+// page makes a page of nodes into edges (cursor and node) and its PageInfo.
+func page[N, E any](nodes []N, more bool, cursor func(N) string, edge func(cursor string, n N) E) ([]E, *model.PageInfo) {
 	edges := make([]E, len(nodes))
 	info := &model.PageInfo{HasNextPage: more}
 	for i, n := range nodes {
-		c := encodeIDCursor(id(n))
+		c := cursor(n)
 		edges[i] = edge(c, n)
 		if i == len(nodes)-1 {
 			info.EndCursor = &c

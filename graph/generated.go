@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"flashsale/ent"
+	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
 	"flashsale/graph/model"
@@ -34,9 +35,11 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
 	Customer() CustomerResolver
+	EventDelivery() EventDeliveryResolver
 	Hold() HoldResolver
 	Mutation() MutationResolver
 	Order() OrderResolver
+	OrderEvent() OrderEventResolver
 	Product() ProductResolver
 	Query() QueryResolver
 	Subscription() SubscriptionResolver
@@ -50,6 +53,16 @@ type ComplexityRoot struct {
 		Holds  func(childComplexity int, first *int, after *string) int
 		ID     func(childComplexity int) int
 		Orders func(childComplexity int, first *int, after *string) int
+	}
+
+	EventDelivery struct {
+		Attempts      func(childComplexity int) int
+		DeliveredAt   func(childComplexity int) int
+		LastAttemptAt func(childComplexity int) int
+		LastError     func(childComplexity int) int
+		NextAttemptAt func(childComplexity int) int
+		Sink          func(childComplexity int) int
+		Status        func(childComplexity int) int
 	}
 
 	Hold struct {
@@ -74,24 +87,28 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
-		AdjustStock   func(childComplexity int, productID string, delta int, reason string) int
-		CreateHold    func(childComplexity int, productID string, qty int, idempotencyKey *string) int
-		CreateOrder   func(childComplexity int, holdID string) int
-		CreateProduct func(childComplexity int, input model.CreateProductInput) int
-		ReleaseHold   func(childComplexity int, holdID string) int
-		UpdateProduct func(childComplexity int, id string, input model.UpdateProductInput) int
+		AdjustStock           func(childComplexity int, productID string, delta int, reason string) int
+		CreateHold            func(childComplexity int, productID string, qty int, idempotencyKey *string) int
+		CreateOrder           func(childComplexity int, holdID string) int
+		CreateProduct         func(childComplexity int, input model.CreateProductInput) int
+		RedeliverEvents       func(childComplexity int, ids []string) int
+		RedeliverFailedEvents func(childComplexity int) int
+		ReleaseHold           func(childComplexity int, holdID string) int
+		UpdateProduct         func(childComplexity int, id string, input model.UpdateProductInput) int
 	}
 
 	Order struct {
-		AmountCents  func(childComplexity int) int
-		CreatedAt    func(childComplexity int) int
-		Hold         func(childComplexity int) int
-		ID           func(childComplexity int) int
-		PaymentDueAt func(childComplexity int) int
-		Product      func(childComplexity int) int
-		Qty          func(childComplexity int) int
-		Status       func(childComplexity int) int
-		UpdatedAt    func(childComplexity int) int
+		AmountCents      func(childComplexity int) int
+		CreatedAt        func(childComplexity int) int
+		CustomerID       func(childComplexity int) int
+		Hold             func(childComplexity int) int
+		ID               func(childComplexity int) int
+		PaymentDueAt     func(childComplexity int) int
+		PaymentReference func(childComplexity int) int
+		Product          func(childComplexity int) int
+		Qty              func(childComplexity int) int
+		Status           func(childComplexity int) int
+		UpdatedAt        func(childComplexity int) int
 	}
 
 	OrderConnection struct {
@@ -100,6 +117,26 @@ type ComplexityRoot struct {
 	}
 
 	OrderEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
+	OrderEvent struct {
+		Deliveries func(childComplexity int) int
+		ID         func(childComplexity int) int
+		OccurredAt func(childComplexity int) int
+		Order      func(childComplexity int) int
+		Payload    func(childComplexity int) int
+		Sequence   func(childComplexity int) int
+		Type       func(childComplexity int) int
+	}
+
+	OrderEventConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	OrderEventEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
 	}
@@ -134,13 +171,14 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		Hold       func(childComplexity int, id string) int
-		Me         func(childComplexity int) int
-		Order      func(childComplexity int, id string) int
-		Orders     func(childComplexity int, productID *string, status *order.Status, first *int, after *string) int
-		Product    func(childComplexity int, id string) int
-		Products   func(childComplexity int, first *int, after *string) int
-		ServerTime func(childComplexity int) int
+		Hold        func(childComplexity int, id string) int
+		Me          func(childComplexity int) int
+		Order       func(childComplexity int, id string) int
+		OrderEvents func(childComplexity int, orderID *string, status *eventdelivery.Status, first *int, after *string) int
+		Orders      func(childComplexity int, productID *string, status *order.Status, first *int, after *string) int
+		Product     func(childComplexity int, id string) int
+		Products    func(childComplexity int, first *int, after *string) int
+		ServerTime  func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -156,6 +194,11 @@ type CustomerResolver interface {
 	Holds(ctx context.Context, obj *model.Customer, first *int, after *string) (*model.HoldConnection, error)
 	Orders(ctx context.Context, obj *model.Customer, first *int, after *string) (*model.OrderConnection, error)
 }
+type EventDeliveryResolver interface {
+	Sink(ctx context.Context, obj *ent.EventDelivery) (model.EventSink, error)
+
+	NextAttemptAt(ctx context.Context, obj *ent.EventDelivery) (*time.Time, error)
+}
 type HoldResolver interface {
 	Product(ctx context.Context, obj *ent.Hold) (*ent.Product, error)
 
@@ -168,10 +211,21 @@ type MutationResolver interface {
 	CreateProduct(ctx context.Context, input model.CreateProductInput) (*ent.Product, error)
 	UpdateProduct(ctx context.Context, id string, input model.UpdateProductInput) (*ent.Product, error)
 	AdjustStock(ctx context.Context, productID string, delta int, reason string) (*ent.Product, error)
+	RedeliverEvents(ctx context.Context, ids []string) ([]*ent.OrderEvent, error)
+	RedeliverFailedEvents(ctx context.Context) (int, error)
 }
 type OrderResolver interface {
 	Hold(ctx context.Context, obj *ent.Order) (*ent.Hold, error)
 	Product(ctx context.Context, obj *ent.Order) (*ent.Product, error)
+
+	CustomerID(ctx context.Context, obj *ent.Order) (*string, error)
+}
+type OrderEventResolver interface {
+	Type(ctx context.Context, obj *ent.OrderEvent) (string, error)
+
+	Order(ctx context.Context, obj *ent.OrderEvent) (*ent.Order, error)
+
+	Deliveries(ctx context.Context, obj *ent.OrderEvent) ([]*ent.EventDelivery, error)
 }
 type ProductResolver interface {
 	StockSellable(ctx context.Context, obj *ent.Product) (int, error)
@@ -184,6 +238,7 @@ type QueryResolver interface {
 	ServerTime(ctx context.Context) (*time.Time, error)
 	Me(ctx context.Context) (*model.Customer, error)
 	Orders(ctx context.Context, productID *string, status *order.Status, first *int, after *string) (*model.OrderConnection, error)
+	OrderEvents(ctx context.Context, orderID *string, status *eventdelivery.Status, first *int, after *string) (*model.OrderEventConnection, error)
 }
 type SubscriptionResolver interface {
 	ProductStock(ctx context.Context, id string) (<-chan *ent.Product, error)
@@ -235,6 +290,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Customer.Orders(childComplexity, args["first"].(*int), args["after"].(*string)), true
+
+	case "EventDelivery.attempts":
+		if e.ComplexityRoot.EventDelivery.Attempts == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventDelivery.Attempts(childComplexity), true
+	case "EventDelivery.deliveredAt":
+		if e.ComplexityRoot.EventDelivery.DeliveredAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventDelivery.DeliveredAt(childComplexity), true
+	case "EventDelivery.lastAttemptAt":
+		if e.ComplexityRoot.EventDelivery.LastAttemptAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventDelivery.LastAttemptAt(childComplexity), true
+	case "EventDelivery.lastError":
+		if e.ComplexityRoot.EventDelivery.LastError == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventDelivery.LastError(childComplexity), true
+	case "EventDelivery.nextAttemptAt":
+		if e.ComplexityRoot.EventDelivery.NextAttemptAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventDelivery.NextAttemptAt(childComplexity), true
+	case "EventDelivery.sink":
+		if e.ComplexityRoot.EventDelivery.Sink == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventDelivery.Sink(childComplexity), true
+	case "EventDelivery.status":
+		if e.ComplexityRoot.EventDelivery.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EventDelivery.Status(childComplexity), true
 
 	case "Hold.createdAt":
 		if e.ComplexityRoot.Hold.CreatedAt == nil {
@@ -355,6 +453,23 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateProduct(childComplexity, args["input"].(model.CreateProductInput)), true
+	case "Mutation.redeliverEvents":
+		if e.ComplexityRoot.Mutation.RedeliverEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_redeliverEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RedeliverEvents(childComplexity, args["ids"].([]string)), true
+	case "Mutation.redeliverFailedEvents":
+		if e.ComplexityRoot.Mutation.RedeliverFailedEvents == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Mutation.RedeliverFailedEvents(childComplexity), true
 	case "Mutation.releaseHold":
 		if e.ComplexityRoot.Mutation.ReleaseHold == nil {
 			break
@@ -390,6 +505,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Order.CreatedAt(childComplexity), true
+	case "Order.customerId":
+		if e.ComplexityRoot.Order.CustomerID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Order.CustomerID(childComplexity), true
 	case "Order.hold":
 		if e.ComplexityRoot.Order.Hold == nil {
 			break
@@ -408,6 +529,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Order.PaymentDueAt(childComplexity), true
+	case "Order.paymentReference":
+		if e.ComplexityRoot.Order.PaymentReference == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Order.PaymentReference(childComplexity), true
 	case "Order.product":
 		if e.ComplexityRoot.Order.Product == nil {
 			break
@@ -458,6 +585,75 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.OrderEdge.Node(childComplexity), true
+
+	case "OrderEvent.deliveries":
+		if e.ComplexityRoot.OrderEvent.Deliveries == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEvent.Deliveries(childComplexity), true
+	case "OrderEvent.id":
+		if e.ComplexityRoot.OrderEvent.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEvent.ID(childComplexity), true
+	case "OrderEvent.occurredAt":
+		if e.ComplexityRoot.OrderEvent.OccurredAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEvent.OccurredAt(childComplexity), true
+	case "OrderEvent.order":
+		if e.ComplexityRoot.OrderEvent.Order == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEvent.Order(childComplexity), true
+	case "OrderEvent.payload":
+		if e.ComplexityRoot.OrderEvent.Payload == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEvent.Payload(childComplexity), true
+	case "OrderEvent.sequence":
+		if e.ComplexityRoot.OrderEvent.Sequence == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEvent.Sequence(childComplexity), true
+	case "OrderEvent.type":
+		if e.ComplexityRoot.OrderEvent.Type == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEvent.Type(childComplexity), true
+
+	case "OrderEventConnection.edges":
+		if e.ComplexityRoot.OrderEventConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEventConnection.Edges(childComplexity), true
+	case "OrderEventConnection.pageInfo":
+		if e.ComplexityRoot.OrderEventConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEventConnection.PageInfo(childComplexity), true
+
+	case "OrderEventEdge.cursor":
+		if e.ComplexityRoot.OrderEventEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEventEdge.Cursor(childComplexity), true
+	case "OrderEventEdge.node":
+		if e.ComplexityRoot.OrderEventEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OrderEventEdge.Node(childComplexity), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -594,6 +790,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Order(childComplexity, args["id"].(string)), true
+	case "Query.orderEvents":
+		if e.ComplexityRoot.Query.OrderEvents == nil {
+			break
+		}
+
+		args, err := ec.field_Query_orderEvents_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.OrderEvents(childComplexity, args["orderId"].(*string), args["status"].(*eventdelivery.Status), args["first"].(*int), args["after"].(*string)), true
 	case "Query.orders":
 		if e.ComplexityRoot.Query.Orders == nil {
 			break
@@ -750,8 +957,8 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
-	{Name: "../schema.graphqls", Input: `# The flash-sale API. See ../shared/api-contract.md for the full contract:
-# error codes arrive in errors[].extensions.code.
+	{Name: "../schema.graphqls", Input: `# The flash-sale API (docs/api.md describes it in full): error codes arrive
+# in errors[].extensions.code.
 
 "An RFC 3339 timestamp in UTC, e.g. 2026-11-25T13:00:00.123456Z."
 scalar Time
@@ -775,6 +982,13 @@ type Query {
   is an endCursor from a previous page. Errors: UNAUTHENTICATED, BAD_USER_INPUT.
   """
   orders(productId: ID, status: OrderStatus, first: Int = 20, after: String): OrderConnection!
+  """
+  Operator only: order events, oldest first, optionally of one order and/or
+  with any delivery in a status (FAILED: the dead letters to look into).
+  ` + "`" + `first` + "`" + ` is 1..100; ` + "`" + `after` + "`" + ` is an endCursor from a previous page.
+  Errors: UNAUTHENTICATED, BAD_USER_INPUT.
+  """
+  orderEvents(orderId: ID, status: EventStatus, first: Int = 20, after: String): OrderEventConnection!
 }
 
 type Subscription {
@@ -872,6 +1086,16 @@ type Mutation {
   empty reason), NOT_FOUND, INSUFFICIENT_STOCK (sellable would go below 0).
   """
   adjustStock(productId: ID!, delta: Int!, reason: String!): Product!
+  """
+  Operator only. Send these events (1..100 IDs) again on every sink: each
+  delivery goes back to PENDING, due now, with its attempts counted afresh,
+  whatever its status (a DELIVERED one is replayed; receivers deduplicate
+  by event id). Errors: UNAUTHENTICATED, BAD_USER_INPUT, NOT_FOUND (an
+  unknown ID: nothing is changed).
+  """
+  redeliverEvents(ids: [ID!]!): [OrderEvent!]!
+  "Operator only. Every FAILED delivery back to PENDING, due now; returns how many. Errors: UNAUTHENTICATED."
+  redeliverFailedEvents: Int!
 }
 
 input CreateProductInput {
@@ -961,6 +1185,67 @@ type Order {
   updatedAt: Time!
   "When a PENDING_PAYMENT order is cancelled if no payment arrived (createdAt + PAYMENT_TIMEOUT)."
   paymentDueAt: Time!
+  "The customer who ordered (the token's sub); null for anonymous buyers."
+  customerId: ID
+  "The payment provider's ID of the payment, from the first webhook event that carried one."
+  paymentReference: String
+}
+
+"Where order events are sent: the shop's webhook (EVENTS_WEBHOOK_URL) or NATS JetStream (EVENTS_NATS_URL)."
+enum EventSink {
+  WEBHOOK
+  NATS
+}
+
+enum EventStatus {
+  "Not delivered yet: due, being attempted, or waiting to retry."
+  PENDING
+  DELIVERED
+  "Every attempt failed (EVENTS_MAX_ATTEMPTS): a dead letter, until redelivered."
+  FAILED
+}
+
+"""
+One change of an order, written in the same transaction as the change
+and sent to every sink configured then, in order per order.
+"""
+type OrderEvent {
+  "evt_…: the same on every delivery (webhook-id, Nats-Msg-Id); receivers deduplicate on it."
+  id: ID!
+  "order.created, order.paid, order.cancelled or order.refund_required."
+  type: String!
+  "The change's database time."
+  occurredAt: Time!
+  "The order's events are numbered 1, 2, 3… in commit order."
+  sequence: Int!
+  order: Order!
+  "The exact JSON body the sinks are sent."
+  payload: String!
+  "One per sink configured when the event was written."
+  deliveries: [EventDelivery!]!
+}
+
+type OrderEventConnection {
+  edges: [OrderEventEdge!]!
+  pageInfo: PageInfo!
+}
+
+type OrderEventEdge {
+  cursor: String!
+  node: OrderEvent!
+}
+
+"An order event's delivery to one sink."
+type EventDelivery {
+  sink: EventSink!
+  status: EventStatus!
+  attempts: Int!
+  lastAttemptAt: Time
+  "Why the last attempt failed, e.g. \"HTTP 500\" or \"timeout\"; never a response body."
+  lastError: String
+  "When a PENDING delivery is next attempted (or its current attempt's claim lapses); null otherwise."
+  nextAttemptAt: Time
+  deliveredAt: Time
 }
 `, BuiltIn: false},
 }
@@ -980,6 +1265,26 @@ func (ec *executionContext) childFields_Customer(ctx context.Context, field grap
 		return ec.fieldContext_Customer_orders(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Customer", field.Name)
+}
+
+func (ec *executionContext) childFields_EventDelivery(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "sink":
+		return ec.fieldContext_EventDelivery_sink(ctx, field)
+	case "status":
+		return ec.fieldContext_EventDelivery_status(ctx, field)
+	case "attempts":
+		return ec.fieldContext_EventDelivery_attempts(ctx, field)
+	case "lastAttemptAt":
+		return ec.fieldContext_EventDelivery_lastAttemptAt(ctx, field)
+	case "lastError":
+		return ec.fieldContext_EventDelivery_lastError(ctx, field)
+	case "nextAttemptAt":
+		return ec.fieldContext_EventDelivery_nextAttemptAt(ctx, field)
+	case "deliveredAt":
+		return ec.fieldContext_EventDelivery_deliveredAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EventDelivery", field.Name)
 }
 
 func (ec *executionContext) childFields_Hold(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1044,6 +1349,10 @@ func (ec *executionContext) childFields_Order(ctx context.Context, field graphql
 		return ec.fieldContext_Order_updatedAt(ctx, field)
 	case "paymentDueAt":
 		return ec.fieldContext_Order_paymentDueAt(ctx, field)
+	case "customerId":
+		return ec.fieldContext_Order_customerId(ctx, field)
+	case "paymentReference":
+		return ec.fieldContext_Order_paymentReference(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Order", field.Name)
 }
@@ -1066,6 +1375,46 @@ func (ec *executionContext) childFields_OrderEdge(ctx context.Context, field gra
 		return ec.fieldContext_OrderEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type OrderEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_OrderEvent(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_OrderEvent_id(ctx, field)
+	case "type":
+		return ec.fieldContext_OrderEvent_type(ctx, field)
+	case "occurredAt":
+		return ec.fieldContext_OrderEvent_occurredAt(ctx, field)
+	case "sequence":
+		return ec.fieldContext_OrderEvent_sequence(ctx, field)
+	case "order":
+		return ec.fieldContext_OrderEvent_order(ctx, field)
+	case "payload":
+		return ec.fieldContext_OrderEvent_payload(ctx, field)
+	case "deliveries":
+		return ec.fieldContext_OrderEvent_deliveries(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OrderEvent", field.Name)
+}
+
+func (ec *executionContext) childFields_OrderEventConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_OrderEventConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_OrderEventConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OrderEventConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_OrderEventEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_OrderEventEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_OrderEventEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OrderEventEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_PageInfo(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1374,6 +1723,20 @@ func (ec *executionContext) field_Mutation_createProduct_args(ctx context.Contex
 	return args, nil
 }
 
+func (ec *executionContext) field_Mutation_redeliverEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "ids",
+		func(ctx context.Context, v any) ([]string, error) {
+			return ec.unmarshalNID2ᚕstringᚄ(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["ids"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Mutation_releaseHold_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
@@ -1435,6 +1798,44 @@ func (ec *executionContext) field_Query_hold_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_orderEvents_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "orderId",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["orderId"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "status",
+		func(ctx context.Context, v any) (*eventdelivery.Status, error) {
+			return ec.unmarshalOEventStatus2ᚖflashsaleᚋentᚋeventdeliveryᚐStatus(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["status"] = arg1
+	arg2, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg3
 	return args, nil
 }
 
@@ -1723,6 +2124,167 @@ func (ec *executionContext) fieldContext_Customer_orders(ctx context.Context, fi
 		return fc, err
 	}
 	return fc, nil
+}
+
+func (ec *executionContext) _EventDelivery_sink(ctx context.Context, field graphql.CollectedField, obj *ent.EventDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventDelivery_sink(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EventDelivery().Sink(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v model.EventSink) graphql.Marshaler {
+			return ec.marshalNEventSink2flashsaleᚋgraphᚋmodelᚐEventSink(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventDelivery_sink(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventDelivery", field, true, true, "EventSink")
+}
+
+func (ec *executionContext) _EventDelivery_status(ctx context.Context, field graphql.CollectedField, obj *ent.EventDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventDelivery_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v eventdelivery.Status) graphql.Marshaler {
+			return ec.marshalNEventStatus2flashsaleᚋentᚋeventdeliveryᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventDelivery_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventDelivery", field, false, false, "EventStatus")
+}
+
+func (ec *executionContext) _EventDelivery_attempts(ctx context.Context, field graphql.CollectedField, obj *ent.EventDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventDelivery_attempts(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Attempts, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_EventDelivery_attempts(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventDelivery", field, false, false, "Int")
+}
+
+func (ec *executionContext) _EventDelivery_lastAttemptAt(ctx context.Context, field graphql.CollectedField, obj *ent.EventDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventDelivery_lastAttemptAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastAttemptAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EventDelivery_lastAttemptAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventDelivery", field, false, false, "Time")
+}
+
+func (ec *executionContext) _EventDelivery_lastError(ctx context.Context, field graphql.CollectedField, obj *ent.EventDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventDelivery_lastError(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.LastError, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EventDelivery_lastError(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventDelivery", field, false, false, "String")
+}
+
+func (ec *executionContext) _EventDelivery_nextAttemptAt(ctx context.Context, field graphql.CollectedField, obj *ent.EventDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventDelivery_nextAttemptAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.EventDelivery().NextAttemptAt(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EventDelivery_nextAttemptAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventDelivery", field, true, true, "Time")
+}
+
+func (ec *executionContext) _EventDelivery_deliveredAt(ctx context.Context, field graphql.CollectedField, obj *ent.EventDelivery) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_EventDelivery_deliveredAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.DeliveredAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_EventDelivery_deliveredAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("EventDelivery", field, false, false, "Time")
 }
 
 func (ec *executionContext) _Hold_id(ctx context.Context, field graphql.CollectedField, obj *ent.Hold) (ret graphql.Marshaler) {
@@ -2310,6 +2872,73 @@ func (ec *executionContext) fieldContext_Mutation_adjustStock(ctx context.Contex
 	return fc, nil
 }
 
+func (ec *executionContext) _Mutation_redeliverEvents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_redeliverEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().RedeliverEvents(ctx, fc.Args["ids"].([]string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.OrderEvent) graphql.Marshaler {
+			return ec.marshalNOrderEvent2ᚕᚖflashsaleᚋentᚐOrderEventᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_redeliverEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OrderEvent(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_redeliverEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_redeliverFailedEvents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_redeliverFailedEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Mutation().RedeliverFailedEvents(ctx)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_redeliverFailedEvents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Mutation", field, true, true, "Int")
+}
+
 func (ec *executionContext) _Order_id(ctx context.Context, field graphql.CollectedField, obj *ent.Order) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2535,6 +3164,52 @@ func (ec *executionContext) fieldContext_Order_paymentDueAt(_ context.Context, f
 	return graphql.NewScalarFieldContext("Order", field, false, false, "Time")
 }
 
+func (ec *executionContext) _Order_customerId(ctx context.Context, field graphql.CollectedField, obj *ent.Order) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Order_customerId(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Order().CustomerID(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOID2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Order_customerId(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Order", field, true, true, "ID")
+}
+
+func (ec *executionContext) _Order_paymentReference(ctx context.Context, field graphql.CollectedField, obj *ent.Order) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Order_paymentReference(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PaymentReference, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Order_paymentReference(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Order", field, false, false, "String")
+}
+
 func (ec *executionContext) _OrderConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.OrderConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -2649,6 +3324,304 @@ func (ec *executionContext) fieldContext_OrderEdge_node(_ context.Context, field
 		IsResolver: false,
 		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 			return ec.childFields_Order(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OrderEvent_id(ctx context.Context, field graphql.CollectedField, obj *ent.OrderEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEvent_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNID2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEvent_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OrderEvent", field, false, false, "ID")
+}
+
+func (ec *executionContext) _OrderEvent_type(ctx context.Context, field graphql.CollectedField, obj *ent.OrderEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEvent_type(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.OrderEvent().Type(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEvent_type(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OrderEvent", field, true, true, "String")
+}
+
+func (ec *executionContext) _OrderEvent_occurredAt(ctx context.Context, field graphql.CollectedField, obj *ent.OrderEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEvent_occurredAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.OccurredAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEvent_occurredAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OrderEvent", field, false, false, "Time")
+}
+
+func (ec *executionContext) _OrderEvent_sequence(ctx context.Context, field graphql.CollectedField, obj *ent.OrderEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEvent_sequence(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Sequence, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEvent_sequence(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OrderEvent", field, false, false, "Int")
+}
+
+func (ec *executionContext) _OrderEvent_order(ctx context.Context, field graphql.CollectedField, obj *ent.OrderEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEvent_order(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.OrderEvent().Order(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Order) graphql.Marshaler {
+			return ec.marshalNOrder2ᚖflashsaleᚋentᚐOrder(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEvent_order(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OrderEvent",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Order(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OrderEvent_payload(ctx context.Context, field graphql.CollectedField, obj *ent.OrderEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEvent_payload(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Payload, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEvent_payload(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OrderEvent", field, false, false, "String")
+}
+
+func (ec *executionContext) _OrderEvent_deliveries(ctx context.Context, field graphql.CollectedField, obj *ent.OrderEvent) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEvent_deliveries(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.OrderEvent().Deliveries(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*ent.EventDelivery) graphql.Marshaler {
+			return ec.marshalNEventDelivery2ᚕᚖflashsaleᚋentᚐEventDeliveryᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEvent_deliveries(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OrderEvent",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_EventDelivery(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OrderEventConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.OrderEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEventConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.OrderEventEdge) graphql.Marshaler {
+			return ec.marshalNOrderEventEdge2ᚕᚖflashsaleᚋgraphᚋmodelᚐOrderEventEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEventConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OrderEventConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OrderEventEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OrderEventConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.OrderEventConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEventConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖflashsaleᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEventConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OrderEventConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OrderEventEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.OrderEventEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEventEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEventEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OrderEventEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _OrderEventEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.OrderEventEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OrderEventEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.OrderEvent) graphql.Marshaler {
+			return ec.marshalNOrderEvent2ᚖflashsaleᚋentᚐOrderEvent(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OrderEventEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OrderEventEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OrderEvent(ctx, field)
 		},
 	}
 	return fc, nil
@@ -3341,6 +4314,50 @@ func (ec *executionContext) fieldContext_Query_orders(ctx context.Context, field
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_orders_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_orderEvents(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_orderEvents(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().OrderEvents(ctx, fc.Args["orderId"].(*string), fc.Args["status"].(*eventdelivery.Status), fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.OrderEventConnection) graphql.Marshaler {
+			return ec.marshalNOrderEventConnection2ᚖflashsaleᚋgraphᚋmodelᚐOrderEventConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_orderEvents(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OrderEventConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_orderEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -4740,6 +5757,71 @@ func (ec *executionContext) _Customer(ctx context.Context, sel ast.SelectionSet,
 	return out
 }
 
+var eventDeliveryImplementors = []string{"EventDelivery"}
+
+func (ec *executionContext) _EventDelivery(ctx context.Context, sel ast.SelectionSet, obj *ent.EventDelivery) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, eventDeliveryImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("EventDelivery")
+		case "sink":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EventDelivery_sink(ctx, field, obj)
+				})
+		case "status":
+			out.Values[i] = ec._EventDelivery_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "attempts":
+			out.Values[i] = ec._EventDelivery_attempts(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastAttemptAt":
+			out.Values[i] = ec._EventDelivery_lastAttemptAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "lastError":
+			out.Values[i] = ec._EventDelivery_lastError(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "nextAttemptAt":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._EventDelivery_nextAttemptAt(ctx, field, obj)
+				})
+		case "deliveredAt":
+			out.Values[i] = ec._EventDelivery_deliveredAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var holdImplementors = []string{"Hold"}
 
 func (ec *executionContext) _Hold(ctx context.Context, sel ast.SelectionSet, obj *ent.Hold) graphql.Marshaler {
@@ -4947,6 +6029,20 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
+		case "redeliverEvents":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_redeliverEvents(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "redeliverFailedEvents":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_redeliverFailedEvents(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -5022,6 +6118,17 @@ func (ec *executionContext) _Order(ctx context.Context, sel ast.SelectionSet, ob
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "customerId":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Order_customerId(ctx, field, obj)
+				})
+		case "paymentReference":
+			out.Values[i] = ec._Order_paymentReference(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -5095,6 +6202,148 @@ func (ec *executionContext) _OrderEdge(ctx context.Context, sel ast.SelectionSet
 			}
 		case "node":
 			out.Values[i] = ec._OrderEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var orderEventImplementors = []string{"OrderEvent"}
+
+func (ec *executionContext) _OrderEvent(ctx context.Context, sel ast.SelectionSet, obj *ent.OrderEvent) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, orderEventImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OrderEvent")
+		case "id":
+			out.Values[i] = ec._OrderEvent_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "type":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._OrderEvent_type(ctx, field, obj)
+				})
+		case "occurredAt":
+			out.Values[i] = ec._OrderEvent_occurredAt(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "sequence":
+			out.Values[i] = ec._OrderEvent_sequence(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "order":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._OrderEvent_order(ctx, field, obj)
+				})
+		case "payload":
+			out.Values[i] = ec._OrderEvent_payload(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "deliveries":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._OrderEvent_deliveries(ctx, field, obj)
+				})
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var orderEventConnectionImplementors = []string{"OrderEventConnection"}
+
+func (ec *executionContext) _OrderEventConnection(ctx context.Context, sel ast.SelectionSet, obj *model.OrderEventConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, orderEventConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OrderEventConnection")
+		case "edges":
+			out.Values[i] = ec._OrderEventConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._OrderEventConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var orderEventEdgeImplementors = []string{"OrderEventEdge"}
+
+func (ec *executionContext) _OrderEventEdge(ctx context.Context, sel ast.SelectionSet, obj *model.OrderEventEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, orderEventEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OrderEventEdge")
+		case "cursor":
+			out.Values[i] = ec._OrderEventEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._OrderEventEdge_node(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
 			}
@@ -5373,6 +6622,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_orders(ctx, field)
+				})
+		case "orderEvents":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_orderEvents(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -5806,6 +7061,55 @@ func (ec *executionContext) unmarshalNCreateProductInput2flashsaleᚋgraphᚋmod
 	return res, graphql.ErrorOnPath(ctx, err)
 }
 
+func (ec *executionContext) marshalNEventDelivery2ᚕᚖflashsaleᚋentᚐEventDeliveryᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.EventDelivery) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNEventDelivery2ᚖflashsaleᚋentᚐEventDelivery(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNEventDelivery2ᚖflashsaleᚋentᚐEventDelivery(ctx context.Context, sel ast.SelectionSet, v *ent.EventDelivery) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "EventDelivery!")
+		return graphql.Null
+	}
+	return ec._EventDelivery(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNEventSink2flashsaleᚋgraphᚋmodelᚐEventSink(ctx context.Context, v any) (model.EventSink, error) {
+	var res model.EventSink
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEventSink2flashsaleᚋgraphᚋmodelᚐEventSink(ctx context.Context, sel ast.SelectionSet, v model.EventSink) graphql.Marshaler {
+	return v
+}
+
+func (ec *executionContext) unmarshalNEventStatus2flashsaleᚋentᚋeventdeliveryᚐStatus(ctx context.Context, v any) (eventdelivery.Status, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := eventdelivery.Status(tmp)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNEventStatus2flashsaleᚋentᚋeventdeliveryᚐStatus(ctx context.Context, sel ast.SelectionSet, v eventdelivery.Status) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(string(v))
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "EventStatus!")
+	}
+	return res
+}
+
 func (ec *executionContext) marshalNHold2ᚖflashsaleᚋentᚐHold(ctx context.Context, sel ast.SelectionSet, v *ent.Hold) graphql.Marshaler {
 	if v == nil {
 		graphql.AddInvalidNullError(ctx, "Hold!")
@@ -5903,6 +7207,35 @@ func (ec *executionContext) marshalNID2string(ctx context.Context, sel ast.Selec
 	return res
 }
 
+func (ec *executionContext) unmarshalNID2ᚕstringᚄ(ctx context.Context, v any) ([]string, error) {
+	vSlice := graphql.CoerceList(v)
+	var err error
+	res := make([]string, len(vSlice))
+	for i := range vSlice {
+		ctx := graphql.WithPathContext(ctx, graphql.NewPathWithIndex(i))
+		res[i], err = ec.unmarshalNID2string(ctx, vSlice[i])
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+func (ec *executionContext) marshalNID2ᚕstringᚄ(ctx context.Context, sel ast.SelectionSet, v []string) graphql.Marshaler {
+	ret := make(graphql.Array, len(v))
+	for i := range v {
+		ret[i] = ec.marshalNID2string(ctx, sel, v[i])
+	}
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
 func (ec *executionContext) unmarshalNInt2int(ctx context.Context, v any) (int, error) {
 	res, err := scalar.UnmarshalInt(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -5969,6 +7302,62 @@ func (ec *executionContext) marshalNOrderEdge2ᚖflashsaleᚋgraphᚋmodelᚐOrd
 		return graphql.Null
 	}
 	return ec._OrderEdge(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNOrderEvent2ᚕᚖflashsaleᚋentᚐOrderEventᚄ(ctx context.Context, sel ast.SelectionSet, v []*ent.OrderEvent) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNOrderEvent2ᚖflashsaleᚋentᚐOrderEvent(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNOrderEvent2ᚖflashsaleᚋentᚐOrderEvent(ctx context.Context, sel ast.SelectionSet, v *ent.OrderEvent) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OrderEvent!")
+		return graphql.Null
+	}
+	return ec._OrderEvent(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNOrderEventConnection2ᚖflashsaleᚋgraphᚋmodelᚐOrderEventConnection(ctx context.Context, sel ast.SelectionSet, v *model.OrderEventConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OrderEventConnection!")
+		return graphql.Null
+	}
+	return ec._OrderEventConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNOrderEventEdge2ᚕᚖflashsaleᚋgraphᚋmodelᚐOrderEventEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.OrderEventEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNOrderEventEdge2ᚖflashsaleᚋgraphᚋmodelᚐOrderEventEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNOrderEventEdge2ᚖflashsaleᚋgraphᚋmodelᚐOrderEventEdge(ctx context.Context, sel ast.SelectionSet, v *model.OrderEventEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OrderEventEdge!")
+		return graphql.Null
+	}
+	return ec._OrderEventEdge(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalNOrderStatus2flashsaleᚋentᚋorderᚐStatus(ctx context.Context, v any) (order.Status, error) {
@@ -6262,6 +7651,25 @@ func (ec *executionContext) marshalOCustomer2ᚖflashsaleᚋgraphᚋmodelᚐCust
 		return graphql.Null
 	}
 	return ec._Customer(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalOEventStatus2ᚖflashsaleᚋentᚋeventdeliveryᚐStatus(ctx context.Context, v any) (*eventdelivery.Status, error) {
+	if v == nil {
+		return nil, nil
+	}
+	tmp, err := graphql.UnmarshalString(v)
+	res := eventdelivery.Status(tmp)
+	return &res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalOEventStatus2ᚖflashsaleᚋentᚋeventdeliveryᚐStatus(ctx context.Context, sel ast.SelectionSet, v *eventdelivery.Status) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	_ = sel
+	_ = ctx
+	res := graphql.MarshalString(string(*v))
+	return res
 }
 
 func (ec *executionContext) marshalOHold2ᚖflashsaleᚋentᚐHold(ctx context.Context, sel ast.SelectionSet, v *ent.Hold) graphql.Marshaler {

@@ -11,6 +11,7 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 
 	"flashsale/ent"
+	"flashsale/events"
 	"flashsale/live"
 	"flashsale/metrics"
 	"flashsale/stock"
@@ -28,6 +29,8 @@ type Resolver struct {
 	Live *live.Hub
 	// Metrics counts createHold's answers; nil: off.
 	Metrics *metrics.Metrics
+	// Events serves operators' reads and redeliveries of order events.
+	Events *events.Relay
 }
 
 // nullIfNotFound turns ErrNotFound into a null result: the contract's

@@ -8,11 +8,14 @@ package graph
 import (
 	"context"
 	"flashsale/ent"
+	"flashsale/ent/eventdelivery"
 	"flashsale/ent/order"
+	"flashsale/events"
 	"flashsale/graph/model"
 	"flashsale/live"
 	"flashsale/stock"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -40,6 +43,19 @@ func (r *customerResolver) Orders(ctx context.Context, obj *model.Customer, firs
 		return nil, err
 	}
 	return orderConnection(os, more), nil
+}
+
+// Sink is the resolver for the sink field.
+func (r *eventDeliveryResolver) Sink(ctx context.Context, obj *ent.EventDelivery) (model.EventSink, error) {
+	return model.EventSink(strings.ToUpper(obj.Sink.String())), nil
+}
+
+// NextAttemptAt is the resolver for the nextAttemptAt field.
+func (r *eventDeliveryResolver) NextAttemptAt(ctx context.Context, obj *ent.EventDelivery) (*time.Time, error) {
+	if obj.Status != eventdelivery.StatusPENDING {
+		return nil, nil
+	}
+	return &obj.NextAttemptAt, nil
 }
 
 // Product is the resolver for the product field.
@@ -126,6 +142,22 @@ func (r *mutationResolver) AdjustStock(ctx context.Context, productID string, de
 	return r.Stock.AdjustStock(ctx, pid, delta, reason)
 }
 
+// RedeliverEvents is the resolver for the redeliverEvents field.
+func (r *mutationResolver) RedeliverEvents(ctx context.Context, ids []string) ([]*ent.OrderEvent, error) {
+	if err := r.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	return r.Events.Redeliver(ctx, ids)
+}
+
+// RedeliverFailedEvents is the resolver for the redeliverFailedEvents field.
+func (r *mutationResolver) RedeliverFailedEvents(ctx context.Context) (int, error) {
+	if err := r.requireAdmin(ctx); err != nil {
+		return 0, err
+	}
+	return r.Events.RedeliverFailed(ctx)
+}
+
 // Hold is the resolver for the hold field.
 func (r *orderResolver) Hold(ctx context.Context, obj *ent.Order) (*ent.Hold, error) {
 	if h := obj.Edges.Hold; h != nil {
@@ -138,6 +170,33 @@ func (r *orderResolver) Hold(ctx context.Context, obj *ent.Order) (*ent.Hold, er
 // Product is the resolver for the product field.
 func (r *orderResolver) Product(ctx context.Context, obj *ent.Order) (*ent.Product, error) {
 	return r.Stock.Product(ctx, obj.ProductID)
+}
+
+// CustomerID is the resolver for the customerId field.
+func (r *orderResolver) CustomerID(ctx context.Context, obj *ent.Order) (*string, error) {
+	if obj.CustomerID == "" {
+		return nil, nil // an anonymous buyer
+	}
+	return &obj.CustomerID, nil
+}
+
+// Type is the resolver for the type field.
+func (r *orderEventResolver) Type(ctx context.Context, obj *ent.OrderEvent) (string, error) {
+	return obj.Type.String(), nil
+}
+
+// Order is the resolver for the order field.
+func (r *orderEventResolver) Order(ctx context.Context, obj *ent.OrderEvent) (*ent.Order, error) {
+	// Only operators read events, and they read every order.
+	return r.Stock.Order(ctx, obj.OrderID, stock.Caller{Operator: true})
+}
+
+// Deliveries is the resolver for the deliveries field.
+func (r *orderEventResolver) Deliveries(ctx context.Context, obj *ent.OrderEvent) ([]*ent.EventDelivery, error) {
+	if obj.Edges.Deliveries != nil { // loaded with the event (package events)
+		return obj.Edges.Deliveries, nil
+	}
+	return obj.QueryDeliveries().All(ctx)
 }
 
 // StockSellable is the resolver for the stockSellable field.
@@ -241,6 +300,30 @@ func (r *queryResolver) Orders(ctx context.Context, productID *string, status *o
 	return orderConnection(os, more), nil
 }
 
+// OrderEvents is the resolver for the orderEvents field.
+func (r *queryResolver) OrderEvents(ctx context.Context, orderID *string, status *eventdelivery.Status, first *int, after *string) (*model.OrderEventConnection, error) {
+	if err := r.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	n, afterID, err := eventPageArgs(first, after)
+	if err != nil {
+		return nil, err
+	}
+	f := events.Filter{Status: status}
+	if orderID != nil {
+		oid, err := stock.ParseID("order", *orderID)
+		if err != nil {
+			return nil, err
+		}
+		f.OrderID = &oid
+	}
+	es, more, err := r.Events.List(ctx, f, n, afterID)
+	if err != nil {
+		return nil, err
+	}
+	return orderEventConnection(es, more), nil
+}
+
 // ProductStock is the resolver for the productStock field.
 func (r *subscriptionResolver) ProductStock(ctx context.Context, id string) (<-chan *ent.Product, error) {
 	pid, err := stock.ParseProductID(id)
@@ -260,6 +343,9 @@ func (r *subscriptionResolver) ProductStock(ctx context.Context, id string) (<-c
 // Customer returns CustomerResolver implementation.
 func (r *Resolver) Customer() CustomerResolver { return &customerResolver{r} }
 
+// EventDelivery returns EventDeliveryResolver implementation.
+func (r *Resolver) EventDelivery() EventDeliveryResolver { return &eventDeliveryResolver{r} }
+
 // Hold returns HoldResolver implementation.
 func (r *Resolver) Hold() HoldResolver { return &holdResolver{r} }
 
@@ -268,6 +354,9 @@ func (r *Resolver) Mutation() MutationResolver { return &mutationResolver{r} }
 
 // Order returns OrderResolver implementation.
 func (r *Resolver) Order() OrderResolver { return &orderResolver{r} }
+
+// OrderEvent returns OrderEventResolver implementation.
+func (r *Resolver) OrderEvent() OrderEventResolver { return &orderEventResolver{r} }
 
 // Product returns ProductResolver implementation.
 func (r *Resolver) Product() ProductResolver { return &productResolver{r} }
@@ -279,11 +368,13 @@ func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 func (r *Resolver) Subscription() SubscriptionResolver { return &subscriptionResolver{r} }
 
 type (
-	customerResolver     struct{ *Resolver }
-	holdResolver         struct{ *Resolver }
-	mutationResolver     struct{ *Resolver }
-	orderResolver        struct{ *Resolver }
-	productResolver      struct{ *Resolver }
-	queryResolver        struct{ *Resolver }
-	subscriptionResolver struct{ *Resolver }
+	customerResolver      struct{ *Resolver }
+	eventDeliveryResolver struct{ *Resolver }
+	holdResolver          struct{ *Resolver }
+	mutationResolver      struct{ *Resolver }
+	orderResolver         struct{ *Resolver }
+	orderEventResolver    struct{ *Resolver }
+	productResolver       struct{ *Resolver }
+	queryResolver         struct{ *Resolver }
+	subscriptionResolver  struct{ *Resolver }
 )

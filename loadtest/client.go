@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"flashsale/webhook"
+	"flashsale/signing"
 )
 
 // loopbackURL parses an http(s) URL and refuses any host that is not
@@ -105,7 +105,7 @@ type api struct {
 	next    atomic.Uint64 // the turn
 	base    string        // the first server, for the setup and the checks
 	token   string
-	signer  *webhook.Signer // nil: webhooks go unsigned
+	signer  *signing.Signer // nil: webhooks go unsigned
 	client  *http.Client
 	tr      *http.Transport
 	timeout time.Duration
@@ -120,7 +120,7 @@ func newAPI(rawURLs, token, secret string, clients int, timeout time.Duration) (
 	}
 	a := &api{bases: bases, base: bases[0], token: token, timeout: timeout}
 	if secret != "" {
-		if a.signer, err = webhook.NewSigner(secret); err != nil {
+		if a.signer, err = signing.NewSigner(secret); err != nil {
 			return nil, err
 		}
 	}

@@ -33,7 +33,7 @@ import (
 	"syscall"
 	"time"
 
-	"flashsale/webhook"
+	"flashsale/signing"
 )
 
 // Scenario names, in the order they run.
@@ -393,7 +393,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 		errs = append(errs, errors.New("-token: the admin token is needed to create the tool's own products"))
 	}
 	if o.Secret != "" {
-		if _, err := webhook.NewSigner(o.Secret); err != nil {
+		if _, err := signing.NewSigner(o.Secret); err != nil {
 			errs = append(errs, fmt.Errorf("-secret: %w", err))
 		}
 	}

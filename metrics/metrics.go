@@ -69,7 +69,10 @@ var (
 		"INTERNAL_SERVER_ERROR",
 	}
 	orderStatuses    = []string{"PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED"}
-	webhookOutcomes  = []string{"APPLIED", "IGNORED", "REFUND_REQUIRED", "DUPLICATE", "REFUSED", "FAILED"}
+	webhookOutcomes  = []string{"APPLIED", "IGNORED", "REFUND_REQUIRED", "DUPLICATE", "AMOUNT_MISMATCH", "REFUSED", "FAILED"}
+	eventTypes       = []string{"order.created", "order.paid", "order.cancelled", "order.refund_required"}
+	eventSinks       = []string{"webhook", "nats"}
+	attemptOutcomes  = []string{"delivered", "failed", "dead"}
 	releasedKinds    = []string{"hold", "order"}
 	durationBuckets  = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 	holdBatchBuckets = prometheus.ExponentialBuckets(1, 2, 9) // 1, 2, 4, ..., 256
@@ -86,6 +89,10 @@ type Metrics struct {
 	released  labelSet[prometheus.Counter]
 	durations labelSet[prometheus.Observer]
 	holdBatch prometheus.Observer
+	events    labelSet[prometheus.Counter]
+	attempts  labelSet[labelSet[prometheus.Counter]] // by sink, then outcome
+	pending   labelSet[prometheus.Gauge]             // by sink
+	oldest    labelSet[prometheus.Gauge]             // by sink
 
 	subscriptions atomic.Pointer[func() int]
 	logger        atomic.Pointer[slog.Logger]
@@ -171,8 +178,10 @@ func New(rootFields []string) *Metrics {
 		return 0
 	})
 
+	events, attempts, pending, oldest := eventMetrics()
 	reg.MustRegister(
 		holds, orders, webhooks, durations, holdBatch, released, subscriptions,
+		events, attempts, pending, oldest,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
@@ -185,6 +194,12 @@ func New(rootFields []string) *Metrics {
 	m.orders = newLabelSet(orderStatuses, withCounter(orders))
 	m.webhooks = newLabelSet(webhookOutcomes, withCounter(webhooks))
 	m.released = newLabelSet(releasedKinds, withCounter(released))
+	m.events = newLabelSet(eventTypes, withCounter(events))
+	m.attempts = newLabelSet(eventSinks, func(sink string) labelSet[prometheus.Counter] {
+		return newLabelSet(attemptOutcomes, func(o string) prometheus.Counter { return attempts.WithLabelValues(sink, o) })
+	})
+	m.pending = newLabelSet(eventSinks, func(sink string) prometheus.Gauge { return pending.WithLabelValues(sink) })
+	m.oldest = newLabelSet(eventSinks, func(sink string) prometheus.Gauge { return oldest.WithLabelValues(sink) })
 	fields := make([]string, 0, len(rootFields))
 	for _, f := range rootFields {
 		if isGraphQLName(f) {
@@ -353,7 +368,7 @@ func (m *Metrics) OrdersReached(status string, n int) {
 }
 
 // WebhookDelivery counts a webhook delivery by outcome: APPLIED, IGNORED,
-// REFUND_REQUIRED, DUPLICATE, REFUSED, FAILED; else "other".
+// REFUND_REQUIRED, DUPLICATE, AMOUNT_MISMATCH, REFUSED, FAILED; else "other".
 func (m *Metrics) WebhookDelivery(outcome string) {
 	if m == nil {
 		return

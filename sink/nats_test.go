@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"flashsale/internal/testnats"
@@ -58,57 +57,10 @@ func newNATS(t *testing.T, cfg sink.NATSConfig) (*sink.NATS, *logBuffer) {
 	return n, logs
 }
 
-// jsClient is the test's own view of the server.
-func jsClient(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatalf("test client: %v", err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatalf("test client: %v", err)
-	}
-	return js
-}
-
 func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// streamMsgs returns every message stored in the stream, in order.
-func streamMsgs(t *testing.T, js jetstream.JetStream, name string) []*jetstream.RawStreamMsg {
-	t.Helper()
-	ctx := testCtx(t)
-	s, err := js.Stream(ctx, name)
-	if err != nil {
-		t.Fatalf("stream %s: %v", name, err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatalf("stream %s info: %v", name, err)
-	}
-	var msgs []*jetstream.RawStreamMsg
-	for seq := info.State.FirstSeq; seq > 0 && seq <= info.State.LastSeq; seq++ {
-		m, err := s.GetMsg(ctx, seq)
-		if err != nil {
-			t.Fatalf("stream %s message %d: %v", name, seq, err)
-		}
-		msgs = append(msgs, m)
-	}
-	return msgs
-}
-
-// msgIDs returns the Nats-Msg-Id of each message.
-func msgIDs(msgs []*jetstream.RawStreamMsg) []string {
-	ids := make([]string, len(msgs))
-	for i, m := range msgs {
-		ids[i] = m.Header.Get(jetstream.MsgIDHeader)
-	}
-	return ids
 }
 
 // sendPromptly sends and fails the test if Send ignores its context.
@@ -163,7 +115,7 @@ func TestNATSCreatesStream(t *testing.T) {
 	}
 	wg.Wait()
 
-	js := jsClient(t, srv.URL())
+	js := testnats.JetStream(t, srv.URL())
 	s, err := js.Stream(testCtx(t), sink.DefaultNATSStream)
 	if err != nil {
 		t.Fatalf("stream %s: %v", sink.DefaultNATSStream, err)
@@ -178,7 +130,7 @@ func TestNATSCreatesStream(t *testing.T) {
 	if cfg.Duplicates < 2*time.Minute {
 		t.Errorf("duplicate window %v, want at least 2m", cfg.Duplicates)
 	}
-	if got := len(streamMsgs(t, js, sink.DefaultNATSStream)); got != 8 {
+	if got := len(testnats.StreamMessages(t, js, sink.DefaultNATSStream)); got != 8 {
 		t.Errorf("stream holds %d messages, want 8", got)
 	}
 	if c := strings.Count(logs.String(), "created stream"); c != 1 {
@@ -188,7 +140,7 @@ func TestNATSCreatesStream(t *testing.T) {
 
 func TestNATSUsesExistingStream(t *testing.T) {
 	srv := testnats.Start(t)
-	js := jsClient(t, srv.URL())
+	js := testnats.JetStream(t, srv.URL())
 	want := jetstream.StreamConfig{
 		Name:       "SHOP",
 		Subjects:   []string{"shop.>", "audit.>"},
@@ -215,7 +167,7 @@ func TestNATSUsesExistingStream(t *testing.T) {
 			got.Subjects, got.Storage, got.Duplicates, got.MaxMsgs,
 			want.Subjects, want.Storage, want.Duplicates, want.MaxMsgs)
 	}
-	if msgs := streamMsgs(t, js, "SHOP"); len(msgs) != 1 || msgs[0].Subject != "shop.orders.order.paid" {
+	if msgs := testnats.StreamMessages(t, js, "SHOP"); len(msgs) != 1 || msgs[0].Subject != "shop.orders.order.paid" {
 		t.Errorf("stream holds %d messages, want 1 on shop.orders.order.paid", len(msgs))
 	}
 	if strings.Contains(logs.String(), "created stream") {
@@ -236,7 +188,7 @@ func TestNATSDelivers(t *testing.T) {
 			t.Fatalf("Send %s: %v", m.ID, err)
 		}
 	}
-	msgs := streamMsgs(t, jsClient(t, srv.URL()), "FS_EV")
+	msgs := testnats.StreamMessages(t, testnats.JetStream(t, srv.URL()), "FS_EV")
 	if len(msgs) != len(sent) {
 		t.Fatalf("stream holds %d messages, want %d", len(msgs), len(sent))
 	}
@@ -262,9 +214,9 @@ func TestNATSDuplicateID(t *testing.T) {
 			t.Fatalf("Send: %v (a duplicate counts as delivered)", err)
 		}
 	}
-	msgs := streamMsgs(t, jsClient(t, srv.URL()), sink.DefaultNATSStream)
+	msgs := testnats.StreamMessages(t, testnats.JetStream(t, srv.URL()), sink.DefaultNATSStream)
 	if len(msgs) != 1 || string(msgs[0].Data) != `{"try":1}` {
-		t.Errorf("stream holds %d messages (%q), want only the first", len(msgs), msgIDs(msgs))
+		t.Errorf("stream holds %d messages (%q), want only the first", len(msgs), testnats.MsgIDs(msgs))
 	}
 }
 
@@ -291,7 +243,7 @@ func TestNATSOutageAndReconnect(t *testing.T) {
 			t.Fatalf("Send %s after restart: %v", m.ID, err)
 		}
 	}
-	ids := msgIDs(streamMsgs(t, jsClient(t, srv.URL()), sink.DefaultNATSStream))
+	ids := testnats.MsgIDs(testnats.StreamMessages(t, testnats.JetStream(t, srv.URL()), sink.DefaultNATSStream))
 	if want := []string{"evt_a", "evt_b", "evt_c"}; !slices.Equal(ids, want) {
 		t.Errorf("stream holds %q, want each of %q once", ids, want)
 	}
@@ -311,7 +263,7 @@ func TestNATSDownAtStart(t *testing.T) {
 
 	srv.Restart()
 	sendUntilDelivered(t, n, msg("evt_early", `{}`))
-	ids := msgIDs(streamMsgs(t, jsClient(t, srv.URL()), sink.DefaultNATSStream))
+	ids := testnats.MsgIDs(testnats.StreamMessages(t, testnats.JetStream(t, srv.URL()), sink.DefaultNATSStream))
 	if !slices.Equal(ids, []string{"evt_early"}) {
 		t.Errorf("stream holds %q, want [evt_early]", ids)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/google/uuid"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -34,13 +35,16 @@ var (
 	ErrSaleNotStarted = errors.New("sale not started")
 	// ErrSaleEnded: createHold at or after the product's saleEndsAt.
 	ErrSaleEnded = errors.New("sale ended")
+	// ErrAmountMismatch: a payment's amount is not its order's (see
+	// AmountMismatchError). Nothing was changed.
+	ErrAmountMismatch = errors.New("payment amount does not match the order")
 	// ErrUnavailable: the database could not be reached or is overloaded.
 	// Nothing was changed and the caller may retry.
 	ErrUnavailable = errors.New("database unavailable")
 )
 
 var domainErrors = []error{ErrInvalidInput, ErrNotFound, ErrInsufficientStock, ErrHoldExpired, ErrHoldNotActive,
-	ErrKeyReused, ErrPurchaseLimit, ErrSaleNotStarted, ErrSaleEnded, ErrUnavailable}
+	ErrKeyReused, ErrPurchaseLimit, ErrSaleNotStarted, ErrSaleEnded, ErrAmountMismatch, ErrUnavailable}
 
 // SaleNotStartedError is ErrSaleNotStarted with the time the sale opens.
 type SaleNotStartedError struct{ StartsAt time.Time }
@@ -50,6 +54,19 @@ func (e *SaleNotStartedError) Error() string {
 }
 
 func (e *SaleNotStartedError) Unwrap() error { return ErrSaleNotStarted }
+
+// AmountMismatchError is ErrAmountMismatch: what the provider charged for
+// an order, and the order's amount.
+type AmountMismatchError struct {
+	OrderID         uuid.UUID
+	Charged, Amount int64
+}
+
+func (e *AmountMismatchError) Error() string {
+	return fmt.Sprintf("%v: amount_cents %d, but order %s is for %d", ErrAmountMismatch, e.Charged, e.OrderID, e.Amount)
+}
+
+func (e *AmountMismatchError) Unwrap() error { return ErrAmountMismatch }
 
 // ShortError is ErrInsufficientStock for a hold: what it asked for and
 // what was sellable. Its message is put together without fmt: once a
@@ -147,3 +164,8 @@ func classify(op string, err error) error {
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
+
+// Classify is classify for the packages beside stock that use the same
+// database (package events): domain kinds pass through, outages become
+// ErrUnavailable, anything else is wrapped with op.
+func Classify(op string, err error) error { return classify(op, err) }

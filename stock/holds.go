@@ -16,6 +16,7 @@ import (
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
 	"flashsale/ent/order"
+	"flashsale/ent/orderevent"
 	"flashsale/ent/predicate"
 	"flashsale/ent/product"
 )
@@ -91,7 +92,7 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 		if Sellable(p) < demand(reqs) || overLimit(p, used, reqs) {
 			// Lapsed holds and orders may be what stands between these buyers
 			// and the stock or their limit: release them, then count again.
-			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
+			if err := s.releaseOverdueNow(ctx, tx, p, now); err != nil {
 				return err
 			}
 			if used, err = s.unitsOfCustomers(ctx, tx, p, customers); err != nil {
@@ -463,6 +464,7 @@ func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall, _ fu
 				SetAmountCents(price*int64(h.Qty)).
 				SetStatus(order.StatusPENDING_PAYMENT).
 				SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
+				SetEventSeq(1). // order.created, written below
 				SetCreatedAt(now).SetUpdatedAt(now))
 		}
 		if len(builders) == 0 {
@@ -476,11 +478,13 @@ func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall, _ fu
 			SetStatus(hold.StatusREDEEMED).SetUpdatedAt(now).Exec(ctx); err != nil {
 			return err
 		}
+		ob := s.newOutbox(tx)
 		for j, i := range admitted {
+			ob.add(os[j], orderevent.TypeOrderCreated, "", now)
 			os[j].Edges.Hold = byID[os[j].HoldID]
 			results[i].out = os[j]
 		}
-		return nil
+		return ob.flush(ctx)
 	})
 	if err != nil {
 		return fail[*ent.Order](len(calls), err)
@@ -589,8 +593,8 @@ func (s *Service) OrderOfHold(ctx context.Context, holdID uuid.UUID) (*ent.Order
 // older than the hold before (uuid.Nil: from the newest), and whether more
 // follow. Hold IDs are UUIDv7, so their order is their creation order.
 func (s *Service) CustomerHolds(ctx context.Context, customer string, first int, before uuid.UUID) ([]*ent.Hold, bool, error) {
-	if first < 1 || first > 100 {
-		return nil, false, InvalidInput("first must be between 1 and 100")
+	if err := CheckFirst(first); err != nil {
+		return nil, false, err
 	}
 	q := s.client.Hold.Query().Where(hold.CustomerID(customer))
 	if before != uuid.Nil {
@@ -605,8 +609,8 @@ func (s *Service) CustomerHolds(ctx context.Context, customer string, first int,
 
 // CustomerOrders is CustomerHolds for orders.
 func (s *Service) CustomerOrders(ctx context.Context, customer string, first int, before uuid.UUID) ([]*ent.Order, bool, error) {
-	if first < 1 || first > 100 {
-		return nil, false, InvalidInput("first must be between 1 and 100")
+	if err := CheckFirst(first); err != nil {
+		return nil, false, err
 	}
 	q := s.client.Order.Query().Where(order.CustomerID(customer))
 	if before != uuid.Nil {
@@ -617,6 +621,17 @@ func (s *Service) CustomerOrders(ctx context.Context, customer string, first int
 		return nil, false, classify("list orders", err)
 	}
 	return page(os, first)
+}
+
+// MaxPage is the largest page a list returns (a connection's first).
+const MaxPage = 100
+
+// CheckFirst refuses a page size (a connection's first) outside 1..MaxPage.
+func CheckFirst(first int) error {
+	if first < 1 || first > MaxPage {
+		return InvalidInput("first must be between 1 and %d", MaxPage)
+	}
+	return nil
 }
 
 // page cuts a list read with one row to spare to its page, saying whether

@@ -13,6 +13,7 @@ type Observer interface {
 	HoldBatch(size int)                 // one hold group commit of size calls
 	OrdersReached(status string, n int) // n orders moved to status
 	Released(kind string, n int)        // the sweeper released n of kind "hold" or "order"
+	EventsWritten(typ string, n int)    // n order events of type typ written
 }
 
 type noObserver struct{}
@@ -20,6 +21,7 @@ type noObserver struct{}
 func (noObserver) HoldBatch(int)             {}
 func (noObserver) OrdersReached(string, int) {}
 func (noObserver) Released(string, int)      {}
+func (noObserver) EventsWritten(string, int) {}
 
 // Observe sets the Observer (nil: none). Call it before serving.
 func (s *Service) Observe(o Observer) {

@@ -103,7 +103,7 @@ func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (
 			return err
 		}
 		if v := in.MaxPerCustomer.Value; v != nil && (p.MaxPerCustomer == nil || *v < *p.MaxPerCustomer) {
-			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
+			if err := s.releaseOverdueNow(ctx, tx, p, now); err != nil {
 				return err
 			}
 			most, err := mostUnitsOfABuyer(ctx, tx, p.ID)
@@ -209,7 +209,7 @@ func (s *Service) AdjustStock(ctx context.Context, productID, delta int, reason 
 			return err
 		}
 		if Sellable(p)+delta < 0 {
-			if _, _, err := s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch); err != nil {
+			if err := s.releaseOverdueNow(ctx, tx, p, now); err != nil {
 				return err
 			}
 			if sellable := Sellable(p); sellable+delta < 0 {
@@ -258,8 +258,8 @@ type OrderFilter struct {
 // operator's list of orders to fulfil. Order IDs are UUIDv7, so their order
 // is their creation order.
 func (s *Service) Orders(ctx context.Context, f OrderFilter, first int, after uuid.UUID) ([]*ent.Order, bool, error) {
-	if first < 1 || first > 100 {
-		return nil, false, InvalidInput("first must be between 1 and 100")
+	if err := CheckFirst(first); err != nil {
+		return nil, false, err
 	}
 	q := s.client.Order.Query()
 	if f.ProductID != nil {

@@ -115,8 +115,8 @@ func checkWindow(starts, ends *time.Time) error {
 // Products returns up to first products with an ID above after, oldest
 // first, and whether more follow.
 func (s *Service) Products(ctx context.Context, first, after int) ([]*ent.Product, bool, error) {
-	if first < 1 || first > 100 {
-		return nil, false, InvalidInput("first must be between 1 and 100")
+	if err := CheckFirst(first); err != nil {
+		return nil, false, err
 	}
 	ps, err := s.client.Product.Query().
 		Where(product.IDGT(after)).

@@ -70,6 +70,10 @@ type Config struct {
 	PaymentTimeout time.Duration // how long an order may wait for payment
 	MaxHoldQty     int           // largest qty one hold may take
 	SweepBatch     int           // most rows one sweep transaction releases (default 500)
+	// EventSinks names the order-event sinks configured ("webhook",
+	// "nats"): every event gets one delivery for each (none: events are
+	// written, never sent).
+	EventSinks []string
 }
 
 // Service runs the stock transactions.
@@ -91,6 +95,7 @@ type Service struct {
 	payments *batcher[Payment, PaymentResult]
 	cache    productCache
 	onChange atomic.Pointer[func(*ent.Product)] // see OnChange
+	onEvents atomic.Pointer[func()]             // see OnEvents
 	observer Observer                           // see Observe
 }
 
@@ -343,7 +348,10 @@ func Sellable(p *ent.Product) int { return p.StockAvailable - p.StockReserved }
 // keep lists orders the caller has already decided in this transaction
 // but not written yet (a payment batch): they are left alone, as their
 // stored status is no longer theirs.
-func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, limit int, keep ...uuid.UUID) (holds int, cancelled []uuid.UUID, err error) {
+//
+// Each cancelled order's order.cancelled event (payment_timeout) goes to
+// ob, which the caller flushes.
+func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, ob *outbox, p *ent.Product, now time.Time, limit int, keep ...uuid.UUID) (holds int, cancelled []uuid.UUID, err error) {
 	expiring, err := tx.Hold.Query().
 		Where(hold.ProductID(p.ID), hold.StatusEQ(hold.StatusACTIVE), hold.ExpiresAtLTE(now)).
 		Order(hold.ByExpiresAt()).Limit(limit).IDs(ctx)
@@ -387,6 +395,8 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 			cancelled = append(cancelled, o.ID)
 			released = append(released, o.HoldID)
 			freed += o.Qty
+			o.Status, o.UpdatedAt = order.StatusCANCELLED, now
+			ob.moved(o, ReasonPaymentTimeout, now)
 		}
 	}
 	if len(expired) > 0 {
@@ -401,7 +411,7 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 			return 0, nil, err
 		}
 		if err := tx.Order.Update().Where(order.IDIn(cancelled...)).
-			SetStatus(order.StatusCANCELLED).SetUpdatedAt(now).Exec(ctx); err != nil {
+			SetStatus(order.StatusCANCELLED).AddEventSeq(1).SetUpdatedAt(now).Exec(ctx); err != nil {
 			return 0, nil, err
 		}
 		n := len(cancelled)
@@ -415,4 +425,14 @@ func (s *Service) releaseOverdue(ctx context.Context, tx *ent.Tx, p *ent.Product
 		p.UpdatedAt = now
 	}
 	return len(expired), cancelled, nil
+}
+
+// releaseOverdueNow is releaseOverdue for a transaction that writes no
+// other order events: it flushes the cancelled orders' events itself.
+func (s *Service) releaseOverdueNow(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time) error {
+	ob := s.newOutbox(tx)
+	if _, _, err := s.releaseOverdue(ctx, tx, ob, p, now, s.cfg.SweepBatch); err != nil {
+		return err
+	}
+	return ob.flush(ctx)
 }

@@ -49,11 +49,14 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 				if err != nil {
 					return err
 				}
+				ob := s.newOutbox(tx)
 				var cancelled []uuid.UUID
-				hs, cancelled, err = s.releaseOverdue(ctx, tx, p, now, s.cfg.SweepBatch)
+				if hs, cancelled, err = s.releaseOverdue(ctx, tx, ob, p, now, s.cfg.SweepBatch); err != nil {
+					return err
+				}
 				os = len(cancelled)
 				product = p
-				return err
+				return ob.flush(ctx)
 			})
 			if err != nil {
 				return total, err

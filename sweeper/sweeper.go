@@ -1,8 +1,10 @@
-// Package sweeper runs the expiry job: every SWEEP_INTERVAL, gocron calls
-// stock.Service.Sweep, which expires overdue holds and cancels orders whose
-// payment timed out. The job keeps no state of its own (everything it needs
-// is in the database), so a restarted server catches up on its first run,
-// and several servers may sweep the same database at once.
+// Package sweeper runs the scheduled jobs on gocron: every SWEEP_INTERVAL
+// it calls stock.Service.Sweep, which expires overdue holds and cancels
+// orders whose payment timed out; every few minutes it deletes the order
+// events every sink has delivered once EVENTS_RETENTION has passed. The
+// jobs keep no state of their own (everything they need is in the
+// database), so a restarted server catches up on its first runs, and
+// several servers may run them on the same database at once.
 package sweeper
 
 import (
@@ -13,27 +15,43 @@ import (
 
 	"github.com/go-co-op/gocron/v2"
 
+	"flashsale/events"
 	"flashsale/stock"
 )
 
-// JobName names the job in gocron and in logs.
-const JobName = "release-expired"
+// Job names, in gocron and in logs.
+const (
+	JobName          = "release-expired"
+	EventsRetainJob  = "delete-delivered-events"
+	eventsRetainEach = 5 * time.Minute
+)
+
+// Config configures the jobs.
+type Config struct {
+	Interval time.Duration // SWEEP_INTERVAL
+	Logger   *slog.Logger
+	// Events, when set, gets a retention job: events delivered to every
+	// sink and older than EventsRetention are deleted.
+	Events          *events.Relay
+	EventsRetention time.Duration
+}
 
 // Sweeper owns the gocron scheduler.
 type Sweeper struct {
 	s gocron.Scheduler
 }
 
-// Start schedules the sweep every interval, starting now. Runs never overlap:
-// a run that outlasts the interval makes the next one wait for its turn.
-func Start(svc *stock.Service, interval time.Duration, log *slog.Logger) (*Sweeper, error) {
+// Start schedules the jobs, starting now. Runs of one job never overlap: a
+// run that outlasts its interval makes the next one wait for its turn.
+func Start(svc *stock.Service, cfg Config) (*Sweeper, error) {
+	log := cfg.Logger
 	s, err := gocron.NewScheduler(gocron.WithLogger(log), gocron.WithStopTimeout(30*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("sweeper: %w", err)
 	}
 	// A run may take longer than one interval under load, never unboundedly.
-	runTimeout := max(10*interval, 30*time.Second)
-	task := func(ctx context.Context) {
+	runTimeout := max(10*cfg.Interval, 30*time.Second)
+	err = every(s, JobName, cfg.Interval, func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, runTimeout)
 		defer cancel()
 		start := time.Now()
@@ -47,14 +65,19 @@ func Start(svc *stock.Service, interval time.Duration, log *slog.Logger) (*Sweep
 			log.InfoContext(ctx, "sweep released stock", "job", JobName,
 				"holds_expired", res.HoldsExpired, "orders_cancelled", res.OrdersCancelled, "took", time.Since(start))
 		}
+	})
+	if err == nil && cfg.Events != nil {
+		err = every(s, EventsRetainJob, eventsRetainEach, func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, eventsRetainEach)
+			defer cancel()
+			n, err := cfg.Events.Retain(ctx, cfg.EventsRetention)
+			if err != nil {
+				log.WarnContext(ctx, "deleting delivered order events failed; the next run retries", "job", EventsRetainJob, "err", err, "deleted", n)
+			} else if n > 0 {
+				log.InfoContext(ctx, "deleted delivered order events", "job", EventsRetainJob, "deleted", n, "older_than", cfg.EventsRetention)
+			}
+		})
 	}
-	_, err = s.NewJob(
-		gocron.DurationJob(interval),
-		gocron.NewTask(task),
-		gocron.WithName(JobName),
-		gocron.WithSingletonMode(gocron.LimitModeReschedule),
-		gocron.WithStartAt(gocron.WithStartImmediately()),
-	)
 	if err != nil {
 		_ = s.Shutdown()
 		return nil, fmt.Errorf("sweeper: %w", err)
@@ -63,8 +86,20 @@ func Start(svc *stock.Service, interval time.Duration, log *slog.Logger) (*Sweep
 	return &Sweeper{s: s}, nil
 }
 
-// Stop cancels a running sweep (its transaction rolls back, nothing is lost)
-// and waits for it to end.
+// every schedules task every interval, starting now, one run at a time.
+func every(s gocron.Scheduler, name string, interval time.Duration, task func(context.Context)) error {
+	_, err := s.NewJob(
+		gocron.DurationJob(interval),
+		gocron.NewTask(task),
+		gocron.WithName(name),
+		gocron.WithSingletonMode(gocron.LimitModeReschedule),
+		gocron.WithStartAt(gocron.WithStartImmediately()),
+	)
+	return err
+}
+
+// Stop cancels running jobs (their transactions roll back, nothing is
+// lost) and waits for them to end.
 func (sw *Sweeper) Stop(ctx context.Context) error {
 	return sw.s.ShutdownWithContext(ctx)
 }

@@ -26,6 +26,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -225,11 +226,12 @@ type fuzzAnswer struct {
 		OrderID     string `json:"order_id"`
 		OrderStatus string `json:"order_status"`
 		Duplicate   bool   `json:"duplicate"`
+		Outcome     string `json:"outcome"`
 	}
 	err string
 }
 
-var fuzzAllowedStatus = map[int]bool{200: true, 400: true, 401: true, 404: true, 409: true, 413: true, 503: true}
+var fuzzAllowedStatus = map[int]bool{200: true, 400: true, 401: true, 404: true, 409: true, 413: true, 422: true, 503: true}
 
 // deliver sends one delivery and checks the answer's status and shape.
 func fuzzDeliver(t *testing.T, h http.Handler, contentType string, body []byte, header map[string]string) fuzzAnswer {
@@ -265,8 +267,8 @@ func fuzzDeliver(t *testing.T, h http.Handler, contentType string, body []byte, 
 		keys = append(keys, k)
 	}
 	if a.status == http.StatusOK {
-		if len(fields) != 3 || fields["order_id"] == nil || fields["order_status"] == nil || fields["duplicate"] == nil {
-			t.Fatalf("200 body %q: want exactly order_id, order_status, duplicate (got keys %v)", rec.Body.String(), keys)
+		if len(fields) != 4 || fields["order_id"] == nil || fields["order_status"] == nil || fields["duplicate"] == nil || fields["outcome"] == nil {
+			t.Fatalf("200 body %q: want exactly order_id, order_status, duplicate, outcome (got keys %v)", rec.Body.String(), keys)
 		}
 		strict := json.NewDecoder(bytes.NewReader(rec.Body.Bytes()))
 		strict.DisallowUnknownFields()
@@ -278,6 +280,9 @@ func fuzzDeliver(t *testing.T, h http.Handler, contentType string, body []byte, 
 		}
 		if order.StatusValidator(order.Status(a.ok.OrderStatus)) != nil {
 			t.Fatalf("200 body %q: order_status is not an order status", rec.Body.String())
+		}
+		if want := map[bool][]string{true: {"DUPLICATE"}, false: {"APPLIED", "IGNORED"}}[a.ok.Duplicate]; !slices.Contains(want, a.ok.Outcome) {
+			t.Fatalf("200 body %q: outcome must be one of %v", rec.Body.String(), want)
 		}
 		return a
 	}

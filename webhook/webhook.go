@@ -8,7 +8,6 @@ package webhook
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,11 +15,14 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
+	"flashsale/ent/paymentevent"
+	"flashsale/signing"
 	"flashsale/stock"
 )
 
@@ -31,18 +33,9 @@ const MaxBody = 64 << 10
 // Options.Timeout is unset.
 const DefaultTimeout = 10 * time.Second
 
-// MinKeyLen is the shortest signing key accepted, as the contract and
-// Standard Webhooks (24 to 64 bytes) ask.
-const MinKeyLen = 24
-
-const secretPrefix = "whsec_"
-
-// HowToMakeSecret tells an operator how to make a good WEBHOOK_SECRET.
-const HowToMakeSecret = `make one with: echo "whsec_$(openssl rand -base64 32)"`
-
 // Options configure the handler.
 type Options struct {
-	// Key is the signing key, from ParseSecret(WEBHOOK_SECRET); nil accepts
+	// Key is the signing key, from signing.ParseSecret(WEBHOOK_SECRET); nil accepts
 	// unsigned calls (only for the embedded database's local trials).
 	Key     []byte
 	Timeout time.Duration // bound on the database work of one delivery (default 10s)
@@ -77,8 +70,8 @@ func New(svc *stock.Service, opts Options) (*Handler, error) {
 		h.log = slog.Default()
 	}
 	if opts.Key != nil {
-		if len(opts.Key) < MinKeyLen {
-			return nil, fmt.Errorf("webhook: signing key is %d bytes, want at least %d", len(opts.Key), MinKeyLen)
+		if len(opts.Key) < signing.MinKeyLen {
+			return nil, fmt.Errorf("webhook: signing key is %d bytes, want at least %d", len(opts.Key), signing.MinKeyLen)
 		}
 		var err error
 		if h.verify, err = standardwebhooks.NewWebhookRaw(opts.Key); err != nil {
@@ -88,36 +81,36 @@ func New(svc *stock.Service, opts Options) (*Handler, error) {
 	return h, nil
 }
 
-// ParseSecret returns the key of a "whsec_<base64>" secret (WEBHOOK_SECRET).
-// Its errors describe the problem without quoting the secret (base64's own
-// errors only give an offset) and say how to make a good one.
-func ParseSecret(secret string) ([]byte, error) {
-	b64, ok := strings.CutPrefix(strings.TrimSpace(secret), secretPrefix)
-	if !ok {
-		return nil, fmt.Errorf("must start with %q; %s", secretPrefix, HowToMakeSecret)
-	}
-	key, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
-		return nil, fmt.Errorf("the part after %q is not valid base64 (%w); %s", secretPrefix, err, HowToMakeSecret)
-	}
-	if len(key) < MinKeyLen {
-		return nil, fmt.Errorf("key is %d bytes, want at least %d random bytes; %s", len(key), MinKeyLen, HowToMakeSecret)
-	}
-	return key, nil
-}
-
 // event is the webhook's JSON body.
 type event struct {
 	IdempotencyKey string `json:"idempotency_key"`
 	OrderID        string `json:"order_id"`
 	Status         string `json:"status"`
+	// Optional (null is the same as left out).
+	PaymentReference *string `json:"payment_reference"`
+	AmountCents      *int64  `json:"amount_cents"`
 }
+
+// fields are the body's member names, each allowed once.
+var fields = []string{"idempotency_key", "order_id", "status", "payment_reference", "amount_cents"}
 
 // response is the body of a 200 answer.
 type response struct {
 	OrderID     string `json:"order_id"`
 	OrderStatus string `json:"order_status"`
 	Duplicate   bool   `json:"duplicate"`
+	Outcome     string `json:"outcome"` // APPLIED, IGNORED or DUPLICATE
+}
+
+// outcomeOf is a 200 answer's outcome: what this delivery did.
+func outcomeOf(res stock.PaymentResult) string {
+	switch {
+	case res.Duplicate:
+		return "DUPLICATE"
+	case res.Outcome == paymentevent.OutcomeIGNORED:
+		return "IGNORED"
+	}
+	return "APPLIED" // the order moved, to PAID, CANCELLED or REFUND_REQUIRED
 }
 
 // The handler's own refusals; stock's error kinds cover the rest.
@@ -137,9 +130,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var msg string
 		status, msg = answer(err)
-		outcome = "REFUSED"
-		if status >= 500 {
+		switch {
+		case status >= 500:
 			outcome = "FAILED"
+		case errors.Is(err, stock.ErrAmountMismatch):
+			outcome = "AMOUNT_MISMATCH"
+		default:
+			outcome = "REFUSED"
 		}
 		switch status {
 		case http.StatusMethodNotAllowed:
@@ -149,7 +146,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, status, map[string]string{"error": msg})
 	} else {
-		writeJSON(w, status, response{OrderID: res.OrderID.String(), OrderStatus: string(res.OrderStatus), Duplicate: res.Duplicate})
+		writeJSON(w, status, response{OrderID: res.OrderID.String(), OrderStatus: string(res.OrderStatus),
+			Duplicate: res.Duplicate, Outcome: outcomeOf(res)})
 	}
 	if h.metrics != nil {
 		m := outcome
@@ -166,6 +164,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case status >= 500:
 		level = slog.LevelError
 	case status >= 400 && status != http.StatusNotFound && status != http.StatusConflict:
+		// 422 (a wrong amount) among them: the provider charged what the
+		// order does not cost, which someone must look into.
 		// 404 and 409 are the provider's business; the others mean a
 		// misconfigured or hostile caller.
 		level = slog.LevelWarn
@@ -175,10 +175,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		slog.String("idempotency_key", clip(ev.IdempotencyKey)),
 		slog.String("order_id", clip(ev.OrderID)),
 		slog.String("payment_status", clip(ev.Status)),
+		slog.String("payment_reference", clip(deref(ev.PaymentReference))),
 		slog.Int("http_status", status),
 		slog.String("outcome", outcome),
 		slog.Bool("duplicate", res.Duplicate),
 		slog.Duration("duration", time.Since(start)),
+	}
+	if ev.AmountCents != nil {
+		attrs = append(attrs, slog.Int64("amount_cents", *ev.AmountCents))
 	}
 	if err != nil {
 		attrs = append(attrs, slog.String("err", err.Error()))
@@ -224,7 +228,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ev *event) (stoc
 	// finished (bounded by the timeout) so that its retry is a cheap duplicate.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.timeout)
 	defer cancel()
-	return h.svc.ApplyPayment(ctx, stock.Payment{Key: ev.IdempotencyKey, OrderID: orderID, Status: ev.Status})
+	return h.svc.ApplyPayment(ctx, stock.Payment{Key: ev.IdempotencyKey, OrderID: orderID, Status: ev.Status,
+		Reference: deref(ev.PaymentReference), AmountCents: ev.AmountCents})
 }
 
 func checkContentType(ct string) error {
@@ -242,8 +247,10 @@ func checkContentType(ct string) error {
 	return nil
 }
 
-// parse decodes body as exactly one JSON object with exactly the event's
-// fields, each a non-empty string, and a known status.
+// parse decodes body as exactly one JSON object with the event's fields:
+// the three required ones non-empty strings with a known status, the
+// optional payment_reference a non-empty string and amount_cents an
+// integer (either may be null or left out).
 func parse(body []byte, ev *event) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
@@ -268,6 +275,9 @@ func parse(body []byte, ev *event) error {
 	if ev.Status != stock.PaymentSuccess && ev.Status != stock.PaymentFailure {
 		return stock.InvalidInput("status must be %q or %q", stock.PaymentSuccess, stock.PaymentFailure)
 	}
+	if ev.PaymentReference != nil && *ev.PaymentReference == "" {
+		return stock.InvalidInput("field \"payment_reference\" must be 1 to 255 printable characters, or left out")
+	}
 	return nil
 }
 
@@ -287,9 +297,7 @@ func exactFields(body []byte) error {
 			return stock.InvalidInput("body is not valid JSON")
 		}
 		name, _ := tok.(string)
-		switch name {
-		case "idempotency_key", "order_id", "status":
-		default:
+		if !slices.Contains(fields, name) {
 			return stock.InvalidInput("unknown field %q", clip(name))
 		}
 		if seen[name] {
@@ -312,6 +320,8 @@ func jsonProblem(err error) string {
 	switch {
 	case errors.Is(err, io.EOF):
 		return "body is empty; want a JSON object"
+	case errors.As(err, &typeErr) && typeErr.Field == "amount_cents":
+		return `field "amount_cents" must be a whole number of cents`
 	case errors.As(err, &typeErr) && typeErr.Field != "":
 		return fmt.Sprintf("field %q must be a string", typeErr.Field)
 	case errors.As(err, &typeErr):
@@ -344,6 +354,8 @@ func answer(err error) (status int, msg string) {
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, stock.ErrNotFound):
 		return http.StatusNotFound, err.Error()
+	case errors.Is(err, stock.ErrAmountMismatch):
+		return http.StatusUnprocessableEntity, err.Error()
 	case errors.Is(err, stock.ErrKeyReused):
 		// stock's message names the first event's order: not the caller's to see.
 		return http.StatusConflict, "idempotency key already used with a different order or status"
@@ -359,6 +371,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
 
 // clip keeps caller-supplied values in logs and messages short.

@@ -22,6 +22,7 @@ import (
 	"flashsale/ent/order"
 	"flashsale/internal/testdb"
 	"flashsale/internal/testkit"
+	"flashsale/signing"
 	"flashsale/stock"
 	"flashsale/webhook"
 )
@@ -36,7 +37,7 @@ const (
 var testKey = mustParseSecret(testSecret)
 
 func mustParseSecret(s string) []byte {
-	key, err := webhook.ParseSecret(s)
+	key, err := signing.ParseSecret(s)
 	if err != nil {
 		panic(err)
 	}
@@ -105,6 +106,8 @@ type state struct {
 	order               order.Status
 	hold                hold.Status
 	events              int
+	reference           string // the order's paymentReference
+	orderEvents         int    // the outbox's order events
 }
 
 func (e *env) state(t *testing.T, f fixture) state {
@@ -126,7 +129,16 @@ func (e *env) state(t *testing.T, f fixture) state {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return state{available: p.StockAvailable, reserved: p.StockReserved, order: o.Status, hold: h.Status, events: n}
+	oe, err := e.db.Ent.OrderEvent.Query().Count(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := ""
+	if o.PaymentReference != nil {
+		ref = *o.PaymentReference
+	}
+	return state{available: p.StockAvailable, reserved: p.StockReserved, order: o.Status, hold: h.Status, events: n,
+		reference: ref, orderEvents: oe}
 }
 
 func (e *env) audit(t *testing.T) {
@@ -152,7 +164,7 @@ type signer func(t *testing.T, h http.Header, body []byte)
 func signAt(secret string, offset time.Duration) signer {
 	return func(t *testing.T, h http.Header, body []byte) {
 		t.Helper()
-		sg, err := webhook.NewSigner(secret)
+		sg, err := signing.NewSigner(secret)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -196,6 +208,7 @@ type okBody struct {
 	OrderID     string `json:"order_id"`
 	OrderStatus string `json:"order_status"`
 	Duplicate   bool   `json:"duplicate"`
+	Outcome     string `json:"outcome"`
 }
 
 // decodeReply may run on any goroutine, so it reports with Errorf.
@@ -286,6 +299,7 @@ func TestDeliveries(t *testing.T) {
 		wantErr     string              // part of the error message, for refusals with several possible reasons
 		wantOrder   order.Status        // for 200
 		wantDup     bool                // for 200
+		wantOutcome string              // for 200: default APPLIED, or DUPLICATE with wantDup
 		change      func(s state) state // what the delivery changes; nil for nothing
 	}{
 		{name: "success applied", want: 200, wantOrder: order.StatusPAID, change: paid},
@@ -305,8 +319,44 @@ func TestDeliveries(t *testing.T) {
 		{name: "late failure ignored",
 			setup: func(t *testing.T, e *env, f fixture) { e.apply(t, "evt_"+uuid.NewString(), f.orderID, "success") },
 			body:  func(f fixture) string { return eventJSON(f.key, f.orderID, "failure") },
-			want:  200, wantOrder: order.StatusPAID,
+			want:  200, wantOrder: order.StatusPAID, wantOutcome: "IGNORED",
 			change: func(s state) state { s.events++; return s }},
+		{name: "amount and reference given",
+			body: func(f fixture) string {
+				return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","amount_cents":1500,"payment_reference":"pay_9"}`, f.key, f.orderID)
+			},
+			want: 200, wantOrder: order.StatusPAID,
+			change: func(s state) state { s = paid(s); s.reference = "pay_9"; return s }},
+		{name: "optional fields null",
+			body: func(f fixture) string {
+				return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","amount_cents":null,"payment_reference":null}`, f.key, f.orderID)
+			},
+			want: 200, wantOrder: order.StatusPAID, change: paid},
+		{name: "amount differs",
+			body: func(f fixture) string {
+				return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","amount_cents":1499}`, f.key, f.orderID)
+			},
+			want: 422, wantErr: "amount_cents 1499"},
+		{name: "amount not whole",
+			body: func(f fixture) string {
+				return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","amount_cents":15.5}`, f.key, f.orderID)
+			},
+			want: 400, wantErr: "whole number"},
+		{name: "negative amount",
+			body: func(f fixture) string {
+				return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","amount_cents":-1}`, f.key, f.orderID)
+			},
+			want: 400, wantErr: "amount_cents"},
+		{name: "empty reference",
+			body: func(f fixture) string {
+				return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","payment_reference":""}`, f.key, f.orderID)
+			},
+			want: 400, wantErr: "payment_reference"},
+		{name: "reference with a newline",
+			body: func(f fixture) string {
+				return fmt.Sprintf(`{"idempotency_key":%q,"order_id":"%s","status":"success","payment_reference":"a\nb"}`, f.key, f.orderID)
+			},
+			want: 400, wantErr: "payment_reference"},
 		{name: "late success sells a cancelled order",
 			setup: func(t *testing.T, e *env, f fixture) { e.apply(t, "evt_"+uuid.NewString(), f.orderID, "failure") },
 			want:  200, wantOrder: order.StatusPAID,
@@ -431,7 +481,10 @@ func TestDeliveries(t *testing.T) {
 					}
 					switch tc.want {
 					case 200:
-						want := okBody{OrderID: f.orderID.String(), OrderStatus: string(tc.wantOrder), Duplicate: tc.wantDup}
+						want := okBody{OrderID: f.orderID.String(), OrderStatus: string(tc.wantOrder), Duplicate: tc.wantDup, Outcome: tc.wantOutcome}
+						if want.Outcome == "" {
+							want.Outcome = map[bool]string{false: "APPLIED", true: "DUPLICATE"}[tc.wantDup]
+						}
 						if rep.ok != want {
 							t.Errorf("body %+v, want %+v", rep.ok, want)
 						}
@@ -443,6 +496,9 @@ func TestDeliveries(t *testing.T) {
 					want := before
 					if tc.change != nil {
 						want = tc.change(before)
+						if want.order != before.order {
+							want.orderEvents++ // the outbox's event of the change
+						}
 					}
 					if after := e.state(t, f); after != want {
 						t.Errorf("state after delivery %+v, want %+v (before %+v)", after, want, before)
@@ -463,7 +519,7 @@ func TestUnsigned(t *testing.T) {
 			f := e.newOrder(t)
 			before := e.state(t, f)
 			rep := e.do(t, newRequest(t, http.MethodPost, "application/json", eventJSON(f.key, f.orderID, "success"), unsigned))
-			if rep.status != 200 || rep.ok != (okBody{OrderID: f.orderID.String(), OrderStatus: "PAID"}) {
+			if rep.status != 200 || rep.ok != (okBody{OrderID: f.orderID.String(), OrderStatus: "PAID", Outcome: "APPLIED"}) {
 				t.Fatalf("got %d %+v %q, want 200 PAID", rep.status, rep.ok, rep.errorText)
 			}
 			if after := e.state(t, f); after.available != before.available-3 || after.reserved != before.reserved-3 || after.events != 1 {
@@ -545,6 +601,7 @@ func TestConcurrentDuplicates(t *testing.T) {
 			}
 			want := before
 			want.available, want.reserved, want.order, want.events = before.available-3, before.reserved-3, order.StatusPAID, 1
+			want.orderEvents++ // order.paid, once
 			if after := e.state(t, f); after != want {
 				t.Errorf("state %+v, want %+v", after, want)
 			}
@@ -602,6 +659,7 @@ func TestConcurrentConflicts(t *testing.T) {
 				want.reserved, want.order, want.hold = before.reserved-3, order.StatusCANCELLED, hold.StatusRELEASED
 			}
 			want.events = 1
+			want.orderEvents++ // the winner's event, once
 			if after != want {
 				t.Errorf("state %+v, want %+v", after, want)
 			}
@@ -693,12 +751,12 @@ func TestParseSecret(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			key, err := webhook.ParseSecret(tc.secret)
+			key, err := signing.ParseSecret(tc.secret)
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
 			if err == nil {
-				if len(key) < webhook.MinKeyLen {
+				if len(key) < signing.MinKeyLen {
 					t.Fatalf("key of %d bytes accepted", len(key))
 				}
 				return

@@ -9,6 +9,53 @@ import (
 )
 
 var (
+	// EventDeliveriesColumns holds the columns for the "event_deliveries" table.
+	EventDeliveriesColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "sink", Type: field.TypeEnum, Enums: []string{"webhook", "nats"}},
+		{Name: "order_id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
+		{Name: "sequence", Type: field.TypeInt},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING", "DELIVERED", "FAILED"}, Default: "PENDING"},
+		{Name: "attempts", Type: field.TypeInt, Default: 0},
+		{Name: "next_attempt_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "lease", Type: field.TypeString, Nullable: true, Size: 64},
+		{Name: "last_attempt_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "last_error", Type: field.TypeString, Nullable: true, Size: 255},
+		{Name: "delivered_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "created_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "event_id", Type: field.TypeString, Size: 64, SchemaType: map[string]string{"mysql": "varchar(64)"}},
+	}
+	// EventDeliveriesTable holds the schema information for the "event_deliveries" table.
+	EventDeliveriesTable = &schema.Table{
+		Name:       "event_deliveries",
+		Columns:    EventDeliveriesColumns,
+		PrimaryKey: []*schema.Column{EventDeliveriesColumns[0]},
+		ForeignKeys: []*schema.ForeignKey{
+			{
+				Symbol:     "event_deliveries_order_events_deliveries",
+				Columns:    []*schema.Column{EventDeliveriesColumns[12]},
+				RefColumns: []*schema.Column{OrderEventsColumns[0]},
+				OnDelete:   schema.NoAction,
+			},
+		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "eventdelivery_event_id_sink",
+				Unique:  true,
+				Columns: []*schema.Column{EventDeliveriesColumns[12], EventDeliveriesColumns[1]},
+			},
+			{
+				Name:    "eventdelivery_sink_status_next_attempt_at",
+				Unique:  false,
+				Columns: []*schema.Column{EventDeliveriesColumns[1], EventDeliveriesColumns[4], EventDeliveriesColumns[6]},
+			},
+			{
+				Name:    "eventdelivery_order_id_sink_sequence",
+				Unique:  false,
+				Columns: []*schema.Column{EventDeliveriesColumns[2], EventDeliveriesColumns[1], EventDeliveriesColumns[3]},
+			},
+		},
+	}
 	// HoldsColumns holds the columns for the "holds" table.
 	HoldsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
@@ -83,6 +130,8 @@ var (
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED"}, Default: "PENDING_PAYMENT"},
 		{Name: "payment_due_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "customer_id", Type: field.TypeString, Default: "", SchemaType: map[string]string{"mysql": "varbinary(1020)"}},
+		{Name: "payment_reference", Type: field.TypeString, Nullable: true, Size: 1020, SchemaType: map[string]string{"mysql": "varchar(255)"}},
+		{Name: "event_seq", Type: field.TypeInt, Default: 0},
 		{Name: "hold_id", Type: field.TypeUUID, Unique: true, SchemaType: map[string]string{"mysql": "char(36)"}},
 	}
 	// OrdersTable holds the schema information for the "orders" table.
@@ -93,7 +142,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "orders_holds_order",
-				Columns:    []*schema.Column{OrdersColumns[9]},
+				Columns:    []*schema.Column{OrdersColumns[11]},
 				RefColumns: []*schema.Column{HoldsColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -116,6 +165,33 @@ var (
 			},
 		},
 	}
+	// OrderEventsColumns holds the columns for the "order_events" table.
+	OrderEventsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeString, Size: 64, SchemaType: map[string]string{"mysql": "varchar(64)"}},
+		{Name: "order_id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
+		{Name: "sequence", Type: field.TypeInt},
+		{Name: "type", Type: field.TypeEnum, Enums: []string{"order.created", "order.paid", "order.cancelled", "order.refund_required"}},
+		{Name: "occurred_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "payload", Type: field.TypeString, Size: 2147483647, SchemaType: map[string]string{"mysql": "text"}},
+	}
+	// OrderEventsTable holds the schema information for the "order_events" table.
+	OrderEventsTable = &schema.Table{
+		Name:       "order_events",
+		Columns:    OrderEventsColumns,
+		PrimaryKey: []*schema.Column{OrderEventsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "orderevent_order_id_sequence",
+				Unique:  true,
+				Columns: []*schema.Column{OrderEventsColumns[1], OrderEventsColumns[2]},
+			},
+			{
+				Name:    "orderevent_occurred_at",
+				Unique:  false,
+				Columns: []*schema.Column{OrderEventsColumns[4]},
+			},
+		},
+	}
 	// PaymentEventsColumns holds the columns for the "payment_events" table.
 	PaymentEventsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt, Increment: true},
@@ -124,6 +200,7 @@ var (
 		{Name: "outcome", Type: field.TypeEnum, Enums: []string{"APPLIED", "IGNORED", "REFUND_REQUIRED"}},
 		{Name: "order_status_before", Type: field.TypeString},
 		{Name: "order_status_after", Type: field.TypeString},
+		{Name: "payment_reference", Type: field.TypeString, Nullable: true, Size: 1020, SchemaType: map[string]string{"mysql": "varchar(255)"}},
 		{Name: "created_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "order_id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
 	}
@@ -135,7 +212,7 @@ var (
 		ForeignKeys: []*schema.ForeignKey{
 			{
 				Symbol:     "payment_events_orders_payment_events",
-				Columns:    []*schema.Column{PaymentEventsColumns[7]},
+				Columns:    []*schema.Column{PaymentEventsColumns[8]},
 				RefColumns: []*schema.Column{OrdersColumns[0]},
 				OnDelete:   schema.NoAction,
 			},
@@ -184,9 +261,11 @@ var (
 	}
 	// Tables holds all the tables in the schema.
 	Tables = []*schema.Table{
+		EventDeliveriesTable,
 		HoldsTable,
 		HoldKeysTable,
 		OrdersTable,
+		OrderEventsTable,
 		PaymentEventsTable,
 		ProductsTable,
 		StockAdjustmentsTable,
@@ -194,10 +273,17 @@ var (
 )
 
 func init() {
+	EventDeliveriesTable.ForeignKeys[0].RefTable = OrderEventsTable
+	EventDeliveriesTable.Annotation = &entsql.Annotation{
+		Table: "event_deliveries",
+	}
 	HoldKeysTable.ForeignKeys[0].RefTable = HoldsTable
 	OrdersTable.ForeignKeys[0].RefTable = HoldsTable
 	OrdersTable.Annotation = &entsql.Annotation{
 		Table: "orders",
+	}
+	OrderEventsTable.Annotation = &entsql.Annotation{
+		Table: "order_events",
 	}
 	PaymentEventsTable.ForeignKeys[0].RefTable = OrdersTable
 }

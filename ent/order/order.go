@@ -34,6 +34,10 @@ const (
 	FieldPaymentDueAt = "payment_due_at"
 	// FieldCustomerID holds the string denoting the customer_id field in the database.
 	FieldCustomerID = "customer_id"
+	// FieldPaymentReference holds the string denoting the payment_reference field in the database.
+	FieldPaymentReference = "payment_reference"
+	// FieldEventSeq holds the string denoting the event_seq field in the database.
+	FieldEventSeq = "event_seq"
 	// EdgeHold holds the string denoting the hold edge name in mutations.
 	EdgeHold = "hold"
 	// EdgePaymentEvents holds the string denoting the payment_events edge name in mutations.
@@ -68,6 +72,8 @@ var Columns = []string{
 	FieldStatus,
 	FieldPaymentDueAt,
 	FieldCustomerID,
+	FieldPaymentReference,
+	FieldEventSeq,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -91,6 +97,12 @@ var (
 	AmountCentsValidator func(int64) error
 	// DefaultCustomerID holds the default value on creation for the "customer_id" field.
 	DefaultCustomerID string
+	// PaymentReferenceValidator is a validator for the "payment_reference" field. It is called by the builders before save.
+	PaymentReferenceValidator func(string) error
+	// DefaultEventSeq holds the default value on creation for the "event_seq" field.
+	DefaultEventSeq int
+	// EventSeqValidator is a validator for the "event_seq" field. It is called by the builders before save.
+	EventSeqValidator func(int) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() uuid.UUID
 )
@@ -174,6 +186,16 @@ func ByPaymentDueAt(opts ...sql.OrderTermOption) OrderOption {
 // ByCustomerID orders the results by the customer_id field.
 func ByCustomerID(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldCustomerID, opts...).ToFunc()
+}
+
+// ByPaymentReference orders the results by the payment_reference field.
+func ByPaymentReference(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPaymentReference, opts...).ToFunc()
+}
+
+// ByEventSeq orders the results by the event_seq field.
+func ByEventSeq(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldEventSeq, opts...).ToFunc()
 }
 
 // ByHoldField orders the results by hold field.

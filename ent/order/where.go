@@ -96,6 +96,16 @@ func CustomerID(v string) predicate.Order {
 	return predicate.Order(sql.FieldEQ(FieldCustomerID, v))
 }
 
+// PaymentReference applies equality check predicate on the "payment_reference" field. It's identical to PaymentReferenceEQ.
+func PaymentReference(v string) predicate.Order {
+	return predicate.Order(sql.FieldEQ(FieldPaymentReference, v))
+}
+
+// EventSeq applies equality check predicate on the "event_seq" field. It's identical to EventSeqEQ.
+func EventSeq(v int) predicate.Order {
+	return predicate.Order(sql.FieldEQ(FieldEventSeq, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Order {
 	return predicate.Order(sql.FieldEQ(FieldCreatedAt, v))
@@ -439,6 +449,121 @@ func CustomerIDEqualFold(v string) predicate.Order {
 // CustomerIDContainsFold applies the ContainsFold predicate on the "customer_id" field.
 func CustomerIDContainsFold(v string) predicate.Order {
 	return predicate.Order(sql.FieldContainsFold(FieldCustomerID, v))
+}
+
+// PaymentReferenceEQ applies the EQ predicate on the "payment_reference" field.
+func PaymentReferenceEQ(v string) predicate.Order {
+	return predicate.Order(sql.FieldEQ(FieldPaymentReference, v))
+}
+
+// PaymentReferenceNEQ applies the NEQ predicate on the "payment_reference" field.
+func PaymentReferenceNEQ(v string) predicate.Order {
+	return predicate.Order(sql.FieldNEQ(FieldPaymentReference, v))
+}
+
+// PaymentReferenceIn applies the In predicate on the "payment_reference" field.
+func PaymentReferenceIn(vs ...string) predicate.Order {
+	return predicate.Order(sql.FieldIn(FieldPaymentReference, vs...))
+}
+
+// PaymentReferenceNotIn applies the NotIn predicate on the "payment_reference" field.
+func PaymentReferenceNotIn(vs ...string) predicate.Order {
+	return predicate.Order(sql.FieldNotIn(FieldPaymentReference, vs...))
+}
+
+// PaymentReferenceGT applies the GT predicate on the "payment_reference" field.
+func PaymentReferenceGT(v string) predicate.Order {
+	return predicate.Order(sql.FieldGT(FieldPaymentReference, v))
+}
+
+// PaymentReferenceGTE applies the GTE predicate on the "payment_reference" field.
+func PaymentReferenceGTE(v string) predicate.Order {
+	return predicate.Order(sql.FieldGTE(FieldPaymentReference, v))
+}
+
+// PaymentReferenceLT applies the LT predicate on the "payment_reference" field.
+func PaymentReferenceLT(v string) predicate.Order {
+	return predicate.Order(sql.FieldLT(FieldPaymentReference, v))
+}
+
+// PaymentReferenceLTE applies the LTE predicate on the "payment_reference" field.
+func PaymentReferenceLTE(v string) predicate.Order {
+	return predicate.Order(sql.FieldLTE(FieldPaymentReference, v))
+}
+
+// PaymentReferenceContains applies the Contains predicate on the "payment_reference" field.
+func PaymentReferenceContains(v string) predicate.Order {
+	return predicate.Order(sql.FieldContains(FieldPaymentReference, v))
+}
+
+// PaymentReferenceHasPrefix applies the HasPrefix predicate on the "payment_reference" field.
+func PaymentReferenceHasPrefix(v string) predicate.Order {
+	return predicate.Order(sql.FieldHasPrefix(FieldPaymentReference, v))
+}
+
+// PaymentReferenceHasSuffix applies the HasSuffix predicate on the "payment_reference" field.
+func PaymentReferenceHasSuffix(v string) predicate.Order {
+	return predicate.Order(sql.FieldHasSuffix(FieldPaymentReference, v))
+}
+
+// PaymentReferenceIsNil applies the IsNil predicate on the "payment_reference" field.
+func PaymentReferenceIsNil() predicate.Order {
+	return predicate.Order(sql.FieldIsNull(FieldPaymentReference))
+}
+
+// PaymentReferenceNotNil applies the NotNil predicate on the "payment_reference" field.
+func PaymentReferenceNotNil() predicate.Order {
+	return predicate.Order(sql.FieldNotNull(FieldPaymentReference))
+}
+
+// PaymentReferenceEqualFold applies the EqualFold predicate on the "payment_reference" field.
+func PaymentReferenceEqualFold(v string) predicate.Order {
+	return predicate.Order(sql.FieldEqualFold(FieldPaymentReference, v))
+}
+
+// PaymentReferenceContainsFold applies the ContainsFold predicate on the "payment_reference" field.
+func PaymentReferenceContainsFold(v string) predicate.Order {
+	return predicate.Order(sql.FieldContainsFold(FieldPaymentReference, v))
+}
+
+// EventSeqEQ applies the EQ predicate on the "event_seq" field.
+func EventSeqEQ(v int) predicate.Order {
+	return predicate.Order(sql.FieldEQ(FieldEventSeq, v))
+}
+
+// EventSeqNEQ applies the NEQ predicate on the "event_seq" field.
+func EventSeqNEQ(v int) predicate.Order {
+	return predicate.Order(sql.FieldNEQ(FieldEventSeq, v))
+}
+
+// EventSeqIn applies the In predicate on the "event_seq" field.
+func EventSeqIn(vs ...int) predicate.Order {
+	return predicate.Order(sql.FieldIn(FieldEventSeq, vs...))
+}
+
+// EventSeqNotIn applies the NotIn predicate on the "event_seq" field.
+func EventSeqNotIn(vs ...int) predicate.Order {
+	return predicate.Order(sql.FieldNotIn(FieldEventSeq, vs...))
+}
+
+// EventSeqGT applies the GT predicate on the "event_seq" field.
+func EventSeqGT(v int) predicate.Order {
+	return predicate.Order(sql.FieldGT(FieldEventSeq, v))
+}
+
+// EventSeqGTE applies the GTE predicate on the "event_seq" field.
+func EventSeqGTE(v int) predicate.Order {
+	return predicate.Order(sql.FieldGTE(FieldEventSeq, v))
+}
+
+// EventSeqLT applies the LT predicate on the "event_seq" field.
+func EventSeqLT(v int) predicate.Order {
+	return predicate.Order(sql.FieldLT(FieldEventSeq, v))
+}
+
+// EventSeqLTE applies the LTE predicate on the "event_seq" field.
+func EventSeqLTE(v int) predicate.Order {
+	return predicate.Order(sql.FieldLTE(FieldEventSeq, v))
 }
 
 // HasHold applies the HasEdge predicate on the "hold" edge.

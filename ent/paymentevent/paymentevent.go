@@ -27,6 +27,8 @@ const (
 	FieldOrderStatusBefore = "order_status_before"
 	// FieldOrderStatusAfter holds the string denoting the order_status_after field in the database.
 	FieldOrderStatusAfter = "order_status_after"
+	// FieldPaymentReference holds the string denoting the payment_reference field in the database.
+	FieldPaymentReference = "payment_reference"
 	// FieldCreatedAt holds the string denoting the created_at field in the database.
 	FieldCreatedAt = "created_at"
 	// EdgeOrder holds the string denoting the order edge name in mutations.
@@ -51,6 +53,7 @@ var Columns = []string{
 	FieldOutcome,
 	FieldOrderStatusBefore,
 	FieldOrderStatusAfter,
+	FieldPaymentReference,
 	FieldCreatedAt,
 }
 
@@ -67,6 +70,8 @@ func ValidColumn(column string) bool {
 var (
 	// IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	IdempotencyKeyValidator func(string) error
+	// PaymentReferenceValidator is a validator for the "payment_reference" field. It is called by the builders before save.
+	PaymentReferenceValidator func(string) error
 	// DefaultCreatedAt holds the default value on creation for the "created_at" field.
 	DefaultCreatedAt func() time.Time
 )
@@ -154,6 +159,11 @@ func ByOrderStatusBefore(opts ...sql.OrderTermOption) OrderOption {
 // ByOrderStatusAfter orders the results by the order_status_after field.
 func ByOrderStatusAfter(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldOrderStatusAfter, opts...).ToFunc()
+}
+
+// ByPaymentReference orders the results by the payment_reference field.
+func ByPaymentReference(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldPaymentReference, opts...).ToFunc()
 }
 
 // ByCreatedAt orders the results by the created_at field.

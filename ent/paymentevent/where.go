@@ -76,6 +76,11 @@ func OrderStatusAfter(v string) predicate.PaymentEvent {
 	return predicate.PaymentEvent(sql.FieldEQ(FieldOrderStatusAfter, v))
 }
 
+// PaymentReference applies equality check predicate on the "payment_reference" field. It's identical to PaymentReferenceEQ.
+func PaymentReference(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldEQ(FieldPaymentReference, v))
+}
+
 // CreatedAt applies equality check predicate on the "created_at" field. It's identical to CreatedAtEQ.
 func CreatedAt(v time.Time) predicate.PaymentEvent {
 	return predicate.PaymentEvent(sql.FieldEQ(FieldCreatedAt, v))
@@ -334,6 +339,81 @@ func OrderStatusAfterEqualFold(v string) predicate.PaymentEvent {
 // OrderStatusAfterContainsFold applies the ContainsFold predicate on the "order_status_after" field.
 func OrderStatusAfterContainsFold(v string) predicate.PaymentEvent {
 	return predicate.PaymentEvent(sql.FieldContainsFold(FieldOrderStatusAfter, v))
+}
+
+// PaymentReferenceEQ applies the EQ predicate on the "payment_reference" field.
+func PaymentReferenceEQ(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldEQ(FieldPaymentReference, v))
+}
+
+// PaymentReferenceNEQ applies the NEQ predicate on the "payment_reference" field.
+func PaymentReferenceNEQ(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldNEQ(FieldPaymentReference, v))
+}
+
+// PaymentReferenceIn applies the In predicate on the "payment_reference" field.
+func PaymentReferenceIn(vs ...string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldIn(FieldPaymentReference, vs...))
+}
+
+// PaymentReferenceNotIn applies the NotIn predicate on the "payment_reference" field.
+func PaymentReferenceNotIn(vs ...string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldNotIn(FieldPaymentReference, vs...))
+}
+
+// PaymentReferenceGT applies the GT predicate on the "payment_reference" field.
+func PaymentReferenceGT(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldGT(FieldPaymentReference, v))
+}
+
+// PaymentReferenceGTE applies the GTE predicate on the "payment_reference" field.
+func PaymentReferenceGTE(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldGTE(FieldPaymentReference, v))
+}
+
+// PaymentReferenceLT applies the LT predicate on the "payment_reference" field.
+func PaymentReferenceLT(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldLT(FieldPaymentReference, v))
+}
+
+// PaymentReferenceLTE applies the LTE predicate on the "payment_reference" field.
+func PaymentReferenceLTE(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldLTE(FieldPaymentReference, v))
+}
+
+// PaymentReferenceContains applies the Contains predicate on the "payment_reference" field.
+func PaymentReferenceContains(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldContains(FieldPaymentReference, v))
+}
+
+// PaymentReferenceHasPrefix applies the HasPrefix predicate on the "payment_reference" field.
+func PaymentReferenceHasPrefix(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldHasPrefix(FieldPaymentReference, v))
+}
+
+// PaymentReferenceHasSuffix applies the HasSuffix predicate on the "payment_reference" field.
+func PaymentReferenceHasSuffix(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldHasSuffix(FieldPaymentReference, v))
+}
+
+// PaymentReferenceIsNil applies the IsNil predicate on the "payment_reference" field.
+func PaymentReferenceIsNil() predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldIsNull(FieldPaymentReference))
+}
+
+// PaymentReferenceNotNil applies the NotNil predicate on the "payment_reference" field.
+func PaymentReferenceNotNil() predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldNotNull(FieldPaymentReference))
+}
+
+// PaymentReferenceEqualFold applies the EqualFold predicate on the "payment_reference" field.
+func PaymentReferenceEqualFold(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldEqualFold(FieldPaymentReference, v))
+}
+
+// PaymentReferenceContainsFold applies the ContainsFold predicate on the "payment_reference" field.
+func PaymentReferenceContainsFold(v string) predicate.PaymentEvent {
+	return predicate.PaymentEvent(sql.FieldContainsFold(FieldPaymentReference, v))
 }
 
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.

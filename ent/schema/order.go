@@ -2,6 +2,7 @@ package schema
 
 import (
 	"entgo.io/ent"
+	"entgo.io/ent/dialect"
 	"entgo.io/ent/dialect/entsql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
@@ -41,6 +42,14 @@ func (Order) Fields() []ent.Field {
 		field.Time("payment_due_at").Immutable().SchemaType(mysqlTime),
 		// The hold's customer, copied from it.
 		customerField(),
+		// The payment provider's ID of the payment, from the first webhook
+		// event that carries one.
+		field.String("payment_reference").Optional().Nillable().MaxLen(1020).
+			SchemaType(map[string]string{dialect.MySQL: "varchar(255)"}),
+		// How many order events this order has had: its next event is
+		// number event_seq+1. Changed under the order row's lock, so its
+		// events are numbered in commit order, whatever retention deletes.
+		field.Int("event_seq").NonNegative().Default(0),
 	}
 }
 

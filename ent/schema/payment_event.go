@@ -2,6 +2,7 @@ package schema
 
 import (
 	"entgo.io/ent"
+	"entgo.io/ent/dialect"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 	"github.com/google/uuid"
@@ -21,6 +22,9 @@ func (PaymentEvent) Fields() []ent.Field {
 		// The order's status before and after the event, for audit.
 		field.String("order_status_before").Immutable(),
 		field.String("order_status_after").Immutable(),
+		// The provider's payment ID, when the event carried one.
+		field.String("payment_reference").Optional().Nillable().MaxLen(1020).Immutable().
+			SchemaType(map[string]string{dialect.MySQL: "varchar(255)"}),
 		field.Time("created_at").Immutable().Default(nowUTC).SchemaType(mysqlTime),
 	}
 }

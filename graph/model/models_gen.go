@@ -3,7 +3,11 @@
 package model
 
 import (
+	"bytes"
 	"flashsale/ent"
+	"fmt"
+	"io"
+	"strconv"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -56,6 +60,16 @@ type OrderEdge struct {
 	Node   *ent.Order `json:"node"`
 }
 
+type OrderEventConnection struct {
+	Edges    []*OrderEventEdge `json:"edges"`
+	PageInfo *PageInfo         `json:"pageInfo"`
+}
+
+type OrderEventEdge struct {
+	Cursor string          `json:"cursor"`
+	Node   *ent.OrderEvent `json:"node"`
+}
+
 type PageInfo struct {
 	HasNextPage bool    `json:"hasNextPage"`
 	EndCursor   *string `json:"endCursor,omitempty"`
@@ -89,4 +103,60 @@ type UpdateProductInput struct {
 	SaleStartsAt graphql.Omittable[*time.Time] `json:"saleStartsAt,omitempty"`
 	// When createHold closes (after saleStartsAt); null: no end.
 	SaleEndsAt graphql.Omittable[*time.Time] `json:"saleEndsAt,omitempty"`
+}
+
+// Where order events are sent: the shop's webhook (EVENTS_WEBHOOK_URL) or NATS JetStream (EVENTS_NATS_URL).
+type EventSink string
+
+const (
+	EventSinkWebhook EventSink = "WEBHOOK"
+	EventSinkNats    EventSink = "NATS"
+)
+
+var AllEventSink = []EventSink{
+	EventSinkWebhook,
+	EventSinkNats,
+}
+
+func (e EventSink) IsValid() bool {
+	switch e {
+	case EventSinkWebhook, EventSinkNats:
+		return true
+	}
+	return false
+}
+
+func (e EventSink) String() string {
+	return string(e)
+}
+
+func (e *EventSink) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = EventSink(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid EventSink", str)
+	}
+	return nil
+}
+
+func (e EventSink) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *EventSink) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e EventSink) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
 }

@@ -1,0 +1,266 @@
+package events
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"entgo.io/ent/dialect/sql"
+
+	"flashsale/ent/eventdelivery"
+	"flashsale/sink"
+)
+
+// lane delivers one sink's events: a claimer (run) takes due deliveries
+// in batches while it holds fewer than maxHeld, Concurrency workers
+// attempt them, and a recorder writes the outcomes in batches, which
+// frees room for the next claim (an order's next event becomes claimable
+// only once the previous one's outcome is written).
+type lane struct {
+	r    *Relay
+	sink sink.Sink
+	name eventdelivery.Sink
+	wake chan struct{}
+	held atomic.Int64 // claimed, outcome not written yet
+
+	warnMu     sync.Mutex
+	lastWarn   time.Time
+	suppressed int
+}
+
+// claimed is one delivery this process owns until its lease ends.
+type claimed struct {
+	id       int
+	lease    string
+	attempts int // including this one
+	msg      sink.Message
+	dbAt     time.Time // the database clock when claimed
+	localAt  time.Time // the process's (monotonic) clock then
+}
+
+// dbNow estimates the database clock now, from the claim's reading.
+func (c *claimed) dbNow() time.Time { return c.dbAt.Add(time.Since(c.localAt)) }
+
+// outcome is what became of a claimed delivery.
+type outcome struct {
+	c    *claimed
+	kind outcomeKind
+	err  string        // the failure's reason
+	wait time.Duration // retry: until the next attempt
+}
+
+type outcomeKind int
+
+const (
+	delivered outcomeKind = iota
+	retry                 // failed; attempted again after wait
+	dead                  // failed the last attempt: FAILED
+	released              // not attempted: back to due now
+)
+
+func (l *lane) poke() {
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+}
+
+// maxHeld bounds the deliveries a lane holds at once: enough to keep every
+// worker busy between claims, few enough that each starts long before its
+// lease ends.
+func (l *lane) maxHeld() int { return 4 * l.r.cfg.Concurrency }
+
+// statsEvery is how often the pending gauges are refreshed.
+const statsEvery = 5 * time.Second
+
+func (l *lane) run(ctx context.Context) {
+	cfg := &l.r.cfg
+	queue := make(chan *claimed, l.maxHeld())
+	done := make(chan outcome, l.maxHeld())
+	var stopping atomic.Bool
+	var workers, recorder sync.WaitGroup
+	for range cfg.Concurrency {
+		workers.Go(func() {
+			for c := range queue {
+				done <- l.attempt(ctx, c, stopping.Load())
+			}
+		})
+	}
+	recorder.Go(func() { l.record(done) })
+
+	poll := time.NewTicker(cfg.Poll)
+	defer poll.Stop()
+	stats := time.NewTicker(statsEvery)
+	defer stats.Stop()
+	l.refreshStats(ctx)
+	for ctx.Err() == nil {
+		l.claimAll(ctx, queue)
+		select {
+		case <-ctx.Done():
+		case <-l.wake:
+		case <-poll.C:
+		case <-stats.C:
+			l.refreshStats(ctx)
+		}
+	}
+	// Shutdown: queued deliveries are given back, attempts in flight end.
+	stopping.Store(true)
+	close(queue)
+	workers.Wait()
+	close(done)
+	recorder.Wait()
+}
+
+// claimAll claims due deliveries until there are none or the lane holds
+// maxHeld.
+func (l *lane) claimAll(ctx context.Context, queue chan<- *claimed) {
+	for ctx.Err() == nil {
+		room := l.maxHeld() - int(l.held.Load())
+		if room <= 0 {
+			return // the recorder wakes the lane when room frees
+		}
+		cs, err := l.claim(ctx, room)
+		if err != nil {
+			if ctx.Err() == nil {
+				l.warn(ctx, "order events: claiming deliveries failed; retrying at the next poll", "err", err)
+			}
+			return
+		}
+		l.held.Add(int64(len(cs)))
+		for _, c := range cs {
+			queue <- c
+		}
+		if len(cs) < room {
+			return
+		}
+	}
+}
+
+// claim takes up to n due deliveries and commits a lease on them before
+// anything is sent. Due: PENDING, next_attempt_at passed (a retry's wait,
+// or a dead process's lease), and no earlier event of the same order still
+// PENDING on this sink. On MySQL the rows are locked with SKIP LOCKED, so
+// concurrent claims take different rows; on Galera, where that lock holds
+// on one node only, two nodes' claims of a row conflict at COMMIT and one
+// fails, so one lease survives.
+func (l *lane) claim(ctx context.Context, n int) ([]*claimed, error) {
+	now, err := l.r.clock.Now(ctx)
+	if err != nil {
+		return nil, err
+	}
+	localAt := time.Now()
+	tx, err := l.r.client.Tx(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q := tx.EventDelivery.Query().
+		Where(eventdelivery.SinkEQ(l.name), eventdelivery.StatusEQ(eventdelivery.StatusPENDING),
+			eventdelivery.NextAttemptAtLTE(now), noEarlierPending).
+		Order(eventdelivery.ByNextAttemptAt(), eventdelivery.ByID()).Limit(n)
+	if l.r.mysql {
+		q.ForUpdate(sql.WithLockAction(sql.SkipLocked))
+	}
+	ids, err := q.IDs(ctx)
+	if err == nil && len(ids) > 0 {
+		err = tx.EventDelivery.Update().Where(eventdelivery.IDIn(ids...)).
+			SetLease(newLease()).SetNextAttemptAt(now.Add(l.r.cfg.Lease)).AddAttempts(1).SetLastAttemptAt(now).
+			Exec(ctx)
+	}
+	if err != nil {
+		_ = tx.Rollback()
+		return nil, err
+	}
+	// Commit even when nothing was claimed: a rolled-back session is not
+	// reused (package database), and a poll should not cost a connection.
+	if err := tx.Commit(); err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	ds, err := l.r.client.EventDelivery.Query().Where(eventdelivery.IDIn(ids...)).WithEvent().All(ctx)
+	if err != nil {
+		// The leases lapse and the deliveries are claimed again.
+		return nil, err
+	}
+	cs := make([]*claimed, 0, len(ds))
+	for _, d := range ds {
+		e := d.Edges.Event
+		cs = append(cs, &claimed{id: d.ID, lease: *d.Lease, attempts: d.Attempts, dbAt: now, localAt: localAt,
+			msg: sink.Message{ID: e.ID, Type: e.Type.String(), Body: []byte(e.Payload)}})
+	}
+	return cs, nil
+}
+
+// noEarlierPending keeps deliveries whose order has no earlier event still
+// PENDING on the same sink: an order's event n+1 waits for event n.
+func noEarlierPending(s *sql.Selector) {
+	t := sql.Table(eventdelivery.Table).As("earlier")
+	s.Where(sql.NotExists(sql.Select(t.C(eventdelivery.FieldID)).From(t).Where(sql.And(
+		sql.ColumnsEQ(t.C(eventdelivery.FieldOrderID), s.C(eventdelivery.FieldOrderID)),
+		sql.ColumnsEQ(t.C(eventdelivery.FieldSink), s.C(eventdelivery.FieldSink)),
+		sql.EQ(t.C(eventdelivery.FieldStatus), eventdelivery.StatusPENDING),
+		sql.ColumnsLT(t.C(eventdelivery.FieldSequence), s.C(eventdelivery.FieldSequence)),
+	))))
+}
+
+func newLease() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// leaseMargin is the time an attempt keeps in hand before its lease ends,
+// for recording its outcome.
+func leaseMargin(lease time.Duration) time.Duration { return lease / 5 }
+
+// attempt makes one attempt of c, unless the lane is stopping or c's lease
+// no longer leaves room for a whole attempt: then c is given back. An
+// attempt whose predecessor's outcome was never recorded (its process
+// died) past the last attempt is not made again: c is FAILED.
+func (l *lane) attempt(ctx context.Context, c *claimed, stopping bool) outcome {
+	cfg := &l.r.cfg
+	if stopping || time.Since(c.localAt)+cfg.Timeout+leaseMargin(cfg.Lease) > cfg.Lease {
+		return outcome{c: c, kind: released}
+	}
+	if c.attempts > cfg.MaxAttempts {
+		return outcome{c: c, kind: dead, err: "no outcome recorded for the last attempt (its server stopped)"}
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.Timeout)
+	defer cancel()
+	err := l.sink.Send(actx, c.msg)
+	if err == nil {
+		return outcome{c: c, kind: delivered}
+	}
+	var se *sink.Error
+	reason, after := "send failed", time.Duration(0)
+	if errors.As(err, &se) {
+		reason, after = se.Reason, se.RetryAfter
+	}
+	if c.attempts >= cfg.MaxAttempts {
+		l.r.cfg.Logger.WarnContext(ctx, "order event FAILED: its last attempt failed; an operator may redeliver it",
+			"sink", l.name, "event_id", c.msg.ID, "attempts", c.attempts, "reason", reason)
+		return outcome{c: c, kind: dead, err: reason}
+	}
+	l.warn(ctx, "order event delivery failed; will retry", "event_id", c.msg.ID,
+		"attempt", c.attempts, "reason", reason, "err", err)
+	return outcome{c: c, kind: retry, err: reason, wait: cfg.backoff(c.attempts, after)}
+}
+
+// warnEvery bounds a lane's repeated warnings (a receiver that is down
+// fails every attempt).
+const warnEvery = 10 * time.Second
+
+func (l *lane) warn(ctx context.Context, msg string, args ...any) {
+	l.warnMu.Lock()
+	if time.Since(l.lastWarn) < warnEvery {
+		l.suppressed++
+		l.warnMu.Unlock()
+		return
+	}
+	n := l.suppressed
+	l.lastWarn, l.suppressed = time.Now(), 0
+	l.warnMu.Unlock()
+	l.r.cfg.Logger.WarnContext(ctx, msg, append(args, "sink", l.name, "similar_warnings_suppressed", n)...)
+}
