@@ -127,7 +127,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			MaxComplexity: intVar("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000),
 		},
 	}
-	errs := e.errs
+	var errs []error
 	var err error
 	if c.Database, err = database.ParseURL(c.DatabaseURL); err != nil {
 		errs = append(errs, err)
@@ -169,7 +169,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("LOG_FORMAT=%q: want text or json", c.LogFormat))
 	}
-	if len(errs) > 0 {
+	// The ranges e checked come first: the order of the settings.
+	if errs = append(e.errs, errs...); len(errs) > 0 {
 		return config{}, fmt.Errorf("configuration: %w", errors.Join(errs...))
 	}
 	return c, nil

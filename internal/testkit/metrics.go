@@ -45,3 +45,27 @@ func (m Metrics) Value(family, name, value string) (float64, bool) {
 	}
 	return 0, false
 }
+
+// Labeled returns the value of family's series whose labels include every
+// name, value pair of pairs (name1, value1, name2, value2, ...), and
+// whether there is one.
+func (m Metrics) Labeled(family string, pairs ...string) (float64, bool) {
+	for _, s := range m[family].GetMetric() {
+		have := map[string]string{}
+		for _, l := range s.GetLabel() {
+			have[l.GetName()] = l.GetValue()
+		}
+		match := true
+		for i := 0; i+1 < len(pairs); i += 2 {
+			match = match && have[pairs[i]] == pairs[i+1]
+		}
+		switch {
+		case !match:
+		case s.Counter != nil:
+			return s.Counter.GetValue(), true
+		case s.Gauge != nil:
+			return s.Gauge.GetValue(), true
+		}
+	}
+	return 0, false
+}
