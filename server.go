@@ -132,7 +132,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls; this is for local trials only, and a MySQL DATABASE_URL refuses to start without it")
 	}
 	if cfg.AdminToken == "" {
-		log.Info("ADMIN_TOKEN is not set: operator fields (createProduct, updateProduct, adjustStock, orders) are disabled")
+		log.Info("ADMIN_TOKEN is not set: operator fields (createProduct, updateProduct, adjustStock, orders, orderEvents, redeliverEvents, redeliverFailedEvents) are disabled")
 	}
 	hook, err := webhook.New(svc, webhook.Options{Key: cfg.WebhookKey, Timeout: cfg.RequestTimeout, Logger: log, Metrics: met})
 	if err != nil {

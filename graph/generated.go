@@ -957,7 +957,7 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
-	{Name: "../schema.graphqls", Input: `# The flash-sale API (docs/api.md describes it in full): error codes arrive
+	{Name: "../schema.graphqls", Input: `# The flash-sale API (README.md and docs/ describe it): error codes arrive
 # in errors[].extensions.code.
 
 "An RFC 3339 timestamp in UTC, e.g. 2026-11-25T13:00:00.123456Z."
