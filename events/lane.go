@@ -13,6 +13,7 @@ import (
 
 	"flashsale/ent/eventdelivery"
 	"flashsale/sink"
+	"flashsale/stock"
 )
 
 // lane delivers one sink's events: a claimer (run) takes due deliveries
@@ -74,6 +75,9 @@ func (l *lane) poke() {
 // lease ends.
 func (l *lane) maxHeld() int { return 4 * l.r.cfg.Concurrency }
 
+// maxClaimRaces bounds the claims one wake-up retries after losing a race.
+const maxClaimRaces = 3
+
 // statsEvery is how often the pending gauges are refreshed.
 const statsEvery = 5 * time.Second
 
@@ -81,12 +85,12 @@ func (l *lane) run(ctx context.Context) {
 	cfg := &l.r.cfg
 	queue := make(chan *claimed, l.maxHeld())
 	done := make(chan outcome, l.maxHeld())
-	var stopping atomic.Bool
 	var workers, recorder sync.WaitGroup
 	for range cfg.Concurrency {
 		workers.Go(func() {
 			for c := range queue {
-				done <- l.attempt(ctx, c, stopping.Load())
+				// Once stopping, what is queued is given back unsent.
+				done <- l.attempt(ctx, c, ctx.Err() != nil)
 			}
 		})
 	}
@@ -108,7 +112,6 @@ func (l *lane) run(ctx context.Context) {
 		}
 	}
 	// Shutdown: queued deliveries are given back, attempts in flight end.
-	stopping.Store(true)
 	close(queue)
 	workers.Wait()
 	close(done)
@@ -118,12 +121,22 @@ func (l *lane) run(ctx context.Context) {
 // claimAll claims due deliveries until there are none or the lane holds
 // maxHeld.
 func (l *lane) claimAll(ctx context.Context, queue chan<- *claimed) {
+	races := 0
 	for ctx.Err() == nil {
-		room := l.maxHeld() - int(l.held.Load())
-		if room <= 0 {
-			return // the recorder wakes the lane when room frees
+		held := int(l.held.Load())
+		room := l.maxHeld() - held
+		if room <= 0 || (held > 0 && room < l.maxHeld()/2) {
+			// Busy: claim when half the room is free, in one batch rather
+			// than a claim per outcome (the recorder wakes the lane).
+			return
 		}
 		cs, err := l.claim(ctx, room)
+		if stock.Retryable(err) && races < maxClaimRaces {
+			// Another process's claim took these rows first (on Galera, its
+			// lease won at COMMIT): claim again, others are due.
+			races++
+			continue
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				l.warn(ctx, "order events: claiming deliveries failed; retrying at the next poll", "err", err)

@@ -165,6 +165,11 @@ func classify(op string, err error) error {
 	return fmt.Errorf("%s: %w", op, err)
 }
 
+// Retryable reports whether a transaction failed only because it lost a
+// race for a lock (a deadlock, a lock wait timeout, a Galera certification
+// conflict): running it again is safe and likely to work.
+func Retryable(err error) bool { return retryable(err) }
+
 // Classify is classify for the packages beside stock that use the same
 // database (package events): domain kinds pass through, outages become
 // ErrUnavailable, anything else is wrapped with op.
