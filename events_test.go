@@ -242,12 +242,7 @@ func checkEventsFlow(t *testing.T, ts *testServer, rc *eventReceiver, ns *testna
 
 func checkEventsMetrics(t *testing.T, addr string) {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	fams := testkit.ParseMetrics(t, resp.Body)
+	fams := testkit.Scrape(t, addr)
 	for _, tc := range []struct {
 		family string
 		labels []string

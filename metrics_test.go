@@ -27,12 +27,7 @@ func TestMetrics(t *testing.T) {
 	}
 	ts.product(t, p.ID)
 
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	fams := testkit.ParseMetrics(t, resp.Body)
+	fams := testkit.Scrape(t, addr)
 	for _, tc := range []struct {
 		family, label, value string
 		want                 float64

@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"io"
+	"net/http"
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
@@ -24,31 +25,30 @@ func ParseMetrics(t testing.TB, r io.Reader) Metrics {
 	return fams
 }
 
+// Scrape fetches http://addr/metrics and parses it (ParseMetrics).
+func Scrape(t testing.TB, addr string) Metrics {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatalf("scrape: %v", err)
+	}
+	defer resp.Body.Close()
+	return ParseMetrics(t, resp.Body)
+}
+
 // Value returns the value of family's series whose label name is value (a
 // histogram's sample count), or of its first series when name is "", and
 // whether there is one.
 func (m Metrics) Value(family, name, value string) (float64, bool) {
-	for _, s := range m[family].GetMetric() {
-		match := name == ""
-		for _, l := range s.GetLabel() {
-			match = match || (l.GetName() == name && l.GetValue() == value)
-		}
-		switch {
-		case !match:
-		case s.Counter != nil:
-			return s.Counter.GetValue(), true
-		case s.Gauge != nil:
-			return s.Gauge.GetValue(), true
-		case s.Histogram != nil:
-			return float64(s.Histogram.GetSampleCount()), true
-		}
+	if name == "" {
+		return m.Labeled(family)
 	}
-	return 0, false
+	return m.Labeled(family, name, value)
 }
 
-// Labeled returns the value of family's series whose labels include every
-// name, value pair of pairs (name1, value1, name2, value2, ...), and
-// whether there is one.
+// Labeled returns the value of family's first series whose labels include
+// every name, value pair of pairs (name1, value1, name2, value2, ...; none:
+// the first series) — a histogram's sample count — and whether there is one.
 func (m Metrics) Labeled(family string, pairs ...string) (float64, bool) {
 	for _, s := range m[family].GetMetric() {
 		have := map[string]string{}
@@ -65,6 +65,8 @@ func (m Metrics) Labeled(family string, pairs ...string) (float64, bool) {
 			return s.Counter.GetValue(), true
 		case s.Gauge != nil:
 			return s.Gauge.GetValue(), true
+		case s.Histogram != nil:
+			return float64(s.Histogram.GetSampleCount()), true
 		}
 	}
 	return 0, false
