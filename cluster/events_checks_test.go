@@ -18,14 +18,48 @@ import (
 // recorded, so the event is sent again; that is an answer lost too.
 const lostAnswerWindow = 2 * time.Second
 
-// eventFigures are what TestEventsSurviveKill reports.
+// eventRun is what the order event checks need to know of a run besides
+// the database and the requests: who sent, and what explains a duplicate.
+type eventRun struct {
+	servers int // the senders: server i posts to /events/i
+	// lost says why an answer to an earlier request of the event (earlier,
+	// in arrival order) was lost, which makes h, a copy of it, legitimate;
+	// "" when nothing does: a duplicate the contract does not allow.
+	lost func(earlier []*hookReq, h *hookReq) string
+	// victim is the server killed at killAt (-1: no server was killed):
+	// what it had in flight or claimed must be taken over within
+	// eventsTakeover of the kill.
+	victim int
+	killAt time.Time
+}
+
+// killedServerLost is TestEventsSurviveKill's lost: an earlier request's
+// sender went away before its answer, or the answer went to the killed
+// server just before the kill.
+func killedServerLost(victim int, killAt time.Time) func([]*hookReq, *hookReq) string {
+	return func(earlier []*hookReq, _ *hookReq) string {
+		for _, e := range earlier {
+			switch {
+			case e.clientGone:
+				return fmt.Sprintf("server %d went away before its answer", e.proc)
+			case e.proc == victim && e.answered.After(killAt.Add(-lostAnswerWindow)):
+				return fmt.Sprintf("answered to server %d within %s of its kill", e.proc, lostAnswerWindow)
+			}
+		}
+		return ""
+	}
+}
+
+// eventFigures are what the order event checks report.
 type eventFigures struct {
 	events, orders, requests, duplicates int
 	byType, byStatus                     string
-	inflightAtKill                       int           // the killed server's requests the receiver was answering at the kill
-	reclaimed                            int           // deliveries claimed more than once (attempts > 1)
-	takeover                             time.Duration // from the kill to the last re-send of those in flight
-	firstP50, firstP99, firstMax         time.Duration // first arrival after occurredAt
+	dupWhy                               map[string]int // duplicates by what explained them ("" none)
+	dupList                              []string       // every duplicate: the event, its requests, why
+	inflightAtKill                       int            // the killed server's requests the receiver was answering at the kill
+	reclaimed                            int            // deliveries claimed more than once (attempts > 1)
+	takeover                             time.Duration  // from the kill to the last re-send of those in flight
+	firstP50, firstP99, firstMax         time.Duration  // first arrival after occurredAt
 }
 
 // orderEventRow is a row of order_events.
@@ -50,9 +84,9 @@ var wantStatus = map[string]string{
 }
 
 // checkOrderEvents checks what the receiver got against the database (the
-// servers stopped) and the traffic's purchases; killAt is when server
-// victim was killed.
-func checkOrderEvents(t *testing.T, ck *checker, reqs []hookReq, buys []purchase, victim int, killAt time.Time) eventFigures {
+// servers stopped) and the traffic's purchases; run says who sent and
+// what explains a duplicate.
+func checkOrderEvents(t *testing.T, ck *checker, reqs []hookReq, buys []purchase, run eventRun) eventFigures {
 	t.Helper()
 	fail := func(what string, items []string) {
 		t.Helper()
@@ -96,7 +130,8 @@ func checkOrderEvents(t *testing.T, ck *checker, reqs []hookReq, buys []purchase
 		func() { orders[orderID] = o; statuses[o.status]++ })
 
 	fig := eventFigures{events: len(events), orders: len(orders), requests: len(reqs),
-		byType: countsText(types), byStatus: countsText(statuses)}
+		byType: countsText(types), byStatus: countsText(statuses), dupWhy: map[string]int{}}
+	victim, killAt := run.victim, run.killAt
 
 	// Each request on its own.
 	var badReq, badSig, badBody, unknown []string
@@ -108,7 +143,7 @@ func checkOrderEvents(t *testing.T, ck *checker, reqs []hookReq, buys []purchase
 			badReq = append(badReq, fmt.Sprintf("%s: method %s", h.id, h.method))
 		case !strings.HasPrefix(h.contentType, "application/json"):
 			badReq = append(badReq, fmt.Sprintf("%s: Content-Type %q", h.id, h.contentType))
-		case h.proc < 0 || h.proc >= serverCount:
+		case h.proc < 0 || h.proc >= run.servers:
 			badReq = append(badReq, fmt.Sprintf("%s: to an unknown path (server %d)", h.id, h.proc))
 		}
 		if !h.sigOK {
@@ -143,9 +178,10 @@ func checkOrderEvents(t *testing.T, ck *checker, reqs []hookReq, buys []purchase
 	fail("requests for events not in order_events", unknown)
 
 	// Duplicates: the same id and body, one attempt at a time, and only
-	// after an answer was lost (the kill).
+	// after an answer was lost.
 	var dupBody, overlap, unexplained []string
-	for id, cs := range copies {
+	for _, id := range slices.Sorted(maps.Keys(copies)) {
+		cs := copies[id]
 		fig.duplicates += len(cs) - 1
 		for i := 1; i < len(cs); i++ {
 			prev, h := cs[i-1], cs[i]
@@ -155,23 +191,28 @@ func checkOrderEvents(t *testing.T, ck *checker, reqs []hookReq, buys []purchase
 			if prev.status != 0 && h.arrivalTk < prev.answerTk {
 				overlap = append(overlap, fmt.Sprintf("%s: %s while %s was not answered yet", id, h, prev))
 			}
-			lost := false
-			for _, e := range cs[:i] {
-				lost = lost || e.clientGone || e.proc == victim && e.answered.After(killAt.Add(-lostAnswerWindow))
+			why := run.lost(cs[:i], h)
+			fig.dupWhy[why]++
+			if why == "" {
+				why = "UNEXPLAINED"
+				unexplained = append(unexplained, fmt.Sprintf("%s: %s, %s after %s", id, h, h.arrived.Sub(prev.arrived).Round(time.Millisecond), prev))
 			}
-			if !lost {
-				unexplained = append(unexplained, fmt.Sprintf("%s: %s after %s", id, h, prev))
-			}
+			fig.dupList = append(fig.dupList, fmt.Sprintf("%s (#%d of order %s): request %d from server %d %s after request %d from server %d (%s): %s",
+				id, h.body.Data.Sequence, h.body.Data.Order.ID, i+1, h.proc, h.arrived.Sub(prev.arrived).Round(time.Millisecond), i, prev.proc,
+				prev.arrived.Format("15:04:05.000"), why))
 		}
 	}
 	fail("events received twice with different bodies", dupBody)
 	fail("events attempted by two senders at once (a second request before the first was answered)", overlap)
-	fail("events received again though no answer to them was lost (only the killed server's answers were)", unexplained)
+	fail("events received again though no answer to them was lost", unexplained)
 
 	// The kill: the killed server's requests in flight then, and how soon
 	// they were sent again.
 	var slowTakeover []string
 	for id, cs := range copies {
+		if victim < 0 {
+			break
+		}
 		for i, h := range cs {
 			if h.proc != victim || h.arrived.After(killAt) || !h.clientGone && h.answered.Before(killAt) {
 				continue
@@ -208,7 +249,7 @@ func checkOrderEvents(t *testing.T, ck *checker, reqs []hookReq, buys []purchase
 		}
 		if ds[0].attempts > 1 {
 			fig.reclaimed++
-			if len(cs) > 0 && cs[len(cs)-1].arrived.Sub(killAt) > eventsTakeover {
+			if victim >= 0 && len(cs) > 0 && cs[len(cs)-1].arrived.Sub(killAt) > eventsTakeover {
 				slowTakeover = append(slowTakeover, fmt.Sprintf("%s: claimed %d times, last sent %s after the kill",
 					id, ds[0].attempts, cs[len(cs)-1].arrived.Sub(killAt).Round(time.Millisecond)))
 			}

@@ -188,7 +188,8 @@ func TestEventsSurviveKill(t *testing.T) {
 		t.Errorf("server %d (killed) logged %d panics: %s", eventsVictim, len(p), examples(p))
 	}
 
-	fig := checkOrderEvents(t, ck, rcv.all(), tr.all(), eventsVictim, killAt)
+	fig := checkOrderEvents(t, ck, rcv.all(), tr.all(),
+		eventRun{servers: serverCount, lost: killedServerLost(eventsVictim, killAt), victim: eventsVictim, killAt: killAt})
 	text := fmt.Sprintf("events run: %d events (%s) of %d orders (%s); %d requests, %d duplicates (same id and body), "+
 		"%d in flight at server %d when killed (kill after %d orders, %d requests), %d deliveries claimed more than once; "+
 		"takeover of the in-flight ones %s after the kill; drained %s after the kill, %s after the traffic (%s of traffic); "+

@@ -156,6 +156,7 @@ type galeraSummaryInput struct {
 	agree            string
 	counters         []map[string]string // Galera's counters per node at the end
 	buildTook, total time.Duration
+	events           string // the order events' figures (galeraEvents.text)
 }
 
 // galeraSummary is the Galera run's report: the cluster, the node fault,
@@ -295,6 +296,7 @@ func galeraSummary(in galeraSummaryInput) string {
 			c("wsrep_replicated"), c("wsrep_local_cert_failures"), c("wsrep_local_bf_aborts"), c("wsrep_local_replays"))
 	}
 	b.WriteString("\n")
+	b.WriteString(in.events)
 	fmt.Fprintf(&b, "database after the run (node 0; %s):\n", in.agree)
 	writeDatabase(&b, in.db, in.products)
 	return b.String()

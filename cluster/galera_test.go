@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -39,7 +40,15 @@ type nodeFault struct {
 	// Galera's counters on each node, taken just before the kill (the
 	// killed node's start again from 0 when it restarts).
 	before []map[string]string
+	// hold, when set, runs holdBeforeKill before the kill, and release
+	// right after it.
+	hold, release func()
 }
+
+// holdBeforeKill: the receiver holds the order event deliveries of the
+// server on the killed node this long before the kill, so that its
+// attempts are in flight when its node dies.
+const holdBeforeKill = time.Second
 
 // wsrepCounters are the Galera status counters the summary shows.
 var wsrepCounters = []string{"wsrep_replicated", "wsrep_local_cert_failures", "wsrep_local_bf_aborts", "wsrep_local_replays"}
@@ -47,8 +56,10 @@ var wsrepCounters = []string{"wsrep_replicated", "wsrep_local_cert_failures", "w
 // TestGalera: a flash sale through three server processes over a 3-node
 // Galera cluster, each server on its own node first, with kill -9 of one
 // node mid-sale and its rejoin; then the contract is checked on every
-// node, the nodes must agree row for row, and a summary is printed (and
-// appended to CLUSTER_REPORT). GALERA_DURATION (a Go duration, default
+// node, the nodes must agree row for row, every order event must reach a
+// receiver in the test and pass TestEventsSurviveKill's checks (a
+// duplicate only where the node's loss lost an attempt's answer), and a
+// summary is printed (and appended to CLUSTER_REPORT). GALERA_DURATION (a Go duration, default
 // 40s) sets how long the load runs; CLUSTER_LOG_DIR keeps the logs.
 // Outside CI it is skipped when the Galera provider is not installed.
 func TestGalera(t *testing.T) {
@@ -93,15 +104,29 @@ func TestGalera(t *testing.T) {
 	multi, mode := hostListMode(t, g, listErr)
 	t.Log(mode)
 
+	// The shop's receiver of order events, closed after the servers stop
+	// (cleanups run last first).
+	secret, eventsSecret := newWebhookSecret(), newWebhookSecret()
+	rcv, err := newHookReceiver(eventsSecret, 20*time.Millisecond, 50*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rcv.close)
+
 	// Three servers, one after the other so that migrations do not race,
 	// server i on node i first.
-	secret := newWebhookSecret()
 	servers := make([]*server, galeraSize)
 	for i := range servers {
 		settings := serverSettings(g.serverURL(i, multi), secret)
 		// Debug: the stock package logs each transaction it retries
 		// (deadlocks, which is how Galera reports a certification conflict).
 		settings["LOG_LEVEL"] = "debug"
+		// Order events to the receiver, the path naming the sender.
+		settings["EVENTS_WEBHOOK_URL"] = rcv.url(i)
+		settings["EVENTS_WEBHOOK_SECRET"] = eventsSecret
+		settings["EVENTS_RETRY_MIN"] = "200ms"
+		settings["EVENTS_RETRY_MAX"] = "2s"
+		settings["EVENTS_TIMEOUT"] = galeraEventsTimeout.String()
 		servers[i] = startServerLog(t, bin, i, settings, fmt.Sprintf("galera-server%d.log", i))
 		if err := servers[i].waitReady(60 * time.Second); err != nil {
 			t.Fatal(err)
@@ -120,7 +145,16 @@ func TestGalera(t *testing.T) {
 	if o := l.drop(context.Background(), 1); o != outOK {
 		t.Fatalf("createProduct: %s", o)
 	}
+	// Server f.node's (its node first) order event attempts are held in
+	// flight at the receiver across the kill: their outcomes are written
+	// after its node died.
 	f := &nodeFault{node: galeraVictim}
+	var heldAtKill int
+	f.hold = func() { rcv.holdBack(f.node) }
+	f.release = func() {
+		_, heldAtKill, _ = rcv.stats(f.node)
+		rcv.releaseHeld()
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
@@ -152,6 +186,24 @@ func TestGalera(t *testing.T) {
 		defer checkers[i].close()
 		checkers[i].sweeperKeepsUp()
 	}
+	// Then every order event delivered: DELIVERED on the cluster (read
+	// through node 0, which waits for what the others committed) and
+	// answered 2xx at the receiver, with nothing in flight.
+	ev := &galeraEvents{}
+	ev.heldAtKill = heldAtKill // written by inject, which wg.Wait() waited for
+	ev.counters[0] = nodeCounters(g)
+	waitFrom := time.Now()
+	for deadline := waitFrom.Add(galeraEventsDrain); ; time.Sleep(100 * time.Millisecond) {
+		ev.state = drainStatus(checkers[0], rcv)
+		if ev.drained = ev.state.done(); ev.drained || time.Now().After(deadline) {
+			break
+		}
+	}
+	ev.waited, ev.afterSale = time.Since(waitFrom), time.Since(loadEnd)
+	ev.counters[1] = nodeCounters(g)
+	if !ev.drained {
+		t.Errorf("order events not all delivered %s after the sale (waited %s): %s", ev.afterSale.Round(100*time.Millisecond), galeraEventsDrain, ev.state)
+	}
 	for _, s := range servers {
 		if err := s.waitReady(5 * time.Second); err != nil {
 			t.Errorf("after the run: %v", err)
@@ -170,9 +222,22 @@ func TestGalera(t *testing.T) {
 		ck.acknowledged(l)
 	}
 	agree := compareNodes(t, g, checkers)
-	counters := make([]map[string]string, len(g.nodes))
-	for i, n := range g.nodes {
-		counters[i], _ = n.status(wsrepCounters...)
+	counters := nodeCounters(g)
+
+	// The order events: the checks of TestEventsSurviveKill, a duplicate
+	// explained only by an answer the node's loss made the relay lose.
+	checksFrom := time.Now()
+	ev.reqs = rcv.all()
+	for _, s := range servers {
+		ev.relay = append(ev.relay, scanRelayLog(s.logPath))
+	}
+	lost := galeraLost(f, f.node, ev.relay)
+	ev.fig = checkOrderEvents(t, checkers[0], ev.reqs, l.purchases(), eventRun{servers: len(servers), lost: lost, victim: -1})
+	var slowResend []string
+	ev.maxResend, slowResend = explainedResends(ev.reqs, lost)
+	ev.checksTook = time.Since(checksFrom)
+	for _, d := range ev.fig.dupList {
+		t.Logf("duplicate: %s", d)
 	}
 
 	results := c.rec.all()
@@ -181,7 +246,7 @@ func TestGalera(t *testing.T) {
 		dur: loadEnd.Sub(start), drain: drainedAt.Sub(loadEnd), drained: drained, start: start,
 		results: results, products: l.allProducts(), a: a, f: f, g: g, servers: servers,
 		multi: multi, mode: mode, stalls: stalls.list(), db: checkers[0].counts(), agree: agree,
-		counters: counters, buildTook: buildTook, total: time.Since(testStart),
+		counters: counters, buildTook: buildTook, total: time.Since(testStart), events: ev.text(f, g),
 	})
 	t.Log(text)
 	appendReport(t, text)
@@ -201,6 +266,23 @@ func TestGalera(t *testing.T) {
 		t.Errorf("the API showed inconsistent stock: %s", s)
 	}
 	l.checkEvents(t)
+	if len(slowResend) > 0 {
+		slices.Sort(slowResend)
+		t.Errorf("%d order events whose answer was lost were not attempted again within %s: %s", len(slowResend), eventsTakeover, examples(slowResend))
+	}
+	if ev.fig.events == 0 {
+		t.Error("no order events: the sale wrote none, or the servers have no sink")
+	}
+}
+
+// nodeCounters reads Galera's counters on every node (nil for a node
+// that does not answer).
+func nodeCounters(g *galera) []map[string]string {
+	out := make([]map[string]string, len(g.nodes))
+	for i, n := range g.nodes {
+		out[i], _ = n.status(wsrepCounters...)
+	}
+	return out
 }
 
 func galeraDuration(t *testing.T) time.Duration {
@@ -281,6 +363,10 @@ func (g *galera) serverURL(i int, multi bool) string {
 // data and ports, and waits until it is Synced.
 func (f *nodeFault) inject(start time.Time, dur time.Duration, g *galera) {
 	n := g.nodes[f.node]
+	if f.hold != nil {
+		time.Sleep(time.Until(start.Add(dur/5 - holdBeforeKill)))
+		f.hold()
+	}
 	time.Sleep(time.Until(start.Add(dur / 5)))
 	for _, m := range g.nodes {
 		st, _ := m.status(wsrepCounters...)
@@ -288,6 +374,9 @@ func (f *nodeFault) inject(start time.Time, dur time.Duration, g *galera) {
 	}
 	f.killed = time.Now()
 	n.current().kill()
+	if f.release != nil {
+		f.release()
+	}
 	other := g.nodes[(f.node+1)%len(g.nodes)]
 	for time.Since(f.killed) < 30*time.Second {
 		if st, err := other.status("wsrep_cluster_size"); err == nil && st["wsrep_cluster_size"] == strconv.Itoa(len(g.nodes)-1) {

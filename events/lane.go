@@ -131,11 +131,15 @@ func (l *lane) claimAll(ctx context.Context, queue chan<- *claimed) {
 			return
 		}
 		cs, err := l.claim(ctx, room)
-		if stock.Retryable(err) && races < maxClaimRaces {
+		if stock.Retryable(err) {
 			// Another process's claim took these rows first (on Galera, its
-			// lease won at COMMIT): claim again, others are due.
-			races++
-			continue
+			// lease won at COMMIT): claim again, others are due; after a few
+			// lost races, at the next poll. It is how claims share work.
+			if races++; races <= maxClaimRaces {
+				continue
+			}
+			l.r.cfg.Logger.DebugContext(ctx, "order events: claims keep losing lock races; trying at the next poll", "sink", l.name, "err", err)
+			return
 		}
 		if err != nil {
 			if ctx.Err() == nil {
