@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -46,7 +47,7 @@ func (st *state) check(ctx context.Context) checkResult {
 	// Over GraphQL.
 	before := len(c.Violations)
 	for _, p := range st.products {
-		ps, found, err := st.api.product(ctx, p.ID)
+		ps, found, err := st.apiOf(p).product(ctx, p.ID)
 		switch {
 		case err != nil:
 			c.Failed = true
@@ -80,6 +81,7 @@ func (st *state) check(ctx context.Context) checkResult {
 		}
 	}
 	st.checkLimit(ctx, &c)
+	st.checkEvents(ctx, &c, st.eventsFig)
 	if s := st.subs; s != nil {
 		if s.Converged < s.Connected {
 			c.violation("subscribers: %d of %d open subscriptions were not told the product's final stock within %s of the last change",
@@ -137,12 +139,15 @@ func (st *state) check(ctx context.Context) checkResult {
 // checkOversold checks that no product of the tool's is oversold. One
 // statement reads one consistent snapshot.
 func (st *state) checkOversold(ctx context.Context, c *checkResult, db *database.DB) {
-	if len(st.products) == 0 {
+	// Only -db's products: the events server's is in its own database
+	// (checked over GraphQL above).
+	products := slices.DeleteFunc(slices.Clone(st.products), func(p createdProduct) bool { return p.Server != "" })
+	if len(products) == 0 {
 		return
 	}
-	ids := make([]string, 0, len(st.products))
+	ids := make([]string, 0, len(products))
 	byID := map[int64]createdProduct{}
-	for _, p := range st.products {
+	for _, p := range products {
 		n, err := strconv.ParseInt(p.ID, 10, 64)
 		if err != nil {
 			c.Failed = true
@@ -195,7 +200,7 @@ FROM products p WHERE p.id IN (`+strings.Join(ids, ",")+`)`)
 		}
 	}
 	c.line("oversold (ACTIVE holds + PENDING_PAYMENT + PAID <= stock, stock_available >= 0), the tool's %d product(s): %s",
-		len(st.products), verdict(len(c.Violations)-before))
+		len(products), verdict(len(c.Violations)-before))
 	for _, d := range details {
 		c.line("  %s", d)
 	}

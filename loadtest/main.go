@@ -44,6 +44,7 @@ const (
 	scSellout          = "sellout"
 	scRead             = "read"
 	scLifecycle        = "lifecycle"
+	scLifecycleEvents  = "lifecycle-events" // lifecycle's work against -events-url (see events.go)
 	scLimit            = "limit"
 	scDBForUpdate      = "db-forupdate"
 	scDBLifecycle      = "db-lifecycle"
@@ -53,7 +54,7 @@ const (
 	scSubscribersBaseline = "subscribers-baseline"
 )
 
-var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLimit, scDBForUpdate, scDBLifecycle, scSubscribers}
+var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLifecycleEvents, scLimit, scDBForUpdate, scDBLifecycle, scSubscribers}
 
 // optInScenarios run only when named: "all" leaves them out. subscribers
 // opens thousands of connections and needs the server's MAX_SUBSCRIPTIONS
@@ -69,6 +70,12 @@ func isDBScenario(name string) bool { return slices.Contains(dbScenarios, name) 
 var customerScenarios = []string{scTypenameCustomer, scLimit}
 
 func isCustomerScenario(name string) bool { return slices.Contains(customerScenarios, name) }
+
+// eventsScenarios need a second server with a webhook sink (-events-url)
+// and the tool's receiver (-events-listen).
+var eventsScenarios = []string{scLifecycleEvents}
+
+func isEventsScenario(name string) bool { return slices.Contains(eventsScenarios, name) }
 
 // Bounds on what one run may do.
 const (
@@ -121,6 +128,11 @@ type options struct {
 	// The subscribers scenario.
 	Subscribers int
 	ServerPID   int
+	// lifecycle-events: the second server, where its receiver listens, and
+	// the secret its events are signed with ("": not verified).
+	EventsURL    string
+	EventsListen string
+	EventsSecret string
 }
 
 func main() {
@@ -193,7 +205,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			rep.Notes = append(rep.Notes, name+" skipped: it needs customer tokens (-customer-secret, the server's CUSTOMER_JWT_SECRET)")
 			continue
 		}
+		if isEventsScenario(name) && opts.EventsURL == "" {
+			rep.Notes = append(rep.Notes, name+" skipped: it needs a second server on its own database whose order events go to the tool "+
+				"(-events-url, -events-listen; see loadtest/events.sh)")
+			continue
+		}
 		toRun = append(toRun, name)
+	}
+	if slices.ContainsFunc(toRun, isEventsScenario) {
+		if st.events, err = startEvents(opts); err != nil {
+			fmt.Fprintln(stderr, "loadtest: -events-url:", err)
+			return exitViolation
+		}
+		defer st.events.close()
+		rep.EventsURL, rep.EventsListen = st.events.api.base, st.events.recv.addr()
 	}
 	if opts.CustomerSecret != "" {
 		// One token per client, minted once, valid for the whole run.
@@ -330,6 +355,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.CustomerIssuer, "customer-issuer", "", "iss of the minted customer tokens, the server's CUSTOMER_JWT_ISSUER (default $CUSTOMER_JWT_ISSUER)")
 	fs.IntVar(&o.Subscribers, "subscribers", 10000, fmt.Sprintf("subscriptions the subscribers scenario opens, one WebSocket each, to the first -url (1..%d; the server's MAX_SUBSCRIPTIONS must allow them)", maxSubscribers))
 	fs.IntVar(&o.ServerPID, "server-pid", 0, "PID of the first -url's server process: the subscribers scenario reports its memory per subscription (Linux /proc); 0: not measured")
+	fs.StringVar(&o.EventsURL, "events-url", "", "lifecycle-events: a second server, on its own database, started with EVENTS_WEBHOOK_URL=http://<-events-listen>/events; "+
+		"it runs lifecycle's work while the tool receives its order events (it must take the same -token, -secret and customer settings as -url; loopback only)")
+	fs.StringVar(&o.EventsListen, "events-listen", "", "host:port (loopback) where the tool's order-event receiver listens, answering 204 to every POST (with -events-url)")
+	fs.StringVar(&o.EventsSecret, "events-secret", "", "the -events-url server's EVENTS_WEBHOOK_SECRET (whsec_...): the receiver verifies every event's signature; "+
+		"empty: not verified (default $EVENTS_WEBHOOK_SECRET, with -events-url)")
 	fs.StringVar(&o.CustomerAudience, "customer-audience", "", "aud of the minted customer tokens, the server's CUSTOMER_JWT_AUDIENCE (default $CUSTOMER_JWT_AUDIENCE)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: %s -url URL -token TOKEN [-secret whsec_...] [-customer-secret KEY] [-db DATABASE_URL] [flags]\n\n", args[0])
@@ -353,6 +383,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	o.CustomerIssuer = cmp.Or(o.CustomerIssuer, getenv("CUSTOMER_JWT_ISSUER"))
 	o.CustomerAudience = cmp.Or(o.CustomerAudience, getenv("CUSTOMER_JWT_AUDIENCE"))
 	var errs []error
+	if o.EventsURL != "" {
+		o.EventsSecret = cmp.Or(o.EventsSecret, getenv("EVENTS_WEBHOOK_SECRET"))
+	}
+	errs = append(errs, checkEventsFlags(o)...)
 	if o.Clients < 1 || o.Clients > maxClients {
 		errs = append(errs, fmt.Errorf("-clients %d: want 1..%d", o.Clients, maxClients))
 	}
@@ -420,6 +454,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 			}
 			if isCustomerScenario(n) && o.CustomerSecret == "" {
 				errs = append(errs, fmt.Errorf("-scenarios: %s needs customer tokens: -customer-secret (the server's CUSTOMER_JWT_SECRET)", n))
+			}
+			if isEventsScenario(n) && o.EventsURL == "" {
+				errs = append(errs, fmt.Errorf("-scenarios: %s needs a second server whose order events go to the tool: -events-url and -events-listen", n))
 			}
 		}
 	}

@@ -24,6 +24,8 @@ type report struct {
 	DBPoolCap       int              `json:"db_pool_cap,omitempty"`
 	Customers       *customersInfo   `json:"customers,omitempty"` // customers mode; nil: anonymous buyers
 	Subscribers     *subscribersInfo `json:"subscribers,omitempty"`
+	EventsURL       string           `json:"events_url,omitempty"` // lifecycle-events' server
+	EventsListen    string           `json:"events_listen,omitempty"`
 	Started         time.Time        `json:"started"`
 	Scenarios       []scenarioResult `json:"scenarios"`
 	Ratios          []ratio          `json:"ratios"`
@@ -66,6 +68,9 @@ type scenarioResult struct {
 	Notes          []string         `json:"notes,omitempty"`
 	Capped         bool             `json:"capped"` // stopped by -max-requests
 	Interrupted    bool             `json:"interrupted"`
+	Events         *eventsFigures   `json:"events,omitempty"` // lifecycle-events: its order events
+
+	ended time.Time // when its last slice ended
 }
 
 const okMeaning = "ok/s counts holds made (hot-hold, sellout, limit, db-forupdate), answered queries (typename, " +
@@ -124,6 +129,7 @@ func computeRatios(rs []scenarioResult) []ratio {
 	}
 	tn, hot, sell, read, base := get(scTypename), get(scHotHold), get(scSellout), get(scRead), get(scDBForUpdate)
 	life, dbLife, tnc := get(scLifecycle), get(scDBLifecycle), get(scTypenameCustomer)
+	lifeEv := get(scLifecycleEvents)
 	subs, subsBase := get(scSubscribers), get(scSubscribersBaseline)
 	type def struct {
 		name   string
@@ -178,6 +184,19 @@ func computeRatios(rs []scenarioResult) []ratio {
 		def{"subscribers " + stepDelivery + " p99 ÷ 1 s", stepP99(subs, stepDelivery), oneSecond, true, 1, false},
 		def{"subscribers holds/s ÷ subscribers-baseline holds/s", rate(subs, okRate), rate(subsBase, okRate), false, 0.8, false},
 	)
+	// Order events: what writing and delivering them costs a lifecycle,
+	// and the backlog drained soon after the run (see events.go).
+	drain := func() (float64, bool) {
+		if lifeEv == nil || lifeEv.Events == nil || lifeEv.Events.Error != "" {
+			return 0, false
+		}
+		return lifeEv.Events.DrainSeconds, true
+	}
+	target := func() (float64, bool) { return eventsDrainTarget.Seconds(), true }
+	defs = append(defs,
+		def{"lifecycle-events complete/s ÷ lifecycle complete/s", rate(lifeEv, okRate), rate(life, okRate), false, 0.85, false},
+		def{"lifecycle-events drain time ÷ 5 s", drain, target, true, 1, false},
+	)
 	// What verifying a customer token costs (customers mode only).
 	defs = append(defs, def{"typename-customer req/s ÷ typename req/s", rate(tnc, reqRate), rate(tn, reqRate), false, 0.8, true})
 	out := make([]ratio, 0, len(defs))
@@ -210,6 +229,9 @@ func writeText(w io.Writer, r *report, o options) {
 	}
 	fmt.Fprintf(w, "flashsale load test %s: %s, %d clients, %s per scenario%s, request timeout %s\n",
 		r.RunID, r.URL, r.Clients, o.Duration, turns, r.RequestTimeout)
+	if r.EventsURL != "" {
+		fmt.Fprintf(w, "events server (lifecycle-events): %s, its order events POSTed to the tool's receiver on %s\n", r.EventsURL, r.EventsListen)
+	}
 	if c := r.Customers; c != nil {
 		fmt.Fprintf(w, "customers mode: every buyer request carries its client's token (%d customers, %s); limit: %d customers shared by all clients\n",
 			c.Clients, c.Pattern, len(c.LimitCustomers))

@@ -31,6 +31,9 @@ type state struct {
 	subs *subscribersInfo // what the subscribers scenario saw; nil: it did not run
 
 	turns *turns // the scenarios taking turns; nil: one after another
+
+	events    *eventsSide    // -events-url and the receiver; nil: lifecycle-events does not run
+	eventsFig *eventsFigures // what lifecycle-events measured; nil: it did not run
 }
 
 // createdProduct is one product the tool made, for the checks.
@@ -39,6 +42,25 @@ type createdProduct struct {
 	ID             string `json:"id"`
 	Stock          int    `json:"stock"`
 	MaxPerCustomer int    `json:"max_per_customer,omitempty"` // 0: no limit (every product but limit's)
+	// Server is the server whose database has it, when not -url's: the
+	// events server (lifecycle-events').
+	Server string `json:"server,omitempty"`
+}
+
+// apiFor is the server a scenario runs against.
+func (st *state) apiFor(scenario string) *api {
+	if scenario == scLifecycleEvents && st.events != nil {
+		return st.events.api
+	}
+	return st.api
+}
+
+// apiOf is the server that has product p.
+func (st *state) apiOf(p createdProduct) *api {
+	if p.Server != "" && st.events != nil {
+		return st.events.api
+	}
+	return st.api
 }
 
 // recorder is one worker's tally; workers never share one, and the
@@ -176,6 +198,7 @@ func (st *state) drive(name, productID string, op opFunc) scenarioResult {
 	ctx := context.Background() // requests are bounded by the client's timeout, not Ctrl-C
 	n, t := st.slicesFor(name)
 	var elapsed time.Duration
+	var ended time.Time
 	for range n {
 		if t != nil {
 			<-t.grant[name]
@@ -194,14 +217,15 @@ func (st *state) drive(name, productID string, op opFunc) scenarioResult {
 			})
 		}
 		wg.Wait()
-		elapsed += time.Since(start)
+		ended = time.Now()
+		elapsed += ended.Sub(start)
 		if t != nil {
 			t.done <- struct{}{}
 		}
 	}
 
 	res := scenarioResult{Name: name, ProductID: productID, Clients: clients, ElapsedSeconds: elapsed.Seconds(),
-		Errors: map[string]int64{}, Extra: map[string]int64{}}
+		Errors: map[string]int64{}, Extra: map[string]int64{}, ended: ended}
 	total := 0
 	for _, r := range recs {
 		total += len(r.lat)
@@ -268,13 +292,20 @@ func (st *state) createProducts(scenarios []string) error {
 		if sc == scLimit {
 			limit = limitMax
 		}
+		a, server := st.apiFor(sc), ""
+		if a != st.api {
+			server = a.base
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
-		id, err := st.api.createProduct(ctx, fmt.Sprintf("loadtest %s %s", st.runID, sc), stock, limit)
+		id, err := a.createProduct(ctx, fmt.Sprintf("loadtest %s %s", st.runID, sc), stock, limit)
 		cancel()
 		if err != nil {
+			if server != "" {
+				return fmt.Errorf("events server %s: %w", server, err)
+			}
 			return err
 		}
-		st.products = append(st.products, createdProduct{Scenario: sc, ID: id, Stock: stock, MaxPerCustomer: limit})
+		st.products = append(st.products, createdProduct{Scenario: sc, ID: id, Stock: stock, MaxPerCustomer: limit, Server: server})
 	}
 	return nil
 }
@@ -358,7 +389,11 @@ func (st *state) runOne(name string) (scenarioResult, error) {
 			r.tally(c)
 		}), nil
 
-	case scLifecycle:
+	case scLifecycle, scLifecycleEvents:
+		// lifecycle-events does exactly lifecycle's work, against the
+		// events server (see events.go), and also counts the orders made.
+		events := name == scLifecycleEvents
+		a = st.apiFor(name)
 		id, _, err := st.productOf(name)
 		if err != nil {
 			return scenarioResult{}, err
@@ -367,7 +402,15 @@ func (st *state) runOne(name string) (scenarioResult, error) {
 		if a.signer == nil {
 			signed = "unsigned"
 		}
-		st.progress("%s: product %s, %d clients for %s, %s webhooks", name, id, st.opts.Clients, st.opts.Duration, signed)
+		on := ""
+		if events {
+			on = " on " + a.base + ", its order events to the tool's receiver on " + st.events.recv.addr()
+		}
+		st.progress("%s: product %s%s, %d clients for %s, %s webhooks", name, id, on, st.opts.Clients, st.opts.Duration, signed)
+		keyPrefix := "lt_"
+		if events {
+			keyPrefix = "lte_" // its own keys, should both servers share a database after all
+		}
 		holdBody := gqlBody(qCreateHold, map[string]any{"p": id})
 		res := st.drive(name, id, func(ctx context.Context, w, i int, r *recorder) {
 			var h struct {
@@ -401,8 +444,11 @@ func (st *state) runOne(name string) (scenarioResult, error) {
 				r.fail("createOrder: " + c)
 				return
 			}
+			if events {
+				r.extra[extraOrders]++
+			}
 			status, want := paymentOf(i)
-			key := "lt_" + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
+			key := keyPrefix + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
 			t0 = time.Now()
 			ans, c := a.webhook(ctx, key, o.CreateOrder.ID, status)
 			r.step(stepWebhook, t0)
@@ -421,6 +467,10 @@ func (st *state) runOne(name string) (scenarioResult, error) {
 		if res.Errors["webhook HTTP 401"] > 0 {
 			res.Notes = append(res.Notes, "webhooks refused with 401: -secret must be the server's WEBHOOK_SECRET "+
 				"(their orders stay PENDING_PAYMENT until PAYMENT_TIMEOUT)")
+		}
+		if events {
+			st.measureEvents(&res)
+			st.eventsFig = res.Events
 		}
 		return res, nil
 
