@@ -5,13 +5,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"entgo.io/ent/dialect/sql"
 
+	"flashsale/ent"
 	"flashsale/ent/eventdelivery"
+	"flashsale/ent/orderevent"
 	"flashsale/sink"
 	"flashsale/stock"
 )
@@ -163,28 +166,17 @@ func (l *lane) claimAll(ctx context.Context, queue chan<- *claimed) {
 // PENDING on this sink. On MySQL the rows are locked with SKIP LOCKED, so
 // concurrent claims take different rows; on Galera, where that lock holds
 // on one node only, two nodes' claims of a row conflict at COMMIT and one
-// fails, so one lease survives.
+// fails, so one lease survives. The events' bodies are read after the
+// commit, without locks.
 func (l *lane) claim(ctx context.Context, n int) ([]*claimed, error) {
-	now, err := l.r.clock.Now(ctx)
-	if err != nil {
-		return nil, err
-	}
-	localAt := time.Now()
 	tx, err := l.r.client.Tx(ctx)
 	if err != nil {
 		return nil, err
 	}
-	q := tx.EventDelivery.Query().
-		Where(eventdelivery.SinkEQ(l.name), eventdelivery.StatusEQ(eventdelivery.StatusPENDING),
-			eventdelivery.NextAttemptAtLTE(now), noEarlierPending).
-		Order(eventdelivery.ByNextAttemptAt(), eventdelivery.ByID()).Limit(n)
-	if l.r.mysql {
-		q.ForUpdate(sql.WithLockAction(sql.SkipLocked))
-	}
-	ids, err := q.IDs(ctx)
-	if err == nil && len(ids) > 0 {
-		err = tx.EventDelivery.Update().Where(eventdelivery.IDIn(ids...)).
-			SetLease(newLease()).SetNextAttemptAt(now.Add(l.r.cfg.Lease)).AddAttempts(1).SetLastAttemptAt(now).
+	ds, now, err := l.due(ctx, tx, n)
+	if err == nil && len(ds) > 0 {
+		err = tx.EventDelivery.Update().Where(eventdelivery.IDIn(idsOf(ds)...)).
+			SetLease(*ds[0].Lease).SetNextAttemptAt(now.Add(l.r.cfg.Lease)).AddAttempts(1).SetLastAttemptAt(now).
 			Exec(ctx)
 	}
 	if err != nil {
@@ -193,33 +185,113 @@ func (l *lane) claim(ctx context.Context, n int) ([]*claimed, error) {
 	}
 	// Commit even when nothing was claimed: a rolled-back session is not
 	// reused (package database), and a poll should not cost a connection.
-	if err := tx.Commit(); err != nil || len(ids) == 0 {
+	if err := tx.Commit(); err != nil || len(ds) == 0 {
 		return nil, err
 	}
-	ds, err := l.r.client.EventDelivery.Query().Where(eventdelivery.IDIn(ids...)).WithEvent().All(ctx)
+	localAt := time.Now()
+	evs, err := l.r.client.OrderEvent.Query().Where(orderevent.IDIn(eventIDsOf(ds)...)).All(ctx)
 	if err != nil {
 		// The leases lapse and the deliveries are claimed again.
 		return nil, err
 	}
+	byID := make(map[string]*ent.OrderEvent, len(evs))
+	for _, e := range evs {
+		byID[e.ID] = e
+	}
 	cs := make([]*claimed, 0, len(ds))
 	for _, d := range ds {
-		e := d.Edges.Event
+		e := byID[d.EventID]
 		cs = append(cs, &claimed{id: d.ID, lease: *d.Lease, attempts: d.Attempts, dbAt: now, localAt: localAt,
 			msg: sink.Message{ID: e.ID, Type: e.Type.String(), Body: []byte(e.Payload)}})
 	}
 	return cs, nil
 }
 
+// nowColumn carries the database clock in the claim's locking read.
+const nowColumn = "db_now"
+
+// due locks up to n due deliveries and returns them as they will be once
+// leased (attempts counted, lease set), with the database clock. On MySQL
+// the clock comes with the rows, judged by the database; on SQLite, which
+// one process uses, it is the process's.
+func (l *lane) due(ctx context.Context, tx *ent.Tx, n int) ([]*ent.EventDelivery, time.Time, error) {
+	now := time.Now().UTC()
+	q := tx.EventDelivery.Query().
+		Where(eventdelivery.SinkEQ(l.name), eventdelivery.StatusEQ(eventdelivery.StatusPENDING), noEarlierPending(l.r.mysql)).
+		Order(eventdelivery.ByNextAttemptAt(), eventdelivery.ByID()).Limit(n).
+		Select(eventdelivery.FieldID, eventdelivery.FieldAttempts, eventdelivery.FieldEventID)
+	if l.r.mysql {
+		q.Where(func(s *sql.Selector) {
+			s.Where(sql.P(func(b *sql.Builder) {
+				b.Ident(s.C(eventdelivery.FieldNextAttemptAt)).WriteString(" <= UTC_TIMESTAMP(6)")
+			}))
+		})
+		q.Modify(func(s *sql.Selector) { s.AppendSelectExprAs(sql.Raw("UTC_TIMESTAMP(6)"), nowColumn) })
+		q.ForUpdate(sql.WithLockAction(sql.SkipLocked))
+	} else {
+		q.Where(eventdelivery.NextAttemptAtLTE(now))
+	}
+	ds, err := q.All(ctx)
+	if err != nil || len(ds) == 0 {
+		return nil, now, err
+	}
+	if l.r.mysql {
+		v, err := ds[0].Value(nowColumn)
+		t, ok := v.(time.Time)
+		if err != nil || !ok {
+			return nil, now, fmt.Errorf("database clock: got %T (%v)", v, err)
+		}
+		now = t.UTC()
+	}
+	lease := newLease()
+	for _, d := range ds {
+		d.Attempts++
+		d.Lease = &lease
+	}
+	return ds, now, nil
+}
+
+func idsOf(ds []*ent.EventDelivery) []int {
+	ids := make([]int, len(ds))
+	for i, d := range ds {
+		ids[i] = d.ID
+	}
+	return ids
+}
+
+func eventIDsOf(ds []*ent.EventDelivery) []string {
+	ids := make([]string, len(ds))
+	for i, d := range ds {
+		ids[i] = d.EventID
+	}
+	return ids
+}
+
+// deliveryOrderIndex is the index of event_deliveries on (order_id, sink,
+// sequence) (ent/schema/event_delivery.go).
+const deliveryOrderIndex = "eventdelivery_order_id_sink_sequence"
+
 // noEarlierPending keeps deliveries whose order has no earlier event still
-// PENDING on the same sink: an order's event n+1 waits for event n.
-func noEarlierPending(s *sql.Selector) {
-	t := sql.Table(eventdelivery.Table).As("earlier")
-	s.Where(sql.NotExists(sql.Select(t.C(eventdelivery.FieldID)).From(t).Where(sql.And(
-		sql.ColumnsEQ(t.C(eventdelivery.FieldOrderID), s.C(eventdelivery.FieldOrderID)),
-		sql.ColumnsEQ(t.C(eventdelivery.FieldSink), s.C(eventdelivery.FieldSink)),
-		sql.EQ(t.C(eventdelivery.FieldStatus), eventdelivery.StatusPENDING),
-		sql.ColumnsLT(t.C(eventdelivery.FieldSequence), s.C(eventdelivery.FieldSequence)),
-	))))
+// PENDING on the same sink: an order's event n+1 waits for event n. The
+// check names the (order, sink, sequence) index, a few rows per candidate:
+// MariaDB plans it with the statistics of the table when it was empty and
+// keeps scanning every PENDING delivery of the sink per candidate instead
+// (2 s a claim at a 20,000-event backlog; see docs/performance.md).
+func noEarlierPending(mysql bool) func(*sql.Selector) {
+	hint := " INDEXED BY `" + deliveryOrderIndex + "`" // SQLite
+	if mysql {
+		hint = " FORCE INDEX (`" + deliveryOrderIndex + "`)"
+	}
+	return func(s *sql.Selector) {
+		s.Where(sql.P(func(b *sql.Builder) {
+			b.WriteString("NOT EXISTS (SELECT 1 FROM `" + eventdelivery.Table + "` AS `earlier`" + hint + " WHERE ")
+			b.WriteString("`earlier`.`" + eventdelivery.FieldOrderID + "` = ").Ident(s.C(eventdelivery.FieldOrderID))
+			b.WriteString(" AND `earlier`.`" + eventdelivery.FieldSink + "` = ").Ident(s.C(eventdelivery.FieldSink))
+			b.WriteString(" AND `earlier`.`" + eventdelivery.FieldStatus + "` = 'PENDING'")
+			b.WriteString(" AND `earlier`.`" + eventdelivery.FieldSequence + "` < ").Ident(s.C(eventdelivery.FieldSequence))
+			b.WriteString(")")
+		}))
+	}
 }
 
 func newLease() string {
