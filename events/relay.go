@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"entgo.io/ent/dialect"
+
 	"flashsale/ent"
 	"flashsale/ent/eventdelivery"
 	"flashsale/sink"
@@ -121,7 +123,7 @@ type Relay struct {
 // kept for operators). d is dialect.MySQL or dialect.SQLite.
 func New(client *ent.Client, d string, clock Clock, sinks []sink.Sink, cfg Config) *Relay {
 	cfg.defaults()
-	r := &Relay{client: client, mysql: d == "mysql", clock: clock, cfg: cfg}
+	r := &Relay{client: client, mysql: d == dialect.MySQL, clock: clock, cfg: cfg}
 	for _, s := range sinks {
 		r.lanes = append(r.lanes, &lane{r: r, sink: s, name: eventdelivery.Sink(s.Name()), wake: make(chan struct{}, 1)})
 	}
