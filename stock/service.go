@@ -35,6 +35,10 @@
 // still covers the deadlocks and lock-wait timeouts MySQL may report, e.g.
 // under an operator's manual transaction.
 //
+// A transaction that changes orders also inserts their order events and
+// deliveries (outbox.go): new rows, which no other transaction waits
+// for, so they add no lock to the order above.
+//
 // Expiry is judged by the database clock, read in the same statement that
 // takes the lock (SYSDATE, evaluated as each row is locked), so a request
 // that waited for a lock never decides with the time it started waiting.
