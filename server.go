@@ -332,7 +332,9 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 }
 
 // waitForDatabase lets the server start before its database is up (common
-// when both start together), retrying for up to a minute.
+// when both start together), retrying for up to a minute; an error no wait
+// will fix (no such database, access denied) stops it at once, saying what
+// to do.
 func waitForDatabase(ctx context.Context, db *database.DB, log *slog.Logger) error {
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -341,6 +343,9 @@ func waitForDatabase(ctx context.Context, db *database.DB, log *slog.Logger) err
 		cancel()
 		if err == nil {
 			return nil
+		}
+		if advice, ok := database.Permanent(err); ok {
+			return fmt.Errorf("database %s: %w; %s", db.Redacted, err, advice)
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("database %s unreachable: %w", db.Redacted, err)

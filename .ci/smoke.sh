@@ -165,4 +165,33 @@ expect "the database agrees: 3 units for the customer, 4 reserved in all" "$r" \
 kill -TERM "$pid"
 wait "$pid" || fail "server exited non-zero after SIGTERM"
 pid=
+
+# The README's quickstart and Node live-stock script, exactly as written
+# (but for the port), on the embedded default database in a fresh directory.
+readme_block() { # readme_block MARKER: the code block between MARKER:begin and MARKER:end
+	sed -n "/<!-- $1:begin/,/<!-- $1:end/p" README.md | sed '1d;$d' | sed '/^```/d' |
+		sed "s/localhost:8080/127.0.0.1:$port/g"
+}
+mkdir "$work/demo"
+(cd "$work/demo" && PORT=$port exec "$work/flashsale") >"$work/demo.log" 2>&1 &
+pid=$!
+for _ in $(seq 100); do curl -fs "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+readme_block quickstart >"$work/quickstart.sh"
+out=$(bash -euo pipefail "$work/quickstart.sh") || fail "the README's quickstart: $out"
+expect "the README's quickstart ends with a PAID order and its units sold" "$(tail -1 <<<"$out")" \
+	'.data.order.status == "PAID" and .data.order.product.stockAvailable == 48 and .data.order.product.stockReserved == 0'
+readme_block node-live >e2e/graphql-ws/readme-live.mjs # beside the graphql-ws and ws packages
+(timeout 10 node e2e/graphql-ws/readme-live.mjs >"$work/live.out" 2>&1; rm -f e2e/graphql-ws/readme-live.mjs) &
+live=$!
+for _ in $(seq 50); do [ -s "$work/live.out" ] && break; sleep 0.1; done
+gql 'mutation { createHold(productId: "1", qty: 1) { id } }' >/dev/null
+for _ in $(seq 50); do [ "$(wc -l <"$work/live.out")" -ge 2 ] && break; sleep 0.1; done
+kill "$live" 2>/dev/null; wait "$live" 2>/dev/null || true
+rm -f e2e/graphql-ws/readme-live.mjs
+[ "$(head -2 "$work/live.out" | tr '\n' '|')" = "Limited sneaker drop left: 48|Limited sneaker drop left: 47|" ] ||
+	fail "the README's Node script printed: $(cat "$work/live.out")"
+ok "the README's Node script sees the stock now and after a hold"
+kill -TERM "$pid"
+wait "$pid" || fail "the demo server exited non-zero after SIGTERM"
+pid=
 echo "smoke: $passed passed, 0 failed"

@@ -25,7 +25,7 @@ import (
 // DefaultURL is the embedded database used when DATABASE_URL is unset.
 const DefaultURL = "sqlite://flashsale.db"
 
-// DB is an open, migrated database.
+// DB is an open database (Migrate brings its schema up to date).
 type DB struct {
 	SQL *sql.DB // statements outside transactions, and migrations
 	// TxSQL holds the sessions of Ent's transactions on MySQL (see

@@ -186,12 +186,38 @@ func (e *nodeUnavailable) Error() string   { return e.addr + ": " + e.why }
 func (e *nodeUnavailable) Timeout() bool   { return false }
 func (e *nodeUnavailable) Temporary() bool { return true }
 
-// MySQL errors that mean a Galera node stopped serving: the connection is
-// dropped from the pool, so the next one is dialed on another host.
+// MySQL server error numbers the service reacts to, here and in package
+// stock: their one definition.
 const (
-	errWSREPNotReady    = 1047 // WSREP has not yet prepared node for application use
-	errConnectionKilled = 1927
+	MySQLDBAccessDenied   = 1044 // access denied to the database
+	MySQLAccessDenied     = 1045 // access denied for the user (password)
+	MySQLUnknownDatabase  = 1049
+	MySQLTooManyConns     = 1040
+	MySQLServerShutdown   = 1053
+	MySQLLockWaitTimeout  = 1205
+	MySQLDeadlock         = 1213 // also how Galera reports a certification conflict
+	MySQLWSREPNotReady    = 1047 // a Galera node not serving: "WSREP has not yet prepared node for application use"
+	MySQLConnectionKilled = 1927
 )
+
+// Permanent reports whether err is one that no retry will fix (the
+// database does not exist, or the user may not use it), with what to do
+// about it.
+func Permanent(err error) (advice string, ok bool) {
+	var me *mysql.MySQLError
+	if !errors.As(err, &me) {
+		return "", false
+	}
+	switch me.Number {
+	case MySQLUnknownDatabase:
+		return "create it first (e.g. mysql -e 'CREATE DATABASE <name>'), or fix the name in DATABASE_URL; the server creates the tables, not the database", true
+	case MySQLAccessDenied:
+		return "check the user and password in DATABASE_URL", true
+	case MySQLDBAccessDenied:
+		return "grant the user of DATABASE_URL rights on the database (e.g. GRANT ALL ON <name>.* TO <user>)", true
+	}
+	return "", false
+}
 
 // galeraConn is a connection to a Galera node that marks itself unusable
 // when the node stops serving it, so that the pool replaces it rather than
@@ -203,7 +229,9 @@ type galeraConn struct {
 
 func (c *galeraConn) check(err error) error {
 	var me *mysql.MySQLError
-	if errors.As(err, &me) && (me.Number == errWSREPNotReady || me.Number == errConnectionKilled) {
+	// A Galera node stopped serving: the connection is dropped from the
+	// pool, so the next one is dialed on another host.
+	if errors.As(err, &me) && (me.Number == MySQLWSREPNotReady || me.Number == MySQLConnectionKilled) {
 		c.bad.Store(true)
 	}
 	return err

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/google/uuid"
+
+	"flashsale/database"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -96,23 +98,15 @@ func InvalidInput(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidInput}, args...)...)
 }
 
-// MySQL server error numbers this package reacts to.
-const (
-	mysqlLockWaitTimeout = 1205
-	mysqlDeadlock        = 1213
-	mysqlTooManyConns    = 1040
-	mysqlServerShutdown  = 1053
-	// Galera: "WSREP has not yet prepared node for application use". The
-	// statement was refused and the connection is replaced (package database).
-	mysqlWSREPNotReady = 1047
-)
-
 // retryable reports whether a transaction failed only because it lost a race
 // for a lock, so running it again from the start is safe and likely to work.
 func retryable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
-		return me.Number == mysqlDeadlock || me.Number == mysqlLockWaitTimeout || me.Number == mysqlWSREPNotReady
+		// A Galera node not serving refused the statement, and package
+		// database replaces the connection: the retry runs elsewhere.
+		return me.Number == database.MySQLDeadlock || me.Number == database.MySQLLockWaitTimeout ||
+			me.Number == database.MySQLWSREPNotReady
 	}
 	var se *sqlite.Error
 	if errors.As(err, &se) {
@@ -140,7 +134,8 @@ func unavailable(err error) bool {
 	var me *mysql.MySQLError
 	if errors.As(err, &me) {
 		switch me.Number {
-		case mysqlTooManyConns, mysqlServerShutdown, mysqlLockWaitTimeout, mysqlDeadlock, mysqlWSREPNotReady:
+		case database.MySQLTooManyConns, database.MySQLServerShutdown, database.MySQLLockWaitTimeout,
+			database.MySQLDeadlock, database.MySQLWSREPNotReady:
 			return true
 		}
 	}
