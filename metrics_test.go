@@ -49,7 +49,7 @@ func TestMetrics(t *testing.T) {
 	if n, _ := fams.Value("flashsale_hold_batch_size", "", ""); n < 1 {
 		t.Errorf("hold batches observed: %v", n)
 	}
-	for _, name := range []string{"go_goroutines", "go_build_info", "go_sql_open_connections", "flashsale_sweeper_released_total"} {
+	for _, name := range []string{"go_goroutines", "go_build_info", "flashsale_build_info", "go_sql_open_connections", "flashsale_sweeper_released_total"} {
 		if fams[name] == nil {
 			t.Errorf("no %s in /metrics", name)
 		}

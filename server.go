@@ -39,6 +39,7 @@ import (
 	"flashsale/sink"
 	"flashsale/stock"
 	"flashsale/sweeper"
+	"flashsale/version"
 	"flashsale/webhook"
 )
 
@@ -70,11 +71,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 			fmt.Fprintf(stdout, "  %-23s %-24s %s\n", e.name, "(default "+strconv.Quote(e.def)+")", e.help)
 		}
 	}
+	showVersion := fs.Bool("version", false, "print the build's version and exit")
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
 		return err
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Get())
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: configure the server with environment variables (-h lists them)", fs.Args())
@@ -84,6 +90,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		return err
 	}
 	log := newLogger(cfg, stdout)
+	log.Info("starting", "version", version.Get().String())
 
 	db, err := cfg.Database.Open(database.Options{MaxConns: cfg.DBMaxConns, IOTimeout: cfg.RequestTimeout, Logger: log})
 	if err != nil {

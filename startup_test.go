@@ -41,3 +41,14 @@ func TestPermanentDatabaseErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestVersionFlag: -version prints the build and starts nothing.
+func TestVersionFlag(t *testing.T) {
+	var out testkit.SyncBuffer
+	if err := run(context.Background(), []string{"flashsale", "-version"}, func(string) string { return "" }, &out); err != nil {
+		t.Fatal(err)
+	}
+	if got := out.String(); !strings.HasPrefix(got, "flashsale ") || !strings.Contains(got, "go1.") || strings.Count(got, "\n") != 1 {
+		t.Errorf("-version printed %q", got)
+	}
+}

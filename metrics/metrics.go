@@ -32,6 +32,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"flashsale/version"
 )
 
 // Other is the label value that every value outside a label's fixed set
@@ -179,9 +181,10 @@ func New(rootFields []string) *Metrics {
 	})
 
 	events, attempts, pending, oldest := eventMetrics()
+	build := buildInfo(version.Get())
 	reg.MustRegister(
 		holds, orders, webhooks, durations, holdBatch, released, subscriptions,
-		events, attempts, pending, oldest,
+		events, attempts, pending, oldest, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),
@@ -400,4 +403,19 @@ func (m *Metrics) Released(kind string, n int) {
 		return
 	}
 	m.released.get(kind).Add(float64(n))
+}
+
+// buildInfo is flashsale_build_info: 1, labelled with the running build, so
+// a dashboard tells which release each process runs.
+func buildInfo(v version.Info) prometheus.Collector {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "flashsale_build_info",
+		Help: "The running build: version, VCS revision, whether the tree was modified, Go version. Always 1.",
+		ConstLabels: prometheus.Labels{
+			"version": v.Version, "revision": v.ShortRevision(),
+			"modified": fmt.Sprint(v.Modified), "goversion": v.GoVersion,
+		},
+	})
+	g.Set(1)
+	return g
 }
