@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -33,6 +32,7 @@ import (
 	"flashsale/events"
 	"flashsale/graph"
 	"flashsale/internal/gcfloor"
+	"flashsale/internal/respond"
 	"flashsale/live"
 	"flashsale/metrics"
 	"flashsale/playground"
@@ -183,17 +183,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	mux.Handle("/graphql", withCORS(cfg.CORSOrigins, api))
 	mux.Handle("/api/payments/webhook", hook)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		respond.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := db.Ping(ctx); err != nil {
 			log.Warn("readiness check failed", "err", err)
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
+			respond.JSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		respond.JSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
@@ -431,9 +431,3 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 // Flush lets a subscription's Server-Sent Events through the recorder
 // (gqlgen's SSE transport needs an http.Flusher).
 func (s *statusRecorder) Flush() { _ = http.NewResponseController(s.ResponseWriter).Flush() }
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}

@@ -58,7 +58,7 @@ var eventIDPattern = regexp.MustCompile(`^evt_[0-9a-f]{32}$`)
 // ParseEventID checks an event ID's form (BAD_USER_INPUT otherwise).
 func ParseEventID(id string) (string, error) {
 	if !eventIDPattern.MatchString(id) {
-		return "", stock.InvalidInput("malformed event ID %q", clip(id))
+		return "", stock.InvalidInput("malformed event ID %q", stock.Truncate(id))
 	}
 	return id, nil
 }
@@ -145,14 +145,6 @@ func (r *Relay) tx(ctx context.Context, fn func(*ent.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
-}
-
-// clip keeps echoed input short.
-func clip(s string) string {
-	if len(s) > 80 {
-		return s[:80] + "…"
-	}
-	return s
 }
 
 // WarnOrphans logs a warning when deliveries are PENDING on a sink this

@@ -2,7 +2,6 @@ package graph
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"mime"
@@ -16,6 +15,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/vektah/gqlparser/v2/ast"
 
+	"flashsale/internal/respond"
 	"flashsale/metrics"
 	"flashsale/ratelimit"
 )
@@ -136,9 +136,7 @@ func checkRequest(next http.Handler) http.Handler {
 // writeError answers a request refused before GraphQL ran, in GraphQL's
 // error shape.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{
+	respond.JSON(w, status, map[string]any{
 		"errors": []any{map[string]any{"message": msg, "extensions": map[string]string{"code": code}}},
 	})
 }

@@ -25,6 +25,9 @@ func ParseID(kind, s string) (uuid.UUID, error) {
 	return id, nil
 }
 
+// Truncate keeps echoed input short in error messages (64 characters).
+func Truncate(s string) string { return truncate(s) }
+
 // truncate keeps echoed input short in error messages.
 func truncate(s string) string {
 	const max = 64

@@ -22,6 +22,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 
 	"flashsale/ent/paymentevent"
+	"flashsale/internal/respond"
 	"flashsale/signing"
 	"flashsale/stock"
 )
@@ -144,9 +145,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		case http.StatusServiceUnavailable:
 			w.Header().Set("Retry-After", "1")
 		}
-		writeJSON(w, status, map[string]string{"error": msg})
+		respond.JSON(w, status, map[string]string{"error": msg})
 	} else {
-		writeJSON(w, status, response{OrderID: res.OrderID.String(), OrderStatus: string(res.OrderStatus),
+		respond.JSON(w, status, response{OrderID: res.OrderID.String(), OrderStatus: string(res.OrderStatus),
 			Duplicate: res.Duplicate, Outcome: outcomeOf(res)})
 	}
 	if h.metrics != nil {
@@ -364,13 +365,6 @@ func answer(err error) (status int, msg string) {
 	default:
 		return http.StatusInternalServerError, "internal error"
 	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }
 
 func deref(s *string) string {
