@@ -53,13 +53,22 @@ func decodeIDCursor(c string) (uuid.UUID, error) {
 	return uuid.Nil, stock.InvalidInput("malformed cursor %q", c)
 }
 
-// pageArgs reads a page's first (default 20) and after, the ID its page
-// continues from (below it newest first, above it oldest first).
-func pageArgs(first *int, after *string) (int, uuid.UUID, error) {
-	n := 20
-	if first != nil {
-		n = *first
+// defaultPage is a connection's first when a caller gives null (the
+// schema's default, first: Int = 20, covers leaving it out).
+const defaultPage = 20
+
+// pageSize is a connection's first.
+func pageSize(first *int) int {
+	if first == nil {
+		return defaultPage
 	}
+	return *first
+}
+
+// pageArgs reads a page's first and after, the ID its page continues from
+// (below it newest first, above it oldest first).
+func pageArgs(first *int, after *string) (int, uuid.UUID, error) {
+	n := pageSize(first)
 	if after == nil {
 		return n, uuid.Nil, nil
 	}
@@ -77,10 +86,7 @@ func encodeEventCursor(id string) string {
 
 // eventPageArgs is pageArgs for order events.
 func eventPageArgs(first *int, after *string) (int, string, error) {
-	n := 20
-	if first != nil {
-		n = *first
-	}
+	n := pageSize(first)
 	if after == nil {
 		return n, "", nil
 	}

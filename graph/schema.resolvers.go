@@ -215,10 +215,7 @@ func (r *queryResolver) Product(ctx context.Context, id string) (*ent.Product, e
 
 // Products is the resolver for the products field.
 func (r *queryResolver) Products(ctx context.Context, first *int, after *string) (*model.ProductConnection, error) {
-	n := 20
-	if first != nil {
-		n = *first
-	}
+	n := pageSize(first)
 	afterID := 0
 	if after != nil {
 		var err error
