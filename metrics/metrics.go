@@ -85,16 +85,17 @@ type Metrics struct {
 	reg     *prometheus.Registry
 	handler http.Handler
 
-	holds     labelSet[prometheus.Counter]
-	orders    labelSet[prometheus.Counter]
-	webhooks  labelSet[prometheus.Counter]
-	released  labelSet[prometheus.Counter]
-	durations labelSet[prometheus.Observer]
-	holdBatch prometheus.Observer
-	events    labelSet[prometheus.Counter]
-	attempts  labelSet[labelSet[prometheus.Counter]] // by sink, then outcome
-	pending   labelSet[prometheus.Gauge]             // by sink
-	oldest    labelSet[prometheus.Gauge]             // by sink
+	holds       labelSet[prometheus.Counter]
+	orders      labelSet[prometheus.Counter]
+	webhooks    labelSet[prometheus.Counter]
+	released    labelSet[prometheus.Counter]
+	durations   labelSet[prometheus.Observer]
+	holdBatch   prometheus.Observer
+	webhookTook prometheus.Observer
+	events      labelSet[prometheus.Counter]
+	attempts    labelSet[labelSet[prometheus.Counter]] // by sink, then outcome
+	pending     labelSet[prometheus.Gauge]             // by sink
+	oldest      labelSet[prometheus.Gauge]             // by sink
 
 	subscriptions atomic.Pointer[func() int]
 	logger        atomic.Pointer[slog.Logger]
@@ -161,6 +162,11 @@ func New(rootFields []string) *Metrics {
 		Help:    `GraphQL operation duration in seconds, by first root field ("other" outside the schema's root fields).`,
 		Buckets: durationBuckets,
 	}, []string{"operation"})
+	webhookTook := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flashsale_webhook_duration_seconds",
+		Help:    "How long the payment webhook took to answer, whatever the answer.",
+		Buckets: durationBuckets,
+	})
 	holdBatch := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "flashsale_hold_batch_size",
 		Help:    "Number of holds in one group-commit batch.",
@@ -183,7 +189,7 @@ func New(rootFields []string) *Metrics {
 	events, attempts, pending, oldest := eventMetrics()
 	build := buildInfo(version.Get())
 	reg.MustRegister(
-		holds, orders, webhooks, durations, holdBatch, released, subscriptions,
+		holds, orders, webhooks, webhookTook, durations, holdBatch, released, subscriptions,
 		events, attempts, pending, oldest, build,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -211,6 +217,7 @@ func New(rootFields []string) *Metrics {
 	}
 	m.durations = newLabelSet(fields, func(l string) prometheus.Observer { return durations.WithLabelValues(l) })
 	m.holdBatch = holdBatch
+	m.webhookTook = webhookTook
 
 	// ContinueOnError: one failing collector (a closed DB, say) must not
 	// blank the whole scrape; the failure is logged and counted in
@@ -370,13 +377,15 @@ func (m *Metrics) OrdersReached(status string, n int) {
 	m.orders.get(status).Add(float64(n))
 }
 
-// WebhookDelivery counts a webhook delivery by outcome: APPLIED, IGNORED,
-// REFUND_REQUIRED, DUPLICATE, AMOUNT_MISMATCH, REFUSED, FAILED; else "other".
-func (m *Metrics) WebhookDelivery(outcome string) {
+// WebhookDelivery counts a webhook delivery by outcome (APPLIED, IGNORED,
+// REFUND_REQUIRED, DUPLICATE, AMOUNT_MISMATCH, REFUSED, FAILED; else
+// "other") and observes how long its answer took.
+func (m *Metrics) WebhookDelivery(outcome string, took time.Duration) {
 	if m == nil {
 		return
 	}
 	m.webhooks.get(outcome).Inc()
+	m.webhookTook.Observe(took.Seconds())
 }
 
 // GraphQLRequest observes one GraphQL operation's duration under its root

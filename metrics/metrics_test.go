@@ -31,7 +31,7 @@ func TestRecordAndScrape(t *testing.T) {
 	m.Hold("order-123e4567") // not a result: other
 	m.OrdersReached("PAID", 3)
 	m.OrdersReached("PAID", 0)
-	m.WebhookDelivery("DUPLICATE")
+	m.WebhookDelivery("DUPLICATE", time.Millisecond)
 	m.GraphQLRequest("createHold", 3*time.Millisecond)
 	m.GraphQLRequest("customer-42", time.Millisecond) // not a root field: other
 	m.HoldBatch(17)
@@ -79,7 +79,7 @@ func TestNilIsOff(t *testing.T) {
 	var m *Metrics
 	m.Hold("created")
 	m.OrdersReached("PAID", 1)
-	m.WebhookDelivery("APPLIED")
+	m.WebhookDelivery("APPLIED", time.Millisecond)
 	m.GraphQLRequest("product", time.Second)
 	m.HoldBatch(1)
 	m.Released("order", 1)

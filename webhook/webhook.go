@@ -41,12 +41,15 @@ type Options struct {
 	Key     []byte
 	Timeout time.Duration // bound on the database work of one delivery (default 10s)
 	Logger  *slog.Logger
-	// Metrics, if set, counts every delivery by outcome.
+	// Metrics, if set, counts every delivery by outcome and times it.
 	Metrics Metrics
 }
 
-// Metrics counts deliveries by outcome (*metrics.Metrics is one).
-type Metrics interface{ WebhookDelivery(outcome string) }
+// Metrics counts deliveries by outcome and times them (*metrics.Metrics
+// is one).
+type Metrics interface {
+	WebhookDelivery(outcome string, took time.Duration)
+}
 
 // Handler is the payment webhook endpoint.
 type Handler struct {
@@ -155,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if err == nil && res.Duplicate {
 			m = "DUPLICATE"
 		}
-		h.metrics.WebhookDelivery(m)
+		h.metrics.WebhookDelivery(m, time.Since(start))
 	}
 
 	level := slog.LevelInfo
