@@ -17,7 +17,7 @@ import (
 // group-commit batch is four more (lock, insert, update, commit), and on a
 // busy server each is a wait of its own, far longer than the database's
 // work in it, in which the product's next batch cannot start (see the
-// README's Performance).
+// docs/performance.md, "Why it is fast").
 //
 // txDriver runs ent's transactions on a second pool whose sessions have
 // autocommit off: there, as with JDBC's autoCommit=false, the first

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A 3-node MariaDB Galera cluster on this machine, for load runs against
-# Galera (README, "Deployment and scaling"). The test suite starts its own
+# Galera (docs/operations.md, "Galera"). The test suite starts its own
 # (cluster/TestGalera); this one stays up until stopped.
 #
 #   bash loadtest/galera.sh up     # nodes on 127.0.0.1:13306, :13307, :13308

@@ -16,7 +16,7 @@ import (
 )
 
 // BenchmarkCreateHold measures CreateHold on MariaDB (the numbers behind
-// the README's figures): every goroutine on one hot product, and spread
+// docs/performance.md): every goroutine on one hot product, and spread
 // over 64 products. Run with
 //
 //	go test -run '^$' -bench CreateHold -cpu 1 ./stock/
