@@ -1,7 +1,8 @@
 // Package graph is where GraphQL meets the domain: gqlgen's generated
 // executor (generated.go, from schema.graphqls), thin resolvers that parse
 // arguments and call package stock, and the one error presenter that maps
-// domain errors to the contract's extensions.code values.
+// domain errors to the contract's extensions.code values (docs/api.md,
+// "Errors").
 package graph
 
 import (

@@ -20,7 +20,8 @@ import (
 
 // The domain's error kinds. Callers test them with errors.Is; the message of a
 // wrapped kind is written for the API's users and may be shown to them.
-// graph.ErrorPresenter and the webhook handler map them to the contract's codes.
+// graph.ErrorPresenter and the webhook handler map them to the contract's
+// codes (docs/api.md).
 var (
 	ErrInvalidInput      = errors.New("invalid input")
 	ErrNotFound          = errors.New("not found")

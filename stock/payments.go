@@ -48,7 +48,8 @@ type PaymentResult struct {
 
 const maxKeyLen = 255
 
-// transition is what one payment event does to an order, per the contract's table.
+// transition is what one payment event does to an order, per the
+// contract's table (docs/api.md, "The stock model").
 type transition struct {
 	to          order.Status
 	outcome     paymentevent.Outcome

@@ -2,7 +2,8 @@
 // (POST /api/payments/webhook): it checks the Standard Webhooks signature,
 // parses the event and hands it to stock.Service.ApplyPayment, which owns
 // every rule about orders and stock. This package only translates HTTP to
-// the domain and the domain's errors back to the contract's status codes.
+// the domain and the domain's errors back to the contract's status codes
+// (docs/api.md, "The payment webhook").
 package webhook
 
 import (
