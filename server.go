@@ -61,8 +61,28 @@ func main() {
 
 // run wires the server and serves until ctx is cancelled (SIGTERM/SIGINT in
 // main), then shuts down gracefully: it stops taking requests, lets those in
-// flight finish, stops the scheduler, and closes the database.
+// flight finish, stops the scheduler and the relay, and closes the database.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout io.Writer) error {
+	cfg, done, err := parseArgs(args, getenv, stdout)
+	if done || err != nil {
+		return err
+	}
+	log := newLogger(cfg, stdout)
+	log.Info("starting", "version", version.Get().String())
+	a := &app{cfg: cfg, log: log}
+	defer a.close() // after a failed start
+	if err := a.open(ctx); err != nil {
+		return err
+	}
+	err = a.serve(ctx)
+	a.close()
+	log.Info("stopped")
+	return err
+}
+
+// parseArgs reads the command line (-h, -version) and the configuration;
+// done is true when there is nothing to serve.
+func parseArgs(args []string, getenv func(string) string, stdout io.Writer) (cfg config, done bool, err error) {
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	fs.Usage = func() {
@@ -73,30 +93,60 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}
 	showVersion := fs.Bool("version", false, "print the build's version and exit")
 	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+		return config{}, errors.Is(err, flag.ErrHelp), ignoreHelp(err)
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, version.Get())
-		return nil
+		return config{}, true, nil
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q: configure the server with environment variables (-h lists them)", fs.Args())
+		return config{}, true, fmt.Errorf("unexpected arguments %q: configure the server with environment variables (-h lists them)", fs.Args())
 	}
-	cfg, err := loadConfig(getenv)
-	if err != nil {
-		return err
-	}
-	log := newLogger(cfg, stdout)
-	log.Info("starting", "version", version.Get().String())
+	cfg, err = loadConfig(getenv)
+	return cfg, err != nil, err
+}
 
+func ignoreHelp(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// app is the server's parts, made by open, served by serve, closed by
+// close in the reverse order of their making.
+type app struct {
+	cfg     config
+	log     *slog.Logger
+	db      *database.DB
+	svc     *stock.Service
+	met     *metrics.Metrics
+	relay   *events.Relay
+	hub     *live.Hub
+	api     *graph.Handler
+	hook    *webhook.Handler
+	closers []func()
+}
+
+func (a *app) onClose(f func()) { a.closers = append(a.closers, f) }
+
+func (a *app) close() {
+	for i := len(a.closers) - 1; i >= 0; i-- {
+		a.closers[i]()
+	}
+	a.closers = nil
+}
+
+// open connects and migrates the database, then makes the domain (stock,
+// order events, metrics) and the API over it.
+func (a *app) open(ctx context.Context) error {
+	cfg, log := a.cfg, a.log
 	db, err := cfg.Database.Open(database.Options{MaxConns: cfg.DBMaxConns, IOTimeout: cfg.RequestTimeout, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer db.Close()
+	a.db = db
+	a.onClose(func() { db.Close() })
 	log.Info("graphql limits", "limits", cfg.GraphQLLimits.String(), "cors_origins", cfg.CORSOrigins)
 	log.Info("database", "url", db.Redacted, "dialect", db.Dialect, "max_conns", cfg.DBMaxConns)
 	if err := waitForDatabase(ctx, db, log); err != nil {
@@ -105,12 +155,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if err := db.Migrate(ctx, log); err != nil {
 		return err
 	}
+	if err := a.openDomain(ctx); err != nil {
+		return err
+	}
+	return a.openAPI(ctx)
+}
 
+// openDomain makes the stock service, the metrics and the order events'
+// relay (with its sinks), and seeds the demo database.
+func (a *app) openDomain(ctx context.Context) error {
+	cfg, log, db := a.cfg, a.log, a.db
 	sinks, err := openSinks(ctx, cfg.Events, log)
 	if err != nil {
 		return err
 	}
-	svc := stock.New(db.Ent, db.Dialect, stock.Config{
+	a.svc = stock.New(db.Ent, db.Dialect, stock.Config{
 		HoldTTL:        cfg.HoldTTL,
 		PaymentTimeout: cfg.PaymentTimeout,
 		MaxHoldQty:     cfg.MaxHoldQty,
@@ -118,22 +177,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	}, log)
 	// Metrics are recorded whether or not METRICS_ADDR serves them: a nil
 	// *metrics.Metrics would do too, but one code path is simpler to trust.
-	met := metrics.New(graph.RootFields())
-	met.WatchDB(db.SQL, "flashsale")
-	met.WatchDB(db.TxSQL, "flashsale_tx") // nil on SQLite: not watched
-	svc.Observe(met)
+	a.met = metrics.New(graph.RootFields())
+	a.met.WatchDB(db.SQL, "flashsale")
+	a.met.WatchDB(db.TxSQL, "flashsale_tx") // nil on SQLite: not watched
+	a.svc.Observe(a.met)
 	relayCfg := cfg.Events.Relay
-	relayCfg.Logger, relayCfg.Metrics = log, met
-	relay := events.New(db.Ent, db.Dialect, svc, sinks, relayCfg)
-	defer relay.Close()
-	svc.OnEvents(relay.Wake)
-	relay.WarnOrphans(ctx)
+	relayCfg.Logger, relayCfg.Metrics = log, a.met
+	a.relay = events.New(db.Ent, db.Dialect, a.svc, sinks, relayCfg)
+	a.onClose(func() { a.relay.Close() })
+	a.svc.OnEvents(a.relay.Wake)
+	a.relay.WarnOrphans(ctx)
 	if cfg.DatabaseURL == database.DefaultURL {
-		if err := seedDemo(ctx, svc, log); err != nil {
-			return err
-		}
+		return seedDemo(ctx, a.svc, log)
 	}
+	return nil
+}
 
+// openAPI makes the payment webhook, the customer token verifier, live
+// stock and the GraphQL handler.
+func (a *app) openAPI(ctx context.Context) error {
+	cfg, log := a.cfg, a.log
 	if cfg.WebhookKey == nil {
 		// loadConfig allows this only on the embedded database.
 		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls; this is for local trials only, and a MySQL DATABASE_URL refuses to start without it")
@@ -141,12 +204,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 	if cfg.AdminToken == "" {
 		log.Info("ADMIN_TOKEN is not set: operator fields (createProduct, updateProduct, adjustStock, orders, orderEvents, redeliverEvents, redeliverFailedEvents) are disabled")
 	}
-	hook, err := webhook.New(svc, webhook.Options{Key: cfg.WebhookKey, Timeout: cfg.RequestTimeout, Logger: log, Metrics: met})
-	if err != nil {
+	var err error
+	if a.hook, err = webhook.New(a.svc, webhook.Options{Key: cfg.WebhookKey, Timeout: cfg.RequestTimeout, Logger: log, Metrics: a.met}); err != nil {
 		return err
 	}
-
-	resolver := &graph.Resolver{Stock: svc, AdminToken: cfg.AdminToken, Metrics: met, Events: relay}
+	resolver := &graph.Resolver{Stock: a.svc, AdminToken: cfg.AdminToken, Metrics: a.met, Events: a.relay}
 	if cfg.Customers.Enabled() {
 		cc := cfg.Customers
 		cc.Logger = log
@@ -154,54 +216,91 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		if err != nil {
 			return err
 		}
-		defer verifier.Close()
+		a.onClose(verifier.Close)
 		resolver.Customers = verifier
 		log.Info("customer tokens required for holds and orders", "hs256", cc.Secret != "", "jwks", cc.JWKSURL != "",
 			"issuer", cc.Issuer, "audience", cc.Audience)
 	} else {
 		log.Info("no customer key configured (CUSTOMER_JWT_SECRET, CUSTOMER_JWKS_URL): buyers are anonymous, and maxPerCustomer caps each hold")
 	}
-
-	mux := http.NewServeMux()
-	pg := playground.Handler("/graphql")
-	mux.Handle("GET /{$}", pg)
-	mux.Handle("GET "+playground.Prefix, pg)
+	a.hub = live.New(live.SourceFunc(a.svc.ProductsNow), live.Config{Interval: cfg.StockPush, Max: cfg.MaxSubs, Logger: log})
+	a.onClose(a.hub.Close)
+	a.svc.OnChange(a.hub.Publish)
+	resolver.Live = a.hub
+	a.met.WatchSubscriptions(a.hub.Count)
 	limits := cfg.GraphQLLimits
 	limits.Timeout = cfg.RequestTimeout
-	hub := live.New(live.SourceFunc(svc.ProductsNow), live.Config{Interval: cfg.StockPush, Max: cfg.MaxSubs, Logger: log})
-	defer hub.Close()
-	svc.OnChange(hub.Publish)
-	resolver.Live = hub
-	met.WatchSubscriptions(hub.Count)
-	api := graph.NewHandler(resolver, graph.Options{
+	a.api = graph.NewHandler(resolver, graph.Options{
 		Limits: limits, Origins: cfg.CORSOrigins, RateLimit: cfg.RateLimit, Proxies: cfg.TrustedProxies, Logger: log,
-		Metrics: met,
+		Metrics: a.met,
 	})
 	if !cfg.RateLimit.Off() {
 		log.Info("mutation rate limit", "per_caller", cfg.RateLimit.String())
 	}
-	mux.Handle("/graphql", withCORS(cfg.CORSOrigins, api))
-	mux.Handle("/api/payments/webhook", hook)
+	return nil
+}
+
+// routes is the public HTTP API.
+func (a *app) routes() http.Handler {
+	mux := http.NewServeMux()
+	pg := playground.Handler("/graphql")
+	mux.Handle("GET /{$}", pg)
+	mux.Handle("GET "+playground.Prefix, pg)
+	mux.Handle("/graphql", withCORS(a.cfg.CORSOrigins, a.api))
+	mux.Handle("/api/payments/webhook", a.hook)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		respond.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := db.Ping(ctx); err != nil {
-			log.Warn("readiness check failed", "err", err)
+		if err := a.db.Ping(ctx); err != nil {
+			a.log.Warn("readiness check failed", "err", err)
 			respond.JSON(w, http.StatusServiceUnavailable, map[string]string{"status": "database unavailable"})
 			return
 		}
 		respond.JSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
+	return logRequests(a.log, mux)
+}
 
+// serve listens (refusing to start if it cannot), starts the scheduler,
+// the metrics listener and the relay, serves until ctx ends or the server
+// fails, then shuts down.
+func (a *app) serve(ctx context.Context) error {
+	cfg, log := a.cfg, a.log
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return err
 	}
+	defer ln.Close()
+	var metricsLn net.Listener
+	if cfg.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			return fmt.Errorf("METRICS_ADDR: %w", err)
+		}
+		defer metricsLn.Close()
+	}
+	sw, err := sweeper.Start(a.svc, sweeper.Config{
+		Interval: cfg.SweepInterval, Logger: log, Events: a.relay, EventsRetention: cfg.Events.Retention,
+	})
+	if err != nil {
+		return err
+	}
+	if metricsLn != nil {
+		// Stopped last: scrapes may watch the whole shutdown.
+		defer background(ctx, func(ctx context.Context) {
+			if err := a.met.Serve(ctx, metricsLn, log); err != nil {
+				log.Warn("metrics server", "err", err)
+			}
+		})()
+	}
+	// The relay stops after the requests and sweeps: until then it
+	// delivers what they write.
+	defer background(ctx, a.relay.Run)()
+
 	srv := &http.Server{
-		Handler:           logRequests(log, mux),
+		Handler:           a.routes(),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      cfg.RequestTimeout + 10*time.Second,
@@ -210,44 +309,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-
-	var metricsLn net.Listener
-	if cfg.MetricsAddr != "" {
-		if metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
-			ln.Close()
-			return fmt.Errorf("METRICS_ADDR: %w", err)
-		}
-	}
-	sw, err := sweeper.Start(svc, sweeper.Config{
-		Interval: cfg.SweepInterval, Logger: log, Events: relay, EventsRetention: cfg.Events.Retention,
-	})
-	if err != nil {
-		ln.Close()
-		if metricsLn != nil {
-			metricsLn.Close()
-		}
-		return err
-	}
-	metricsDone := make(chan error, 1)
-	if metricsLn != nil {
-		metricsCtx, stopMetrics := context.WithCancel(context.WithoutCancel(ctx))
-		defer func() {
-			// Stopped last: scrapes may watch the whole shutdown.
-			stopMetrics()
-			if err := <-metricsDone; err != nil {
-				log.Warn("metrics server", "err", err)
-			}
-		}()
-		go func() { metricsDone <- met.Serve(metricsCtx, metricsLn, log) }()
-	}
-
-	// The relay stops last: until then it delivers what the requests and
-	// sweeps being finished write.
-	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
-	relayDone := make(chan struct{})
-	go func() { defer close(relayDone); relay.Run(relayCtx) }()
-	defer func() { stopRelay(); <-relayDone }()
-
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	port := ln.Addr().(*net.TCPAddr).Port
@@ -255,30 +316,44 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 		"playground", fmt.Sprintf("http://localhost:%d/", port),
 		"graphql", fmt.Sprintf("http://localhost:%d/graphql", port),
 		"webhook", fmt.Sprintf("http://localhost:%d/api/payments/webhook", port))
-
 	select {
 	case err = <-serveErr:
 		err = fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 		log.Info("shutting down: finishing in-flight requests", "timeout", cfg.ShutdownTimeout)
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	a.shutdown(srv, sw)
+	return err
+}
+
+// background runs f until the returned stop is called, which cancels f's
+// context and waits for f to return. f's context outlives ctx's
+// cancellation: shutdown decides when f stops.
+func background(ctx context.Context, f func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() { defer close(done); f(ctx) }()
+	return func() { cancel(); <-done }
+}
+
+// shutdown stops taking requests and lets those in flight finish, then
+// stops the scheduler.
+func (a *app) shutdown(srv *http.Server, sw *sweeper.Sweeper) {
+	ctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
 	defer cancel()
 	// Subscriptions first: the HTTP server's Shutdown does not see upgraded
 	// WebSocket connections, and would wait out the SSE streams.
-	if serr := api.Shutdown(shutdownCtx); serr != nil {
-		log.Warn("subscriptions shutdown", "err", serr)
+	if err := a.api.Shutdown(ctx); err != nil {
+		a.log.Warn("subscriptions shutdown", "err", err)
 	}
-	hub.Close()
-	if serr := srv.Shutdown(shutdownCtx); serr != nil {
-		log.Warn("http shutdown", "err", serr)
+	a.hub.Close()
+	if err := srv.Shutdown(ctx); err != nil {
+		a.log.Warn("http shutdown", "err", err)
 		_ = srv.Close()
 	}
-	if serr := sw.Stop(shutdownCtx); serr != nil {
-		log.Warn("scheduler shutdown", "err", serr)
+	if err := sw.Stop(ctx); err != nil {
+		a.log.Warn("scheduler shutdown", "err", err)
 	}
-	log.Info("stopped")
-	return err
 }
 
 // openSinks makes the configured order-event sinks. NATS connects in the
