@@ -70,123 +70,25 @@ func (s *Service) CreateHold(ctx context.Context, req HoldRequest) (*ent.Hold, e
 type holdKey struct{ customer, key string }
 
 // holdBatch is one transaction for concurrent holds of a product: lock the
-// row, decide every call in arrival order (key, window, limit, stock),
-// insert the new holds in one statement and update the product once, then
-// let the product's next batch start while this one commits.
+// row and read what the calls' decisions depend on (lockForHolds), decide
+// every call in arrival order (decideHolds), write the new holds in one
+// statement and the product once (writeHolds), then let the product's next
+// batch start while this one commits.
 func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldRequest, next func()) []result[*ent.Hold] {
 	var (
 		results []result[*ent.Hold]
 		changed *ent.Product
 	)
 	err := s.txUnique(ctx, "create hold", func(tx *ent.Tx) error {
-		results, changed = make([]result[*ent.Hold], len(reqs)), nil
-		p, now, err := s.lockProduct(ctx, tx, productID)
+		p, now, used, known, err := s.lockForHolds(ctx, tx, productID, reqs)
 		if err != nil {
 			return err
 		}
-		customers := customersOf(reqs)
-		used, err := s.unitsOfCustomers(ctx, tx, p, customers)
-		if err != nil {
+		plan := decideHolds(p, now, reqs, used, known)
+		if results, err = s.writeHolds(ctx, tx, p, now, reqs, plan); err != nil {
 			return err
-		}
-		if Sellable(p) < demand(reqs) || overLimit(p, used, reqs) {
-			// Lapsed holds and orders may be what stands between these buyers
-			// and the stock or their limit: release them, then count again.
-			if err := s.releaseOverdueNow(ctx, tx, p, now); err != nil {
-				return err
-			}
-			if used, err = s.unitsOfCustomers(ctx, tx, p, customers); err != nil {
-				return err
-			}
-		}
-		// Read after any release, so a retried key sees its hold as it is now.
-		known, err := s.keyedHolds(ctx, tx, reqs)
-		if err != nil {
-			return err
-		}
-		builders := make([]*ent.HoldCreate, 0, len(reqs))
-		made := make([]int, 0, len(reqs)) // the call each builder answers
-		sameKey := make([]int, len(reqs)) // for a key repeated in the batch: the call that made its hold, plus one
-		madeWithKey := map[holdKey]int{}
-		taken := 0
-		for i, r := range reqs {
-			k := holdKey{r.Customer, r.IdempotencyKey}
-			if r.IdempotencyKey != "" {
-				if h, ok := known[k]; ok {
-					results[i] = replay(h, r)
-					continue
-				}
-				if j, ok := madeWithKey[k]; ok {
-					if reqs[j].Qty != r.Qty {
-						results[i].err = keyReused(r, productID, reqs[j].Qty)
-					} else {
-						sameKey[i] = j + 1
-					}
-					continue
-				}
-				// A key whose earlier call was refused made nothing: this
-				// call is decided afresh, as it would be on its own.
-			}
-			if err := saleOpen(p, now); err != nil {
-				results[i].err = err
-				continue
-			}
-			if limit := p.MaxPerCustomer; limit != nil {
-				have := 0
-				if r.Customer != "" {
-					have = used[r.Customer]
-				}
-				if have+r.Qty > *limit {
-					results[i].err = fmt.Errorf("%w: %d requested, %d of at most %d per customer already held, pending or bought",
-						ErrPurchaseLimit, r.Qty, have, *limit)
-					continue
-				}
-			}
-			// A call that does not fit is refused without stopping smaller
-			// ones behind it, as if each had run alone at its turn.
-			if left := Sellable(p) - taken; r.Qty > left {
-				results[i].err = &ShortError{Requested: r.Qty, Sellable: max(left, 0)}
-				continue
-			}
-			taken += r.Qty
-			if used != nil && r.Customer != "" {
-				used[r.Customer] += r.Qty
-			}
-			made = append(made, i)
-			if r.IdempotencyKey != "" {
-				madeWithKey[k] = i
-			}
-			c := tx.Hold.Create().
-				SetProductID(p.ID).SetQty(r.Qty).SetStatus(hold.StatusACTIVE).SetCustomerID(r.Customer).
-				SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now)
-			if r.IdempotencyKey != "" {
-				c.SetIdempotencyKey(r.IdempotencyKey)
-			}
-			builders = append(builders, c)
 		}
 		changed = p
-		if taken > 0 {
-			holds, err := tx.Hold.CreateBulk(builders...).Save(ctx)
-			if err != nil {
-				return err
-			}
-			if err := tx.Product.Update().Where(product.ID(p.ID)).AddStockReserved(taken).SetUpdatedAt(now).Exec(ctx); err != nil {
-				return err
-			}
-			p.StockReserved += taken
-			p.UpdatedAt = now
-			for j, i := range made {
-				results[i].out = holds[j]
-			}
-			if err := s.storeKeys(ctx, tx, holds); err != nil {
-				return err
-			}
-		}
-		for i, j := range sameKey {
-			if j > 0 {
-				results[i] = results[j-1]
-			}
-		}
 		next()
 		return nil
 	})
@@ -196,6 +98,146 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 	s.observer.HoldBatch(len(reqs))
 	s.productChanged(changed)
 	return results
+}
+
+// lockForHolds locks the product and reads, under its lock, the units its
+// customers of the batch already have (maxPerCustomer) and the holds the
+// batch's keys made before. When the stock or a limit looks short, it
+// first releases the product's lapsed holds and orders, which may be what
+// stands in the way.
+func (s *Service) lockForHolds(ctx context.Context, tx *ent.Tx, productID int, reqs []HoldRequest) (
+	p *ent.Product, now time.Time, used map[string]int, known map[holdKey]*ent.Hold, err error) {
+	if p, now, err = s.lockProduct(ctx, tx, productID); err != nil {
+		return
+	}
+	customers := customersOf(reqs)
+	if used, err = s.unitsOfCustomers(ctx, tx, p, customers); err != nil {
+		return
+	}
+	if Sellable(p) < demand(reqs) || overLimit(p, used, reqs) {
+		if err = s.releaseOverdueNow(ctx, tx, p, now); err != nil {
+			return
+		}
+		if used, err = s.unitsOfCustomers(ctx, tx, p, customers); err != nil {
+			return
+		}
+	}
+	// Read after any release, so a retried key sees its hold as it is now.
+	known, err = s.keyedHolds(ctx, tx, reqs)
+	return
+}
+
+// holdPlan is what a hold batch decided: the answers of the calls that make
+// no hold, the calls that do, and how many units they take.
+type holdPlan struct {
+	results []result[*ent.Hold]
+	made    []int // the calls that make a hold, in arrival order
+	sameKey []int // for a call repeating a key made in this batch: that call, plus one
+	taken   int
+}
+
+// decideHolds decides every call in arrival order, as if each ran alone at
+// its turn: a known key answers with its hold; then the sale window, the
+// customer's limit (used is updated as holds are made) and the sellable
+// stock. A call that does not fit is refused without stopping smaller ones
+// behind it. It reads and writes nothing else.
+func decideHolds(p *ent.Product, now time.Time, reqs []HoldRequest, used map[string]int, known map[holdKey]*ent.Hold) holdPlan {
+	plan := holdPlan{results: make([]result[*ent.Hold], len(reqs)), sameKey: make([]int, len(reqs))}
+	madeWithKey := map[holdKey]int{}
+	for i, r := range reqs {
+		k := holdKey{r.Customer, r.IdempotencyKey}
+		if r.IdempotencyKey != "" {
+			if h, ok := known[k]; ok {
+				plan.results[i] = replay(h, r)
+				continue
+			}
+			if j, ok := madeWithKey[k]; ok {
+				if reqs[j].Qty != r.Qty {
+					plan.results[i].err = keyReused(r, p.ID, reqs[j].Qty)
+				} else {
+					plan.sameKey[i] = j + 1
+				}
+				continue
+			}
+			// A key whose earlier call was refused made nothing: this
+			// call is decided afresh, as it would be on its own.
+		}
+		if err := admit(p, now, r, used, Sellable(p)-plan.taken); err != nil {
+			plan.results[i].err = err
+			continue
+		}
+		plan.taken += r.Qty
+		if used != nil && r.Customer != "" {
+			used[r.Customer] += r.Qty
+		}
+		plan.made = append(plan.made, i)
+		if r.IdempotencyKey != "" {
+			madeWithKey[k] = i
+		}
+	}
+	return plan
+}
+
+// admit refuses a call outside the sale window, past its customer's
+// maxPerCustomer, or short of the units left; nil admits it.
+func admit(p *ent.Product, now time.Time, r HoldRequest, used map[string]int, left int) error {
+	if err := saleOpen(p, now); err != nil {
+		return err
+	}
+	if limit := p.MaxPerCustomer; limit != nil {
+		have := 0
+		if r.Customer != "" {
+			have = used[r.Customer]
+		}
+		if have+r.Qty > *limit {
+			return fmt.Errorf("%w: %d requested, %d of at most %d per customer already held, pending or bought",
+				ErrPurchaseLimit, r.Qty, have, *limit)
+		}
+	}
+	if r.Qty > left {
+		return &ShortError{Requested: r.Qty, Sellable: max(left, 0)}
+	}
+	return nil
+}
+
+// writeHolds writes what plan decided: the new holds in one statement, the
+// product's reserved units once, the keys; and answers every call.
+func (s *Service) writeHolds(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, reqs []HoldRequest, plan holdPlan) ([]result[*ent.Hold], error) {
+	results := plan.results
+	if plan.taken > 0 {
+		builders := make([]*ent.HoldCreate, len(plan.made))
+		for j, i := range plan.made {
+			r := reqs[i]
+			c := tx.Hold.Create().
+				SetProductID(p.ID).SetQty(r.Qty).SetStatus(hold.StatusACTIVE).SetCustomerID(r.Customer).
+				SetExpiresAt(now.Add(s.cfg.HoldTTL)).SetCreatedAt(now).SetUpdatedAt(now)
+			if r.IdempotencyKey != "" {
+				c.SetIdempotencyKey(r.IdempotencyKey)
+			}
+			builders[j] = c
+		}
+		holds, err := tx.Hold.CreateBulk(builders...).Save(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := tx.Product.Update().Where(product.ID(p.ID)).AddStockReserved(plan.taken).SetUpdatedAt(now).Exec(ctx); err != nil {
+			return nil, err
+		}
+		p.StockReserved += plan.taken
+		p.UpdatedAt = now
+		for j, i := range plan.made {
+			results[i].out = holds[j]
+		}
+		if err := s.storeKeys(ctx, tx, holds); err != nil {
+			return nil, err
+		}
+	}
+	for i, j := range plan.sameKey {
+		if j > 0 {
+			results[i] = results[j-1]
+		}
+	}
+	return results, nil
 }
 
 // replay answers a call whose key made hold h before: h as it is now, or
