@@ -397,13 +397,34 @@ func TestAgainstServer(t *testing.T) {
 			sold = s.OK
 		}
 	}
-	st := &state{opts: options{DB: dbURL}, api: a, products: rep.Products, selloutOK: sold}
+	st := &state{opts: options{DB: dbURL, HoldTTL: time.Hour}, api: a, products: rep.Products, selloutOK: sold, started: time.Now()}
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
 	c := st.check(cctx)
 	all := strings.Join(c.Violations, "\n")
 	if !strings.Contains(all, "OVERSOLD") || !strings.Contains(all, "Audit: product "+sellout.ID+": reserved ") {
 		t.Fatalf("the checks missed the extra hold:\n%s", all)
+	}
+}
+
+// TestLongerThanHoldTTL: a run longer than the server's HOLD_TTL, as a
+// user would run it, ends OK: holds that expired during it freed their
+// units, the sweeper released thousands while the checks could run, and
+// neither the sellout count nor the audit may call that a violation.
+func TestLongerThanHoldTTL(t *testing.T) {
+	dbURL := freshDatabase(t)
+	srv := startServer(t, dbURL, "HOLD_TTL=2s", "SWEEP_INTERVAL=200ms")
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"loadtest", "-url", srv, "-token", testToken, "-secret", testSecret,
+		"-db", dbURL, "-hold-ttl", "2s", "-clients", "16", "-duration", "5s", "-scenarios", "lifecycle,hot-hold,sellout"},
+		noEnv, &out, &errb)
+	if code != exitOK || !strings.Contains(out.String(), "verdict: OK") || !strings.Contains(out.String(), "not a bound") {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.Contains(line, "sellout product") || strings.Contains(line, "Audit") {
+			t.Log(strings.TrimSpace(line))
+		}
 	}
 }
 

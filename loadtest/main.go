@@ -194,7 +194,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		rep.DBPoolCap = base.pool
 	}
 
-	st := &state{opts: opts, api: api, base: base, runID: runID, progress: progress, stop: ctx}
+	st := &state{opts: opts, api: api, base: base, runID: runID, progress: progress, stop: ctx, started: time.Now()}
 	var toRun []string
 	for _, name := range opts.Scenarios {
 		if isDBScenario(name) && base == nil {
@@ -344,7 +344,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.DurationVar(&o.Timeout, "timeout", 15*time.Second, "per-request timeout")
 	scen := fs.String("scenarios", "all", "comma-separated scenarios, run in this order: "+strings.Join(allScenarios, ",")+" (all: every one but "+strings.Join(optInScenarios, ",")+")")
 	fs.IntVar(&o.SelloutStock, "sellout-stock", 100, "stock of the sellout scenario's product")
-	fs.DurationVar(&o.HoldTTL, "hold-ttl", 2*time.Minute, "expiry of the holds db-forupdate and db-lifecycle write (use the server's HOLD_TTL)")
+	fs.DurationVar(&o.HoldTTL, "hold-ttl", 2*time.Minute, "the server's HOLD_TTL: expiry of the holds db-forupdate and db-lifecycle write, and how long the sellout count is a bound")
 	fs.DurationVar(&o.PaymentTimeout, "payment-timeout", 15*time.Minute, "payment due time of the orders db-lifecycle writes (use the server's PAYMENT_TIMEOUT)")
 	fs.IntVar(&o.DBConns, "db-conns", 0, fmt.Sprintf("database connections of db-forupdate and db-lifecycle (0: min(clients, %d); MariaDB's max_connections, 151, is shared with the server)", dbPoolLimit))
 	fs.Int64Var(&o.MaxRequests, "max-requests", 2_000_000, "most operations one scenario starts (requests; lifecycles in lifecycle and db-lifecycle): bounds memory, as every latency is kept")

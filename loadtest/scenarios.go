@@ -22,7 +22,8 @@ type state struct {
 	stop     context.Context // done on Ctrl-C: start no more requests
 
 	products  []createdProduct
-	selloutOK int64 // successful holds on the sellout product
+	selloutOK int64     // successful holds on the sellout product
+	started   time.Time // when the scenarios began: holds made since may have lapsed
 
 	cust         *customers // customers mode; nil: anonymous buyers
 	limitHolds   limitLog   // the holds limit was answered with
