@@ -145,37 +145,7 @@ func New(rootFields []string) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{reg: reg}
 
-	holds := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "flashsale_holds_total",
-		Help: `createHold answers, by result: "created" or the refusal's error code.`,
-	}, []string{"result"})
-	orders := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "flashsale_orders_total",
-		Help: "Orders reaching a status, by status.",
-	}, []string{"status"})
-	webhooks := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "flashsale_webhook_deliveries_total",
-		Help: "Payment webhook deliveries, by outcome.",
-	}, []string{"outcome"})
-	durations := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name:    "flashsale_graphql_request_duration_seconds",
-		Help:    `GraphQL operation duration in seconds, by first root field ("other" outside the schema's root fields).`,
-		Buckets: durationBuckets,
-	}, []string{"operation"})
-	webhookTook := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "flashsale_webhook_duration_seconds",
-		Help:    "How long the payment webhook took to answer, whatever the answer.",
-		Buckets: durationBuckets,
-	})
-	holdBatch := prometheus.NewHistogram(prometheus.HistogramOpts{
-		Name:    "flashsale_hold_batch_size",
-		Help:    "Number of holds in one group-commit batch.",
-		Buckets: holdBatchBuckets,
-	})
-	released := prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "flashsale_sweeper_released_total",
-		Help: `Expired holds and orders released by the sweeper, by kind ("hold" or "order").`,
-	}, []string{"kind"})
+	holds, orders, webhooks, released, durations, webhookTook, holdBatch := saleMetrics()
 	subscriptions := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "flashsale_subscriptions",
 		Help: "Open GraphQL subscriptions.",
@@ -185,7 +155,6 @@ func New(rootFields []string) *Metrics {
 		}
 		return 0
 	})
-
 	events, attempts, pending, oldest := eventMetrics()
 	build := buildInfo(version.Get())
 	reg.MustRegister(
@@ -427,4 +396,42 @@ func buildInfo(v version.Info) prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+// saleMetrics are the metrics of the sale itself: holds, orders, payment
+// webhooks, the sweeper, GraphQL operations and hold batches.
+func saleMetrics() (holds, orders, webhooks, released *prometheus.CounterVec, durations *prometheus.HistogramVec,
+	webhookTook, holdBatch prometheus.Histogram) {
+	holds = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_holds_total",
+		Help: `createHold answers, by result: "created" or the refusal's error code.`,
+	}, []string{"result"})
+	orders = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_orders_total",
+		Help: "Orders reaching a status, by status.",
+	}, []string{"status"})
+	webhooks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_webhook_deliveries_total",
+		Help: "Payment webhook deliveries, by outcome.",
+	}, []string{"outcome"})
+	durations = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "flashsale_graphql_request_duration_seconds",
+		Help:    `GraphQL operation duration in seconds, by first root field ("other" outside the schema's root fields).`,
+		Buckets: durationBuckets,
+	}, []string{"operation"})
+	webhookTook = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flashsale_webhook_duration_seconds",
+		Help:    "How long the payment webhook took to answer, whatever the answer.",
+		Buckets: durationBuckets,
+	})
+	holdBatch = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flashsale_hold_batch_size",
+		Help:    "Number of holds in one group-commit batch.",
+		Buckets: holdBatchBuckets,
+	})
+	released = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_sweeper_released_total",
+		Help: `Expired holds and orders released by the sweeper, by kind ("hold" or "order").`,
+	}, []string{"kind"})
+	return holds, orders, webhooks, released, durations, webhookTook, holdBatch
 }

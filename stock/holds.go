@@ -455,12 +455,12 @@ type orderCall struct {
 
 // orderBatch is one transaction for concurrent createOrder calls: lock
 // their holds (by ID, reading the database clock once the locks are held,
-// and the price without a lock), decide each call in arrival order, insert
-// all orders in one statement and mark their holds REDEEMED in another.
+// and the price without a lock), decide each call in arrival order
+// (decideOrders), insert all orders in one statement, mark their holds
+// REDEEMED in another, and write their order.created events.
 func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall, _ func()) []result[*ent.Order] {
 	var results []result[*ent.Order]
 	err := s.tx(ctx, "create order", func(tx *ent.Tx) error {
-		results = make([]result[*ent.Order], len(calls))
 		holdIDs := make([]uuid.UUID, len(calls))
 		for i, c := range calls {
 			holdIDs[i] = c.holdID
@@ -473,60 +473,9 @@ func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall, _ fu
 		for _, h := range hs {
 			byID[h.ID] = h
 		}
-		builders := make([]*ent.OrderCreate, 0, len(holdIDs))
-		admitted := make([]int, 0, len(holdIDs))
-		redeemed := make([]uuid.UUID, 0, len(holdIDs))
-		for i, c := range calls {
-			h := byID[c.holdID]
-			switch {
-			case h == nil || !c.by.mayAct(h.CustomerID):
-				results[i].err = fmt.Errorf("%w: no hold with ID %s", ErrNotFound, c.holdID)
-				continue
-			case h.Status == hold.StatusEXPIRED:
-				results[i].err = fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format(time.RFC3339))
-				continue
-			case h.Status != hold.StatusACTIVE:
-				// REDEEMED or RELEASED, or redeemed earlier in this batch.
-				results[i].err = fmt.Errorf("%w: hold is %s", ErrHoldNotActive, h.Status)
-				continue
-			case !now.Before(h.ExpiresAt):
-				results[i].err = fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format(time.RFC3339))
-				continue
-			}
-			h.Status = hold.StatusREDEEMED // a second call for it in this batch is refused
-			h.UpdatedAt = now
-			admitted = append(admitted, i)
-			redeemed = append(redeemed, h.ID)
-			price, err := priceOf(h)
-			if err != nil {
-				return err
-			}
-			builders = append(builders, tx.Order.Create().
-				SetHoldID(h.ID).SetProductID(h.ProductID).SetQty(h.Qty).SetCustomerID(h.CustomerID).
-				SetAmountCents(price*int64(h.Qty)).
-				SetStatus(order.StatusPENDING_PAYMENT).
-				SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
-				SetEventSeq(1). // order.created, written below
-				SetCreatedAt(now).SetUpdatedAt(now))
-		}
-		if len(builders) == 0 {
-			return nil
-		}
-		os, err := tx.Order.CreateBulk(builders...).Save(ctx)
-		if err != nil {
-			return err
-		}
-		if err := tx.Hold.Update().Where(hold.IDIn(redeemed...)).
-			SetStatus(hold.StatusREDEEMED).SetUpdatedAt(now).Exec(ctx); err != nil {
-			return err
-		}
-		ob := s.newOutbox(tx)
-		for j, i := range admitted {
-			ob.add(os[j], orderevent.TypeOrderCreated, "", now)
-			os[j].Edges.Hold = byID[os[j].HoldID]
-			results[i].out = os[j]
-		}
-		return ob.flush(ctx)
+		var admitted []int
+		results, admitted = decideOrders(calls, byID, now)
+		return s.insertOrders(ctx, tx, now, calls, byID, admitted, results)
 	})
 	if err != nil {
 		return fail[*ent.Order](len(calls), err)
@@ -539,6 +488,74 @@ func (s *Service) orderBatch(ctx context.Context, _ int, calls []orderCall, _ fu
 	}
 	s.observer.OrdersReached(string(order.StatusPENDING_PAYMENT), made)
 	return results
+}
+
+// decideOrders decides each call in arrival order against its hold (as
+// locked): another customer's or a missing hold is not found, an expired
+// or inactive one refused; an admitted call's hold is marked REDEEMED in
+// byID, so a second call for it in the batch is refused. It returns the
+// refusals and the admitted calls.
+func decideOrders(calls []orderCall, byID map[uuid.UUID]*ent.Hold, now time.Time) ([]result[*ent.Order], []int) {
+	results := make([]result[*ent.Order], len(calls))
+	admitted := make([]int, 0, len(calls))
+	for i, c := range calls {
+		h := byID[c.holdID]
+		switch {
+		case h == nil || !c.by.mayAct(h.CustomerID):
+			results[i].err = fmt.Errorf("%w: no hold with ID %s", ErrNotFound, c.holdID)
+		case h.Status == hold.StatusEXPIRED || (h.Status == hold.StatusACTIVE && !now.Before(h.ExpiresAt)):
+			results[i].err = fmt.Errorf("%w: hold expired at %s", ErrHoldExpired, h.ExpiresAt.UTC().Format(time.RFC3339))
+		case h.Status != hold.StatusACTIVE:
+			// REDEEMED or RELEASED, or redeemed earlier in this batch.
+			results[i].err = fmt.Errorf("%w: hold is %s", ErrHoldNotActive, h.Status)
+		default:
+			h.Status, h.UpdatedAt = hold.StatusREDEEMED, now
+			admitted = append(admitted, i)
+		}
+	}
+	return results, admitted
+}
+
+// insertOrders inserts the admitted calls' orders in one statement, marks
+// their holds REDEEMED in another, writes their order.created events, and
+// answers the calls.
+func (s *Service) insertOrders(ctx context.Context, tx *ent.Tx, now time.Time, calls []orderCall,
+	byID map[uuid.UUID]*ent.Hold, admitted []int, results []result[*ent.Order]) error {
+	if len(admitted) == 0 {
+		return nil
+	}
+	builders := make([]*ent.OrderCreate, len(admitted))
+	redeemed := make([]uuid.UUID, len(admitted))
+	for j, i := range admitted {
+		h := byID[calls[i].holdID]
+		price, err := priceOf(h)
+		if err != nil {
+			return err
+		}
+		redeemed[j] = h.ID
+		builders[j] = tx.Order.Create().
+			SetHoldID(h.ID).SetProductID(h.ProductID).SetQty(h.Qty).SetCustomerID(h.CustomerID).
+			SetAmountCents(price * int64(h.Qty)).
+			SetStatus(order.StatusPENDING_PAYMENT).
+			SetPaymentDueAt(now.Add(s.cfg.PaymentTimeout)).
+			SetEventSeq(1). // order.created, written below
+			SetCreatedAt(now).SetUpdatedAt(now)
+	}
+	os, err := tx.Order.CreateBulk(builders...).Save(ctx)
+	if err != nil {
+		return err
+	}
+	if err := tx.Hold.Update().Where(hold.IDIn(redeemed...)).
+		SetStatus(hold.StatusREDEEMED).SetUpdatedAt(now).Exec(ctx); err != nil {
+		return err
+	}
+	ob := s.newOutbox(tx)
+	for j, i := range admitted {
+		ob.add(os[j], orderevent.TypeOrderCreated, "", now)
+		os[j].Edges.Hold = byID[os[j].HoldID]
+		results[i].out = os[j]
+	}
+	return ob.flush(ctx)
 }
 
 // ReleaseHold gives an ACTIVE hold's units back at once (RELEASED; one that

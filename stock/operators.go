@@ -56,40 +56,14 @@ type ProductUpdate struct {
 //   - A new sale window is judged by the database clock from the next hold
 //     on; holds already made stay valid.
 func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (*ent.Product, error) {
-	if in.Name.Set {
-		if in.Name.Value == nil {
-			return nil, InvalidInput("name cannot be null")
-		}
-		n, err := productName(*in.Name.Value)
-		if err != nil {
-			return nil, err
-		}
-		in.Name.Value = &n
+	in, err := in.checked()
+	if err != nil {
+		return nil, err
 	}
-	if in.PriceCents.Set {
-		if in.PriceCents.Value == nil {
-			return nil, InvalidInput("priceCents cannot be null")
-		}
-		if err := checkPrice(*in.PriceCents.Value); err != nil {
-			return nil, err
-		}
-	}
-	if in.MaxPerCustomer.Set {
-		if err := checkMaxPerCustomer(in.MaxPerCustomer.Value); err != nil {
-			return nil, err
-		}
-	}
-	in.SaleStartsAt.Value = stored(in.SaleStartsAt.Value)
-	in.SaleEndsAt.Value = stored(in.SaleEndsAt.Value)
-
 	var p *ent.Product
-	err := s.tx(ctx, "update product", func(tx *ent.Tx) error {
-		var (
-			now time.Time
-			err error
-		)
-		p, now, err = s.lockProduct(ctx, tx, id)
-		if err != nil {
+	err = s.tx(ctx, "update product", func(tx *ent.Tx) error {
+		var now time.Time
+		if p, now, err = s.lockProduct(ctx, tx, id); err != nil {
 			return err
 		}
 		starts, ends := p.SaleStartsAt, p.SaleEndsAt
@@ -103,15 +77,8 @@ func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (
 			return err
 		}
 		if v := in.MaxPerCustomer.Value; v != nil && (p.MaxPerCustomer == nil || *v < *p.MaxPerCustomer) {
-			if err := s.releaseOverdueNow(ctx, tx, p, now); err != nil {
+			if err := s.checkLowerLimit(ctx, tx, p, now, *v); err != nil {
 				return err
-			}
-			most, err := mostUnitsOfABuyer(ctx, tx, p.ID)
-			if err != nil {
-				return err
-			}
-			if most > *v {
-				return InvalidInput("maxPerCustomer %d is below the %d units one buyer already holds, has pending or bought; it must be at least %d", *v, most, most)
 			}
 		}
 		// The new state is the locked row with the changes applied; it is
@@ -127,25 +94,78 @@ func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (
 			p.MaxPerCustomer = in.MaxPerCustomer.Value
 		}
 		p.SaleStartsAt, p.SaleEndsAt, p.UpdatedAt = starts, ends, now
-		u := tx.Product.Update().Where(product.ID(p.ID)).
-			SetName(p.Name).SetPriceCents(p.PriceCents).SetUpdatedAt(now).
-			SetNillableMaxPerCustomer(p.MaxPerCustomer).SetNillableSaleStartsAt(starts).SetNillableSaleEndsAt(ends)
-		if p.MaxPerCustomer == nil {
-			u.ClearMaxPerCustomer()
-		}
-		if starts == nil {
-			u.ClearSaleStartsAt()
-		}
-		if ends == nil {
-			u.ClearSaleEndsAt()
-		}
-		return u.Exec(ctx)
+		return writeProduct(ctx, tx, p)
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.productChanged(p)
 	return p, nil
+}
+
+// checked refuses what no product may have (a null name or price, a bad
+// value) and returns the update with its values in stored form.
+func (in ProductUpdate) checked() (ProductUpdate, error) {
+	if in.Name.Set {
+		if in.Name.Value == nil {
+			return in, InvalidInput("name cannot be null")
+		}
+		n, err := productName(*in.Name.Value)
+		if err != nil {
+			return in, err
+		}
+		in.Name.Value = &n
+	}
+	if in.PriceCents.Set {
+		if in.PriceCents.Value == nil {
+			return in, InvalidInput("priceCents cannot be null")
+		}
+		if err := checkPrice(*in.PriceCents.Value); err != nil {
+			return in, err
+		}
+	}
+	if in.MaxPerCustomer.Set {
+		if err := checkMaxPerCustomer(in.MaxPerCustomer.Value); err != nil {
+			return in, err
+		}
+	}
+	in.SaleStartsAt.Value = stored(in.SaleStartsAt.Value)
+	in.SaleEndsAt.Value = stored(in.SaleEndsAt.Value)
+	return in, nil
+}
+
+// checkLowerLimit refuses a maxPerCustomer below what one buyer of p
+// already holds, has pending or bought, once lapsed holds and orders are
+// released (only live ones count).
+func (s *Service) checkLowerLimit(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, limit int) error {
+	if err := s.releaseOverdueNow(ctx, tx, p, now); err != nil {
+		return err
+	}
+	most, err := mostUnitsOfABuyer(ctx, tx, p.ID)
+	if err != nil {
+		return err
+	}
+	if most > limit {
+		return InvalidInput("maxPerCustomer %d is below the %d units one buyer already holds, has pending or bought; it must be at least %d", limit, most, most)
+	}
+	return nil
+}
+
+// writeProduct writes p's name, price, limit and sale window as they are.
+func writeProduct(ctx context.Context, tx *ent.Tx, p *ent.Product) error {
+	u := tx.Product.Update().Where(product.ID(p.ID)).
+		SetName(p.Name).SetPriceCents(p.PriceCents).SetUpdatedAt(p.UpdatedAt).
+		SetNillableMaxPerCustomer(p.MaxPerCustomer).SetNillableSaleStartsAt(p.SaleStartsAt).SetNillableSaleEndsAt(p.SaleEndsAt)
+	if p.MaxPerCustomer == nil {
+		u.ClearMaxPerCustomer()
+	}
+	if p.SaleStartsAt == nil {
+		u.ClearSaleStartsAt()
+	}
+	if p.SaleEndsAt == nil {
+		u.ClearSaleEndsAt()
+	}
+	return u.Exec(ctx)
 }
 
 // mostUnitsOfABuyer returns the most units any one buyer of the product

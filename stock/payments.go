@@ -386,7 +386,7 @@ func (b *payBatch) write(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := writeOrders(ctx, tx, now, slices.Collect(maps.Values(b.changed))); err != nil {
+	if err := updateOrders(ctx, tx, now, slices.Collect(maps.Values(b.changed))); err != nil {
 		return err
 	}
 	if len(b.stored) > 0 {
@@ -409,10 +409,10 @@ func (b *payBatch) write(ctx context.Context) error {
 	return b.ob.flush(ctx)
 }
 
-// writeOrders writes the status, event count and payment reference that
+// updateOrders writes the status, event count and payment reference that
 // orders have in memory, in one statement however many there are (each
 // may have its own of all three). The caller holds their rows' locks.
-func writeOrders(ctx context.Context, tx *ent.Tx, now time.Time, os []*ent.Order) error {
+func updateOrders(ctx context.Context, tx *ent.Tx, now time.Time, os []*ent.Order) error {
 	if len(os) == 0 {
 		return nil
 	}
