@@ -104,7 +104,7 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 	}
 	srv.SetErrorPresenter(ErrorPresenter(log))
 	srv.SetRecoverFunc(RecoverFunc(log))
-	var h http.Handler = r.authenticate(srv)
+	var h http.Handler = r.authenticate(r.withLoaders(srv))
 	if rl != nil {
 		h = rl.wrap(h)
 	}

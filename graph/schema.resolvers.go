@@ -60,12 +60,13 @@ func (r *eventDeliveryResolver) NextAttemptAt(ctx context.Context, obj *ent.Even
 
 // Product is the resolver for the product field.
 func (r *holdResolver) Product(ctx context.Context, obj *ent.Hold) (*ent.Product, error) {
-	return r.Stock.Product(ctx, obj.ProductID)
+	return r.product(ctx, obj.ProductID)
 }
 
 // Order is the resolver for the order field.
 func (r *holdResolver) Order(ctx context.Context, obj *ent.Hold) (*ent.Order, error) {
-	return r.Stock.OrderOfHold(ctx, obj.ID)
+	// An order has its hold's customer, so whoever read the hold may read it.
+	return nullIfNotFound(load(ctx, r.loadersOf(ctx).orderOfHold, obj.ID))
 }
 
 // CreateHold is the resolver for the createHold field.
@@ -164,12 +165,12 @@ func (r *orderResolver) Hold(ctx context.Context, obj *ent.Order) (*ent.Hold, er
 		return h, nil
 	}
 	// Whoever read the order may read its hold: they belong to one customer.
-	return r.Stock.Hold(ctx, obj.HoldID, stock.Caller{Operator: true})
+	return load(ctx, r.loadersOf(ctx).hold, obj.HoldID)
 }
 
 // Product is the resolver for the product field.
 func (r *orderResolver) Product(ctx context.Context, obj *ent.Order) (*ent.Product, error) {
-	return r.Stock.Product(ctx, obj.ProductID)
+	return r.product(ctx, obj.ProductID)
 }
 
 // CustomerID is the resolver for the customerId field.

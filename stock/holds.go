@@ -648,6 +648,35 @@ func (s *Service) OrderOfHold(ctx context.Context, holdID uuid.UUID) (*ent.Order
 	return o, classify("get order of hold", err)
 }
 
+// HoldsByID returns the holds of ids that exist, by ID, whoever made them:
+// for a caller already allowed to read them (the hold of an order it read).
+func (s *Service) HoldsByID(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]*ent.Hold, error) {
+	hs, err := s.client.Hold.Query().Where(hold.IDIn(sortedIDs(ids)...)).All(ctx)
+	if err != nil {
+		return nil, classify("get holds", err)
+	}
+	out := make(map[uuid.UUID]*ent.Hold, len(hs))
+	for _, h := range hs {
+		out[h.ID] = h
+	}
+	return out, nil
+}
+
+// OrdersOfHolds returns the orders made from the holds, by hold ID (a hold
+// without an order is left out). An order has its hold's customer, so
+// whoever read the hold may read it.
+func (s *Service) OrdersOfHolds(ctx context.Context, holdIDs []uuid.UUID) (map[uuid.UUID]*ent.Order, error) {
+	os, err := s.client.Order.Query().Where(order.HoldIDIn(sortedIDs(holdIDs)...)).All(ctx)
+	if err != nil {
+		return nil, classify("get orders of holds", err)
+	}
+	out := make(map[uuid.UUID]*ent.Order, len(os))
+	for _, o := range os {
+		out[o.HoldID] = o
+	}
+	return out, nil
+}
+
 // CustomerHolds returns up to first of a customer's holds, newest first,
 // older than the hold before (uuid.Nil: from the newest), and whether more
 // follow. Hold IDs are UUIDv7, so their order is their creation order.
