@@ -33,6 +33,15 @@ import (
 // only on a miss does it pass the state to gqlgen through the proxy and
 // run gqlgen's handler, whose response then goes in the cache.
 
+// callerFreeProductFields are the Product fields known not to depend on
+// who asks, or when: the only ones whose responses may be shared. A field
+// added to Product must be judged and added here (or sharing rethought):
+// TestSharedProductFieldsAreCallerFree fails until it is.
+var callerFreeProductFields = []string{
+	"id", "name", "priceCents", "stockAvailable", "stockReserved", "stockSellable",
+	"maxPerCustomer", "saleStartsAt", "saleEndsAt", "createdAt", "updatedAt",
+}
+
 // maxSharedOperations bounds the cache: distinct subscription operations
 // whose latest response is kept (one product state each).
 const maxSharedOperations = 1024
