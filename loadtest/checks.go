@@ -43,8 +43,23 @@ func (c *checkResult) violation(format string, a ...any) {
 //     with -db in SQL (checkLimit, checkLimitSQL).
 func (st *state) check(ctx context.Context) checkResult {
 	var c checkResult
+	st.checkStock(ctx, &c)
+	st.checkSellout(&c)
+	st.checkLimit(ctx, &c)
+	st.checkEvents(ctx, &c, st.eventsFig)
+	st.checkSubscribers(&c)
+	if st.opts.DB == "" {
+		c.line("database checks (stock.Service.Audit, oversold, limit): not run, they need -db")
+		return c
+	}
+	st.checkDatabase(ctx, &c)
+	return c
+}
 
-	// Over GraphQL.
+// checkStock reads each of the tool's products over GraphQL: 0 <=
+// stockReserved <= stockAvailable <= its stock, stockSellable = available
+// - reserved.
+func (st *state) checkStock(ctx context.Context, c *checkResult) {
 	before := len(c.Violations)
 	for _, p := range st.products {
 		ps, found, err := st.apiOf(p).product(ctx, p.ID)
@@ -70,6 +85,12 @@ func (st *state) check(ctx context.Context) checkResult {
 	if len(st.products) > 0 {
 		c.line("GraphQL: stock of the %d product(s) the tool created: %s", len(st.products), verdict(len(c.Violations)-before))
 	}
+}
+
+// checkSellout checks that the sellout product sold no more than its
+// stock, from the tool's count of successful holds, while that count is a
+// bound.
+func (st *state) checkSellout(c *checkResult) {
 	for _, p := range st.products {
 		if p.Scenario != scSellout {
 			continue
@@ -87,36 +108,48 @@ func (st *state) check(ctx context.Context) checkResult {
 			c.line("sellout product %s: %d successful holds of qty 1 on a stock of %d: ok", p.ID, st.selloutOK, p.Stock)
 		}
 	}
-	st.checkLimit(ctx, &c)
-	st.checkEvents(ctx, &c, st.eventsFig)
-	if s := st.subs; s != nil {
-		if s.Converged < s.Connected {
-			c.violation("subscribers: %d of %d open subscriptions were not told the product's final stock within %s of the last change",
-				s.Connected-s.Converged, s.Connected, settleAfterLoad)
-		} else {
-			c.line("subscribers: all %d open subscriptions were told the product's final stock: ok", s.Connected)
-		}
-	}
-	if st.opts.DB == "" {
-		c.line("database checks (stock.Service.Audit, oversold, limit): not run, they need -db")
-		return c
-	}
+}
 
+// checkSubscribers checks, when the subscribers scenario ran, that every
+// open subscription was told the product's final stock.
+func (st *state) checkSubscribers(c *checkResult) {
+	s := st.subs
+	if s == nil {
+		return
+	}
+	if s.Converged < s.Connected {
+		c.violation("subscribers: %d of %d open subscriptions were not told the product's final stock within %s of the last change",
+			s.Connected-s.Converged, s.Connected, settleAfterLoad)
+	} else {
+		c.line("subscribers: all %d open subscriptions were told the product's final stock: ok", s.Connected)
+	}
+}
+
+// checkDatabase runs the checks in -db: the contract's invariants on every
+// product, oversold, and the limit in SQL.
+func (st *state) checkDatabase(ctx context.Context, c *checkResult) {
 	db, err := database.Open(st.opts.DB, database.Options{MaxConns: 4})
 	if err != nil {
 		c.Failed = true
 		c.line("database: %v", err)
-		return c
+		return
 	}
 	defer db.Close()
+	st.checkAudit(ctx, c, db)
+	st.checkOversold(ctx, c, db)
+	st.checkLimitSQL(ctx, c, db.SQL)
+}
 
-	// The contract's invariants, on every product. Audit reads without
-	// locks: a sweep committing between its queries (the server keeps
-	// expiring holds) can show a passing mismatch, so a violation counts
-	// only if it is still there on a second and third look.
+// checkAudit runs stock.Service.Audit, the contract's invariants, on every
+// product. Audit reads without locks: a sweep committing between its
+// queries (the server keeps expiring holds) can show a passing mismatch,
+// so a violation counts only if it is still there on a second and third
+// look.
+func (st *state) checkAudit(ctx context.Context, c *checkResult, db *database.DB) {
 	svc := stock.New(db.Ent, db.Dialect, stock.Config{HoldTTL: time.Minute, PaymentTimeout: time.Minute, MaxHoldQty: 1},
 		slog.New(slog.DiscardHandler))
 	var bad []string
+	var err error
 	for attempt := 1; attempt <= 3; attempt++ {
 		bad, err = svc.Audit(ctx)
 		if err != nil || len(bad) == 0 {
@@ -137,10 +170,6 @@ func (st *state) check(ctx context.Context) checkResult {
 		}
 		c.line("stock.Service.Audit (contract invariants, every product in %s): %s", db.Redacted, verdict(len(bad)))
 	}
-
-	st.checkOversold(ctx, &c, db)
-	st.checkLimitSQL(ctx, &c, db.SQL)
-	return c
 }
 
 // checkOversold checks that no product of the tool's is oversold. One

@@ -158,13 +158,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, "loadtest:", err)
 		return exitUsage
 	}
-	var progressMu sync.Mutex // scenarios taking turns set up at once
-	progress := func(format string, a ...any) {
-		progressMu.Lock()
-		defer progressMu.Unlock()
-		fmt.Fprintf(stderr, "loadtest: "+format+"\n", a...)
-	}
-
 	api, err := newAPI(opts.URL, opts.Token, opts.Secret, opts.Clients, opts.Timeout)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadtest:", err)
@@ -173,120 +166,189 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	defer api.close()
 
 	runID := randomHex(4)
-	rep := &report{
-		URL: opts.URL, RunID: runID, Clients: opts.Clients,
-		DurationSeconds: opts.Duration.Seconds(), RequestTimeout: opts.Timeout.String(),
-		Started: time.Now().UTC(), CPUs: runtime.NumCPU(), LoadAvgStart: loadAvg(),
-	}
+	rep := newReport(opts, runID)
 	if err := api.ping(context.Background()); err != nil {
 		fmt.Fprintf(stderr, "loadtest: %s does not answer GraphQL: %v\n", opts.URL, err)
 		return exitViolation
 	}
+	st := &state{opts: opts, api: api, runID: runID, progress: progressTo(stderr), stop: ctx}
+	defer st.close()
+	toRun, err := st.setUp(rep, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadtest:", err)
+		return exitCodeOf(err)
+	}
+	st.runScenarios(rep, toRun, stderr)
+	return st.finish(rep, stdout, stderr)
+}
 
-	var base *baseline
+// progressTo returns the progress printer: one line to stderr at a time,
+// as scenarios taking turns set up at once.
+func progressTo(stderr io.Writer) func(format string, a ...any) {
+	var mu sync.Mutex
+	return func(format string, a ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(stderr, "loadtest: "+format+"\n", a...)
+	}
+}
+
+// newReport starts the report of a run.
+func newReport(opts options, runID string) *report {
+	return &report{
+		URL: opts.URL, RunID: runID, Clients: opts.Clients,
+		DurationSeconds: opts.Duration.Seconds(), RequestTimeout: opts.Timeout.String(),
+		Started: time.Now().UTC(), CPUs: runtime.NumCPU(), LoadAvgStart: loadAvg(),
+	}
+}
+
+// setupError stops the run before any scenario with its exit code.
+type setupError struct {
+	code int
+	err  error
+}
+
+func (e *setupError) Error() string { return e.err.Error() }
+
+// exitCodeOf is the exit code a setup failure ends the run with.
+func exitCodeOf(err error) int {
+	if e, ok := err.(*setupError); ok {
+		return e.code
+	}
+	return exitViolation
+}
+
+// setUp opens what the scenarios to run need (the database baseline, the
+// events server, the customers' tokens) and creates their products. It
+// returns the scenarios that can run. Should only some products be
+// created, it reports that and returns none, so the run goes straight to
+// checking what was created.
+func (st *state) setUp(rep *report, stderr io.Writer) ([]string, error) {
+	opts := st.opts
 	if strings.HasPrefix(opts.DB, "mysql://") && slices.ContainsFunc(opts.Scenarios, isDBScenario) {
-		base, err = openBaseline(opts.DB, opts.Clients, opts.DBConns, opts.HoldTTL, opts.PaymentTimeout)
+		base, err := openBaseline(opts.DB, opts.Clients, opts.DBConns, opts.HoldTTL, opts.PaymentTimeout)
 		if err != nil {
-			fmt.Fprintln(stderr, "loadtest: -db:", err)
-			return exitViolation
+			return nil, &setupError{exitViolation, fmt.Errorf("-db: %w", err)}
 		}
-		defer base.close()
+		st.base = base
 		rep.DBPoolCap = base.pool
 	}
+	st.started = time.Now()
+	toRun := runnable(opts, rep)
+	if slices.ContainsFunc(toRun, isEventsScenario) {
+		events, err := startEvents(opts)
+		if err != nil {
+			return nil, &setupError{exitViolation, fmt.Errorf("-events-url: %w", err)}
+		}
+		st.events = events
+		rep.EventsURL, rep.EventsListen = events.api.base, events.recv.addr()
+	}
+	if opts.CustomerSecret != "" {
+		if err := st.setUpCustomers(rep, len(toRun)); err != nil {
+			return nil, err
+		}
+	}
+	if err := st.createProducts(toRun); err != nil {
+		if len(st.products) == 0 {
+			return nil, &setupError{exitViolation, err}
+		}
+		fmt.Fprintln(stderr, "loadtest:", err)
+		rep.SetupFailed = true
+		return nil, nil
+	}
+	return toRun, nil
+}
 
-	st := &state{opts: opts, api: api, base: base, runID: runID, progress: progress, stop: ctx, started: time.Now()}
+// scenarioNeed is what some scenarios need beyond a server: when it is
+// unmet, "all" skips them with a note (runnable), and naming one is a
+// usage error (checkScenarioNeeds).
+type scenarioNeed struct {
+	applies func(name string) bool
+	unmet   func(o options) bool
+	skipped string // the note, after "<name> skipped: "
+	usage   string // the error, after "-scenarios: <name> needs "
+}
+
+var scenarioNeeds = []scenarioNeed{
+	{isDBScenario, func(o options) bool { return !strings.HasPrefix(o.DB, "mysql://") },
+		"it needs a MySQL/MariaDB -db (mysql://...)",
+		"a MySQL/MariaDB -db (mysql://...)"},
+	{isCustomerScenario, func(o options) bool { return o.CustomerSecret == "" },
+		"it needs customer tokens (-customer-secret, the server's CUSTOMER_JWT_SECRET)",
+		"customer tokens: -customer-secret (the server's CUSTOMER_JWT_SECRET)"},
+	{isEventsScenario, func(o options) bool { return o.EventsURL == "" },
+		"it needs a second server on its own database whose order events go to the tool " +
+			"(-events-url, -events-listen; see loadtest/events.sh)",
+		"a second server whose order events go to the tool: -events-url and -events-listen"},
+}
+
+// runnable returns the chosen scenarios whose needs are met, and notes in
+// rep each one skipped. (A MySQL -db is also what opens the baseline the
+// db-* scenarios run on.)
+func runnable(opts options, rep *report) []string {
 	var toRun []string
 	for _, name := range opts.Scenarios {
-		if isDBScenario(name) && base == nil {
-			rep.Notes = append(rep.Notes, name+" skipped: it needs a MySQL/MariaDB -db (mysql://...)")
-			continue
-		}
-		if isCustomerScenario(name) && opts.CustomerSecret == "" {
-			rep.Notes = append(rep.Notes, name+" skipped: it needs customer tokens (-customer-secret, the server's CUSTOMER_JWT_SECRET)")
-			continue
-		}
-		if isEventsScenario(name) && opts.EventsURL == "" {
-			rep.Notes = append(rep.Notes, name+" skipped: it needs a second server on its own database whose order events go to the tool "+
-				"(-events-url, -events-listen; see loadtest/events.sh)")
+		if i := slices.IndexFunc(scenarioNeeds, func(n scenarioNeed) bool { return n.applies(name) && n.unmet(opts) }); i >= 0 {
+			rep.Notes = append(rep.Notes, name+" skipped: "+scenarioNeeds[i].skipped)
 			continue
 		}
 		toRun = append(toRun, name)
 	}
-	if slices.ContainsFunc(toRun, isEventsScenario) {
-		if st.events, err = startEvents(opts); err != nil {
-			fmt.Fprintln(stderr, "loadtest: -events-url:", err)
-			return exitViolation
-		}
-		defer st.events.close()
-		rep.EventsURL, rep.EventsListen = st.events.api.base, st.events.recv.addr()
+	return toRun
+}
+
+// setUpCustomers mints one token per client, valid for the whole run of
+// scenarios, and makes sure the server takes them.
+func (st *state) setUpCustomers(rep *report, scenarios int) error {
+	opts := st.opts
+	var err error
+	if st.cust, err = newCustomers(opts, st.runID, tokenTTL(opts, scenarios)); err != nil {
+		return &setupError{exitUsage, fmt.Errorf("-customer-secret: %w", err)}
 	}
-	if opts.CustomerSecret != "" {
-		// One token per client, minted once, valid for the whole run.
-		if st.cust, err = newCustomers(opts, runID, tokenTTL(opts, len(toRun))); err != nil {
-			fmt.Fprintln(stderr, "loadtest: -customer-secret:", err)
-			return exitUsage
-		}
-		pctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
-		id, err := api.whoami(pctx, st.cust.tokens[0])
-		cancel()
-		if err == nil && id != st.cust.ids[0] {
-			err = fmt.Errorf("me.id is %q for a token of %q", id, st.cust.ids[0])
-		}
-		if err != nil {
-			fmt.Fprintln(stderr, "loadtest: customer tokens:", err)
-			return exitViolation
-		}
-		rep.Customers = &customersInfo{Clients: len(st.cust.ids), Pattern: "lt-" + runID + "-<client>",
-			LimitCustomers: st.cust.limitIDs, Expires: st.cust.expires,
-			Issuer: opts.CustomerIssuer, Audience: opts.CustomerAudience}
-		progress("customers mode: every client buys as its own customer (%s), tokens valid until %s",
-			rep.Customers.Pattern, st.cust.expires.Format(time.RFC3339))
+	pctx, cancel := context.WithTimeout(context.Background(), opts.Timeout)
+	id, err := st.api.whoami(pctx, st.cust.tokens[0])
+	cancel()
+	if err == nil && id != st.cust.ids[0] {
+		err = fmt.Errorf("me.id is %q for a token of %q", id, st.cust.ids[0])
 	}
-	if err := st.createProducts(toRun); err != nil {
-		fmt.Fprintln(stderr, "loadtest:", err)
-		if len(st.products) == 0 {
-			return exitViolation
-		}
-		rep.SetupFailed = true
-		toRun = nil // go straight to checking what was created
+	if err != nil {
+		return &setupError{exitViolation, fmt.Errorf("customer tokens: %w", err)}
 	}
-	// The scenarios take turns slice by slice (see turns), all but
-	// subscribers, which measures itself against its own baseline.
+	rep.Customers = &customersInfo{Clients: len(st.cust.ids), Pattern: "lt-" + st.runID + "-<client>",
+		LimitCustomers: st.cust.limitIDs, Expires: st.cust.expires,
+		Issuer: opts.CustomerIssuer, Audience: opts.CustomerAudience}
+	st.progress("customers mode: every client buys as its own customer (%s), tokens valid until %s",
+		rep.Customers.Pattern, st.cust.expires.Format(time.RFC3339))
+	return nil
+}
+
+// close closes what setUp opened, the events side first.
+func (st *state) close() {
+	if st.events != nil {
+		st.events.close()
+	}
+	if st.base != nil {
+		st.base.close()
+	}
+}
+
+// runScenarios runs toRun into rep: the scenarios taking turns slice by
+// slice (see turns), all but subscribers, which measures itself against
+// its own baseline; then the others one after another, until Ctrl-C.
+func (st *state) runScenarios(rep *report, toRun []string, stderr io.Writer) {
 	together := slices.DeleteFunc(slices.Clone(toRun), func(n string) bool { return n == scSubscribers })
 	rep.Slices = 1
-	if n := sliceCount(opts); n > 1 && len(together) > 1 {
+	if n := sliceCount(st.opts); n > 1 && len(together) > 1 {
 		rep.Slices = n
-		progress("%d scenarios take turns: %d slices of %s each", len(together), n, opts.Duration/time.Duration(n))
+		st.progress("%d scenarios take turns: %d slices of %s each", len(together), n, st.opts.Duration/time.Duration(n))
 		st.turns = newTurns(together, n)
 	}
-	record := func(name string, rows []scenarioResult, err error) {
-		if err != nil {
-			fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
-			rep.Notes = append(rep.Notes, fmt.Sprintf("%s did not run: %v", name, err))
-			rep.SetupFailed = true
-			return
-		}
-		rep.Scenarios = append(rep.Scenarios, rows...)
-	}
-	if t := st.turns; t != nil {
-		results := make([]scenarioResult, len(together))
-		errs := make([]error, len(together))
-		var wg sync.WaitGroup
-		for i, name := range together {
-			wg.Go(func() {
-				defer close(t.left[name])
-				results[i], errs[i] = st.runScenario(name)
-			})
-		}
-		t.run()
-		wg.Wait()
-		for i, name := range together {
-			record(name, []scenarioResult{results[i]}, errs[i])
-		}
+	if st.turns != nil {
+		st.runTogether(rep, together, stderr)
 		toRun = slices.DeleteFunc(toRun, func(n string) bool { return slices.Contains(together, n) })
 	}
 	for _, name := range toRun {
-		if ctx.Err() != nil {
+		if st.stop.Err() != nil {
 			rep.Interrupted = true
 			break
 		}
@@ -294,32 +356,73 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			var rows []scenarioResult
 			var err error
 			rows, rep.Subscribers, err = st.runSubscribers()
-			record(name, rows, err)
+			rep.record(stderr, name, rows, err)
 			continue
 		}
 		res, err := st.runScenario(name)
-		record(name, []scenarioResult{res}, err)
+		rep.record(stderr, name, []scenarioResult{res}, err)
 	}
-	if ctx.Err() != nil {
+	if st.stop.Err() != nil {
 		rep.Interrupted = true
 	}
+}
+
+// runTogether runs the scenarios taking turns, each in its goroutine, and
+// records them in their order.
+func (st *state) runTogether(rep *report, together []string, stderr io.Writer) {
+	t := st.turns
+	results := make([]scenarioResult, len(together))
+	errs := make([]error, len(together))
+	var wg sync.WaitGroup
+	for i, name := range together {
+		wg.Go(func() {
+			defer close(t.left[name])
+			results[i], errs[i] = st.runScenario(name)
+		})
+	}
+	t.run()
+	wg.Wait()
+	for i, name := range together {
+		rep.record(stderr, name, []scenarioResult{results[i]}, errs[i])
+	}
+}
+
+// record adds a scenario's rows to the report, or notes that it did not run.
+func (r *report) record(stderr io.Writer, name string, rows []scenarioResult, err error) {
+	if err != nil {
+		fmt.Fprintf(stderr, "loadtest: %s: %v\n", name, err)
+		r.Notes = append(r.Notes, fmt.Sprintf("%s did not run: %v", name, err))
+		r.SetupFailed = true
+		return
+	}
+	r.Scenarios = append(r.Scenarios, rows...)
+}
+
+// finish derives the ratios, runs the checks, writes the report and
+// returns the exit code.
+func (st *state) finish(rep *report, stdout, stderr io.Writer) int {
 	rep.Ratios = computeRatios(rep.Scenarios)
 	addTokenNote(rep)
 	rep.Products = st.products
 
-	progress("checking invariants")
+	st.progress("checking invariants")
 	cctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	rep.Checks = st.check(cctx)
 	cancel()
 
 	rep.LoadAvgEnd = loadAvg()
-	writeText(stdout, rep, opts)
-	if opts.JSONFile != "" {
-		if err := writeJSON(opts.JSONFile, rep); err != nil {
+	writeText(stdout, rep, st.opts)
+	if st.opts.JSONFile != "" {
+		if err := writeJSON(st.opts.JSONFile, rep); err != nil {
 			fmt.Fprintln(stderr, "loadtest: -json:", err)
 			return exitViolation
 		}
 	}
+	return exitCode(rep, st.opts)
+}
+
+// exitCode is a finished run's exit code: violations and failures first.
+func exitCode(rep *report, opts options) int {
 	switch {
 	case len(rep.Checks.Violations) > 0 || rep.Checks.Failed || rep.SetupFailed:
 		return exitViolation
@@ -331,10 +434,43 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return exitOK
 }
 
+// parseFlags reads the options from args, the secrets and customer
+// settings not given from the environment, and checks them all at once.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	scen := defineFlags(fs, &o)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: %s -url URL -token TOKEN [-secret whsec_...] [-customer-secret KEY] [-db DATABASE_URL] [flags]\n\n", args[0])
+		fmt.Fprintf(stderr, "Load-tests a running flash-sale server with its own products, prints a table of\n"+
+			"figures and target ratios, then checks the stock invariants. Exit codes: %d ok, %d violation\n"+
+			"or failure, %d usage, %d target missed (-fail-on-miss), %d interrupted.\n\n",
+			exitOK, exitViolation, exitUsage, exitMiss, exitInterrupted)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	optionsFromEnv(&o, getenv)
+	errs := checkEventsFlags(o)
+	errs = append(errs, checkBounds(o)...)
+	errs = append(errs, checkAccess(o)...)
+	var err error
+	if o.Scenarios, err = parseScenarios(*scen); err != nil {
+		errs = append(errs, fmt.Errorf("-scenarios: %w", err))
+	} else if *scen != "all" {
+		errs = append(errs, checkScenarioNeeds(o)...)
+	}
+	return o, errors.Join(errs...)
+}
+
+// defineFlags defines the tool's flags on fs, into o; it returns where
+// -scenarios goes, to be parsed after.
+func defineFlags(fs *flag.FlagSet, o *options) *string {
 	fs.StringVar(&o.URL, "url", "http://127.0.0.1:8080", "server base URL, or several comma-separated, taken in turn request by request as behind a load balancer (loopback only: 127.0.0.0/8, ::1 or localhost)")
 	fs.StringVar(&o.Token, "token", "", "admin bearer token, to create the tool's own products (default $ADMIN_TOKEN)")
 	fs.StringVar(&o.Secret, "secret", "", "webhook secret (whsec_...) the server uses; empty sends unsigned webhooks (default $WEBHOOK_SECRET)")
@@ -361,65 +497,58 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 	fs.StringVar(&o.EventsSecret, "events-secret", "", "the -events-url server's EVENTS_WEBHOOK_SECRET (whsec_...): the receiver verifies every event's signature; "+
 		"empty: not verified (default $EVENTS_WEBHOOK_SECRET, with -events-url)")
 	fs.StringVar(&o.CustomerAudience, "customer-audience", "", "aud of the minted customer tokens, the server's CUSTOMER_JWT_AUDIENCE (default $CUSTOMER_JWT_AUDIENCE)")
-	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: %s -url URL -token TOKEN [-secret whsec_...] [-customer-secret KEY] [-db DATABASE_URL] [flags]\n\n", args[0])
-		fmt.Fprintf(stderr, "Load-tests a running flash-sale server with its own products, prints a table of\n"+
-			"figures and target ratios, then checks the stock invariants. Exit codes: %d ok, %d violation\n"+
-			"or failure, %d usage, %d target missed (-fail-on-miss), %d interrupted.\n\n",
-			exitOK, exitViolation, exitUsage, exitMiss, exitInterrupted)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		return o, err
-	}
-	if fs.NArg() > 0 {
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	// From the environment when not given, like the server reads them (not
-	// as flag defaults, so -h never prints a secret).
+	return scen
+}
+
+// optionsFromEnv fills in what was not given from the environment, like
+// the server reads them (not as flag defaults, so -h never prints a
+// secret).
+func optionsFromEnv(o *options, getenv func(string) string) {
 	o.Token = cmp.Or(o.Token, getenv("ADMIN_TOKEN"))
 	o.Secret = cmp.Or(o.Secret, getenv("WEBHOOK_SECRET"))
 	o.CustomerSecret = cmp.Or(o.CustomerSecret, getenv("CUSTOMER_JWT_SECRET"))
 	o.CustomerIssuer = cmp.Or(o.CustomerIssuer, getenv("CUSTOMER_JWT_ISSUER"))
 	o.CustomerAudience = cmp.Or(o.CustomerAudience, getenv("CUSTOMER_JWT_AUDIENCE"))
-	var errs []error
 	if o.EventsURL != "" {
 		o.EventsSecret = cmp.Or(o.EventsSecret, getenv("EVENTS_WEBHOOK_SECRET"))
 	}
-	errs = append(errs, checkEventsFlags(o)...)
-	if o.Clients < 1 || o.Clients > maxClients {
-		errs = append(errs, fmt.Errorf("-clients %d: want 1..%d", o.Clients, maxClients))
+}
+
+// checkBounds checks the numeric flags against their ranges.
+func checkBounds(o options) []error {
+	var errs []error
+	for _, b := range []struct {
+		flag  string
+		value any // printed with %v: an int's digits, a duration's String
+		ok    bool
+		want  string
+	}{
+		{"-clients", o.Clients, between(o.Clients, 1, maxClients), fmt.Sprintf("1..%d", maxClients)},
+		{"-duration", o.Duration, between(o.Duration, minDuration, maxDuration), fmt.Sprintf("%s..%s", minDuration, maxDuration)},
+		{"-timeout", o.Timeout, between(o.Timeout, 100*time.Millisecond, 5*time.Minute), "100ms..5m"},
+		{"-sellout-stock", o.SelloutStock, between(o.SelloutStock, 1, 1_000_000), "1..1000000"},
+		{"-hold-ttl", o.HoldTTL, between(o.HoldTTL, time.Second, 24*time.Hour), "1s..24h"},
+		{"-payment-timeout", o.PaymentTimeout, between(o.PaymentTimeout, time.Second, 7*24*time.Hour), "1s..168h"},
+		{"-slices", o.Slices, between(o.Slices, 1, maxSlices), fmt.Sprintf("1..%d", maxSlices)},
+		{"-subscribers", o.Subscribers, between(o.Subscribers, 1, maxSubscribers), fmt.Sprintf("1..%d", maxSubscribers)},
+		{"-server-pid", o.ServerPID, o.ServerPID >= 0, "a process ID, or 0"},
+		{"-db-conns", o.DBConns, between(o.DBConns, 0, dbPoolLimit), fmt.Sprintf("0..%d", dbPoolLimit)},
+		{"-max-requests", o.MaxRequests, between(o.MaxRequests, 1, 50_000_000), "1..50000000"},
+	} {
+		if !b.ok {
+			errs = append(errs, fmt.Errorf("%s %v: want %s", b.flag, b.value, b.want))
+		}
 	}
-	if o.Duration < minDuration || o.Duration > maxDuration {
-		errs = append(errs, fmt.Errorf("-duration %s: want %s..%s", o.Duration, minDuration, maxDuration))
-	}
-	if o.Timeout < 100*time.Millisecond || o.Timeout > 5*time.Minute {
-		errs = append(errs, fmt.Errorf("-timeout %s: want 100ms..5m", o.Timeout))
-	}
-	if o.SelloutStock < 1 || o.SelloutStock > 1_000_000 {
-		errs = append(errs, fmt.Errorf("-sellout-stock %d: want 1..1000000", o.SelloutStock))
-	}
-	if o.HoldTTL < time.Second || o.HoldTTL > 24*time.Hour {
-		errs = append(errs, fmt.Errorf("-hold-ttl %s: want 1s..24h", o.HoldTTL))
-	}
-	if o.PaymentTimeout < time.Second || o.PaymentTimeout > 7*24*time.Hour {
-		errs = append(errs, fmt.Errorf("-payment-timeout %s: want 1s..168h", o.PaymentTimeout))
-	}
-	if o.Slices < 1 || o.Slices > maxSlices {
-		errs = append(errs, fmt.Errorf("-slices %d: want 1..%d", o.Slices, maxSlices))
-	}
-	if o.Subscribers < 1 || o.Subscribers > maxSubscribers {
-		errs = append(errs, fmt.Errorf("-subscribers %d: want 1..%d", o.Subscribers, maxSubscribers))
-	}
-	if o.ServerPID < 0 {
-		errs = append(errs, fmt.Errorf("-server-pid %d: want a process ID, or 0", o.ServerPID))
-	}
-	if o.DBConns < 0 || o.DBConns > dbPoolLimit {
-		errs = append(errs, fmt.Errorf("-db-conns %d: want 0..%d", o.DBConns, dbPoolLimit))
-	}
-	if o.MaxRequests < 1 || o.MaxRequests > 50_000_000 {
-		errs = append(errs, fmt.Errorf("-max-requests %d: want 1..50000000", o.MaxRequests))
-	}
+	return errs
+}
+
+// between says whether lo <= v <= hi.
+func between[T cmp.Ordered](v, lo, hi T) bool { return v >= lo && v <= hi }
+
+// checkAccess checks what the tool reaches the server and its database
+// with: the URLs, the token and the secrets (never quoting a secret).
+func checkAccess(o options) []error {
+	var errs []error
 	if _, err := serverURLs(o.URL); err != nil {
 		errs = append(errs, fmt.Errorf("-url: %w", err))
 	}
@@ -444,23 +573,21 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (op
 			errs = append(errs, fmt.Errorf("-db: %w", err))
 		}
 	}
-	var err error
-	if o.Scenarios, err = parseScenarios(*scen); err != nil {
-		errs = append(errs, fmt.Errorf("-scenarios: %w", err))
-	} else if *scen != "all" {
-		for _, n := range o.Scenarios {
-			if isDBScenario(n) && !strings.HasPrefix(o.DB, "mysql://") {
-				errs = append(errs, fmt.Errorf("-scenarios: %s needs a MySQL/MariaDB -db (mysql://...)", n))
-			}
-			if isCustomerScenario(n) && o.CustomerSecret == "" {
-				errs = append(errs, fmt.Errorf("-scenarios: %s needs customer tokens: -customer-secret (the server's CUSTOMER_JWT_SECRET)", n))
-			}
-			if isEventsScenario(n) && o.EventsURL == "" {
-				errs = append(errs, fmt.Errorf("-scenarios: %s needs a second server whose order events go to the tool: -events-url and -events-listen", n))
+	return errs
+}
+
+// checkScenarioNeeds refuses scenarios named outright whose needs are
+// unmet ("all" skips them instead).
+func checkScenarioNeeds(o options) []error {
+	var errs []error
+	for _, n := range o.Scenarios {
+		for _, need := range scenarioNeeds {
+			if need.applies(n) && need.unmet(o) {
+				errs = append(errs, fmt.Errorf("-scenarios: %s needs %s", n, need.usage))
 			}
 		}
 	}
-	return o, errors.Join(errs...)
+	return errs
 }
 
 // parseScenarios returns the named scenarios in their fixed order.

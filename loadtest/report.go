@@ -117,101 +117,57 @@ func addTokenNote(r *report) {
 	}
 }
 
-// computeRatios derives the target ratios from the scenarios that ran.
-func computeRatios(rs []scenarioResult) []ratio {
-	get := func(name string) *scenarioResult {
-		for i := range rs {
-			if rs[i].Name == name {
-				return &rs[i]
-			}
-		}
-		return nil
-	}
-	tn, hot, sell, read, base := get(scTypename), get(scHotHold), get(scSellout), get(scRead), get(scDBForUpdate)
-	life, dbLife, tnc := get(scLifecycle), get(scDBLifecycle), get(scTypenameCustomer)
-	lifeEv := get(scLifecycleEvents)
-	subs, subsBase := get(scSubscribers), get(scSubscribersBaseline)
-	type def struct {
-		name   string
-		num    func() (float64, bool)
-		den    func() (float64, bool)
-		atMost bool
-		bound  float64
-		info   bool
-	}
-	rate := func(s *scenarioResult, f func(*scenarioResult) float64) func() (float64, bool) {
-		return func() (float64, bool) {
-			if s == nil {
-				return 0, false
-			}
-			return f(s), true
-		}
-	}
-	okRate := func(s *scenarioResult) float64 { return s.OKPerSec }
-	reqRate := func(s *scenarioResult) float64 { return s.RequestsPerSec }
-	refRate := func(s *scenarioResult) float64 { return s.RefusedPerSec }
-	p99 := func(s *scenarioResult) float64 { return float64(s.Latency.P99) }
-	// stepP99 is the p99 of one step of s; not there when s made no such request.
-	stepP99 := func(s *scenarioResult, step string) func() (float64, bool) {
-		return func() (float64, bool) {
-			if s == nil {
-				return 0, false
-			}
-			for _, st := range s.Steps {
-				if st.Step == step && st.Latency.Count > 0 {
-					return float64(st.Latency.P99), true
-				}
-			}
-			return 0, false
-		}
-	}
-	defs := []def{
-		{"hot-hold holds/s ÷ db-forupdate holds/s", rate(hot, okRate), rate(base, okRate), false, 3, false},
-		{"hot-hold holds/s ÷ typename req/s", rate(hot, okRate), rate(tn, reqRate), false, 0.5, false},
-		{"sellout refusals/s ÷ typename req/s", rate(sell, refRate), rate(tn, reqRate), false, 0.8, false},
-		{"read ok/s ÷ typename req/s", rate(read, okRate), rate(tn, reqRate), false, 0.8, false},
-		{"hot-hold p99 ÷ typename p99", rate(hot, p99), rate(tn, p99), true, 2, false},
-		{"lifecycle complete/s ÷ typename req/s", rate(life, okRate), rate(tn, reqRate), false, 0.1, false},
-		{"lifecycle complete/s ÷ db-lifecycle complete/s", rate(life, okRate), rate(dbLife, okRate), false, 3, false},
-	}
-	for _, step := range lifecycleSteps {
-		defs = append(defs, def{"lifecycle " + step + " p99 ÷ typename p99", stepP99(life, step), rate(tn, p99), true, 3, false})
-	}
+// figure is one side of a ratio, read from the scenarios that ran; false:
+// not there (a scenario it needs did not run, or made no such request).
+type figure func(rs []scenarioResult) (float64, bool)
+
+// ratioDef defines a target ratio: num ÷ den, against bound, at least
+// (cmp "≥") or at most ("≤"). -fail-on-miss ignores an informational one.
+type ratioDef struct {
+	name          string
+	num, den      figure
+	cmp           string
+	bound         float64
+	informational bool
+}
+
+// ratioDefs are the target ratios, in the order they are reported.
+var ratioDefs = []ratioDef{
+	{"hot-hold holds/s ÷ db-forupdate holds/s", okPerSec(scHotHold), okPerSec(scDBForUpdate), "≥", 3, false},
+	{"hot-hold holds/s ÷ typename req/s", okPerSec(scHotHold), reqPerSec(scTypename), "≥", 0.5, false},
+	{"sellout refusals/s ÷ typename req/s", refusedPerSec(scSellout), reqPerSec(scTypename), "≥", 0.8, false},
+	{"read ok/s ÷ typename req/s", okPerSec(scRead), reqPerSec(scTypename), "≥", 0.8, false},
+	{"hot-hold p99 ÷ typename p99", p99Of(scHotHold), p99Of(scTypename), "≤", 2, false},
+	{"lifecycle complete/s ÷ typename req/s", okPerSec(scLifecycle), reqPerSec(scTypename), "≥", 0.1, false},
+	{"lifecycle complete/s ÷ db-lifecycle complete/s", okPerSec(scLifecycle), okPerSec(scDBLifecycle), "≥", 3, false},
+	// Each of lifecycleSteps.
+	{"lifecycle " + stepHold + " p99 ÷ typename p99", stepP99(scLifecycle, stepHold), p99Of(scTypename), "≤", 3, false},
+	{"lifecycle " + stepOrder + " p99 ÷ typename p99", stepP99(scLifecycle, stepOrder), p99Of(scTypename), "≤", 3, false},
+	{"lifecycle " + stepWebhook + " p99 ÷ typename p99", stepP99(scLifecycle, stepWebhook), p99Of(scTypename), "≤", 3, false},
 	// Live stock: delivery within the contract's second, and fan-out that
 	// costs the holds little.
-	oneSecond := func() (float64, bool) { return float64(deliveryBound), true }
-	defs = append(defs,
-		def{"subscribers " + stepDelivery + " p99 ÷ 1 s", stepP99(subs, stepDelivery), oneSecond, true, 1, false},
-		def{"subscribers holds/s ÷ subscribers-baseline holds/s", rate(subs, okRate), rate(subsBase, okRate), false, 0.8, false},
-	)
+	{"subscribers " + stepDelivery + " p99 ÷ 1 s", stepP99(scSubscribers, stepDelivery), constant(float64(deliveryBound)), "≤", 1, false},
+	{"subscribers holds/s ÷ subscribers-baseline holds/s", okPerSec(scSubscribers), okPerSec(scSubscribersBaseline), "≥", 0.8, false},
 	// Order events: what writing and delivering them costs a lifecycle,
 	// and the backlog drained soon after the run (see events.go).
-	drain := func() (float64, bool) {
-		if lifeEv == nil || lifeEv.Events == nil || lifeEv.Events.Error != "" {
-			return 0, false
-		}
-		return lifeEv.Events.DrainSeconds, true
-	}
-	target := func() (float64, bool) { return eventsDrainTarget.Seconds(), true }
-	defs = append(defs,
-		def{"lifecycle-events complete/s ÷ lifecycle complete/s", rate(lifeEv, okRate), rate(life, okRate), false, 0.85, false},
-		def{"lifecycle-events drain time ÷ 5 s", drain, target, true, 1, false},
-	)
+	{"lifecycle-events complete/s ÷ lifecycle complete/s", okPerSec(scLifecycleEvents), okPerSec(scLifecycle), "≥", 0.85, false},
+	{"lifecycle-events drain time ÷ 5 s", eventsDrain, constant(eventsDrainTarget.Seconds()), "≤", 1, false},
 	// What verifying a customer token costs (customers mode only).
-	defs = append(defs, def{"typename-customer req/s ÷ typename req/s", rate(tnc, reqRate), rate(tn, reqRate), false, 0.8, true})
-	out := make([]ratio, 0, len(defs))
-	for _, d := range defs {
-		r := ratio{Name: d.name, Target: fmt.Sprintf("≥ %g", d.bound), Result: "n/a", Informational: d.info}
-		if d.atMost {
-			r.Target = fmt.Sprintf("≤ %g", d.bound)
-		}
-		n, okN := d.num()
-		m, okM := d.den()
+	{"typename-customer req/s ÷ typename req/s", reqPerSec(scTypenameCustomer), reqPerSec(scTypename), "≥", 0.8, true},
+}
+
+// computeRatios derives the target ratios from the scenarios that ran.
+func computeRatios(rs []scenarioResult) []ratio {
+	out := make([]ratio, 0, len(ratioDefs))
+	for _, d := range ratioDefs {
+		r := ratio{Name: d.name, Target: fmt.Sprintf("%s %g", d.cmp, d.bound), Result: "n/a", Informational: d.informational}
+		n, okN := d.num(rs)
+		m, okM := d.den(rs)
 		if okN && okM && m > 0 {
 			v := n / m
 			r.Value = &v
 			pass := v >= d.bound
-			if d.atMost {
+			if d.cmp == "≤" {
 				pass = v <= d.bound
 			}
 			r.Result = map[bool]string{true: "PASS", false: "MISS"}[pass]
@@ -221,8 +177,89 @@ func computeRatios(rs []scenarioResult) []ratio {
 	return out
 }
 
+// findScenario returns the row of the scenario name, nil if it did not run.
+func findScenario(rs []scenarioResult, name string) *scenarioResult {
+	for i := range rs {
+		if rs[i].Name == name {
+			return &rs[i]
+		}
+	}
+	return nil
+}
+
+// scenarioFigure is f of the scenario name's row.
+func scenarioFigure(name string, f func(*scenarioResult) float64) figure {
+	return func(rs []scenarioResult) (float64, bool) {
+		s := findScenario(rs, name)
+		if s == nil {
+			return 0, false
+		}
+		return f(s), true
+	}
+}
+
+func okPerSec(name string) figure {
+	return scenarioFigure(name, func(s *scenarioResult) float64 { return s.OKPerSec })
+}
+
+func reqPerSec(name string) figure {
+	return scenarioFigure(name, func(s *scenarioResult) float64 { return s.RequestsPerSec })
+}
+
+func refusedPerSec(name string) figure {
+	return scenarioFigure(name, func(s *scenarioResult) float64 { return s.RefusedPerSec })
+}
+
+func p99Of(name string) figure {
+	return scenarioFigure(name, func(s *scenarioResult) float64 { return float64(s.Latency.P99) })
+}
+
+// stepP99 is the p99 of one step of a scenario; not there when it made no
+// such request.
+func stepP99(name, step string) figure {
+	return func(rs []scenarioResult) (float64, bool) {
+		s := findScenario(rs, name)
+		if s == nil {
+			return 0, false
+		}
+		for _, st := range s.Steps {
+			if st.Step == step && st.Latency.Count > 0 {
+				return float64(st.Latency.P99), true
+			}
+		}
+		return 0, false
+	}
+}
+
+// eventsDrain is how long lifecycle-events' backlog took to drain; not
+// there when it was not measured.
+func eventsDrain(rs []scenarioResult) (float64, bool) {
+	s := findScenario(rs, scLifecycleEvents)
+	if s == nil || s.Events == nil || s.Events.Error != "" {
+		return 0, false
+	}
+	return s.Events.DrainSeconds, true
+}
+
+func constant(v float64) figure {
+	return func([]scenarioResult) (float64, bool) { return v, true }
+}
+
 // writeText prints the report as plain aligned tables.
 func writeText(w io.Writer, r *report, o options) {
+	writeHeader(w, r, o)
+	fmt.Fprintln(w)
+	writeScenarios(w, r)
+	fmt.Fprintln(w)
+	writeNotes(w, r)
+	fmt.Fprintln(w)
+	writeRatios(w, r)
+	fmt.Fprintln(w)
+	writeChecks(w, r)
+}
+
+// writeHeader prints what was run, against what, on what machine.
+func writeHeader(w io.Writer, r *report, o options) {
 	turns := ""
 	if r.Slices > 1 {
 		turns = fmt.Sprintf(" (taking turns in %d slices of %s)", r.Slices, o.Duration/time.Duration(r.Slices))
@@ -240,8 +277,11 @@ func writeText(w io.Writer, r *report, o options) {
 		// Tool, server and database share this machine: a busy one skews every figure.
 		fmt.Fprintf(w, "machine: %d CPUs, 1-minute load average %s at start, %s at end\n", r.CPUs, r.LoadAvgStart, r.LoadAvgEnd)
 	}
-	fmt.Fprintln(w)
+}
 
+// writeScenarios prints the table of figures, a row per scenario and one
+// per step below it.
+func writeScenarios(w io.Writer, r *report) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "scenario\tproduct\trequests\treq/s\tok/s\trefused/s\tp50\tp95\tp99\tmax\terrors")
 	for _, s := range r.Scenarios {
@@ -260,7 +300,11 @@ func writeText(w io.Writer, r *report, o options) {
 		}
 	}
 	tw.Flush()
-	fmt.Fprintln(w)
+}
+
+// writeNotes prints what the figures mean, then the scenarios' notes and
+// the run's.
+func writeNotes(w io.Writer, r *report) {
 	fmt.Fprintln(w, wrap(okMeaning, 100))
 	for _, s := range r.Scenarios {
 		for _, n := range s.Notes {
@@ -273,9 +317,11 @@ func writeText(w io.Writer, r *report, o options) {
 	for _, n := range r.Notes {
 		fmt.Fprintln(w, wrap(n, 100))
 	}
+}
 
-	fmt.Fprintln(w)
-	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+// writeRatios prints the table of target ratios.
+func writeRatios(w io.Writer, r *report) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ratio\tvalue\ttarget\tresult")
 	for _, x := range r.Ratios {
 		v := "-"
@@ -289,8 +335,10 @@ func writeText(w io.Writer, r *report, o options) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", x.Name, v, x.Target, res)
 	}
 	tw.Flush()
+}
 
-	fmt.Fprintln(w)
+// writeChecks prints what was checked, the violations, and the verdict.
+func writeChecks(w io.Writer, r *report) {
 	fmt.Fprintln(w, "checks:")
 	for _, l := range r.Checks.Lines {
 		fmt.Fprintln(w, "  "+l)

@@ -336,225 +336,282 @@ func (st *state) runScenario(name string) (scenarioResult, error) {
 	return res, err
 }
 
+// runOne runs one scenario by its kind.
 func (st *state) runOne(name string) (scenarioResult, error) {
-	a := st.api
 	switch name {
 	case scTypename, scTypenameCustomer:
-		how := "anonymous"
-		if name == scTypenameCustomer {
-			how = "each with its customer's token"
-		}
-		st.progress("%s: %d clients for %s, %s", name, st.opts.Clients, st.opts.Duration, how)
-		body := gqlBody(qTypename, nil)
-		return st.drive(name, "", func(ctx context.Context, w, _ int, r *recorder) {
-			tok := ""
-			if name == scTypenameCustomer {
-				tok = st.cust.tokens[w]
-			}
-			t0 := time.Now()
-			c := a.post(ctx, tok, body, nil)
-			r.request(t0)
-			r.tally(c)
-		}), nil
-
+		return st.runTypename(name), nil
 	case scHotHold, scSellout:
-		id, stock, err := st.productOf(name)
-		if err != nil {
-			return scenarioResult{}, err
-		}
-		st.progress("%s: product %s (stock %d), %d clients for %s", name, id, stock, st.opts.Clients, st.opts.Duration)
-		body := gqlBody(qCreateHold, map[string]any{"p": id})
-		res := st.drive(name, id, st.holdOp(body))
-		if name == scSellout {
-			st.selloutOK = res.OK
-		}
-		return res, nil
-
+		return st.runHold(name)
 	case scRead:
-		id, _, err := st.productOf(name)
-		if err != nil {
-			return scenarioResult{}, err
-		}
-		st.progress("%s: product %s, %d clients for %s", name, id, st.opts.Clients, st.opts.Duration)
-		body := gqlBody(qProduct, map[string]any{"p": id})
-		return st.drive(name, id, func(ctx context.Context, _, _ int, r *recorder) {
-			var out struct {
-				Product *productStock `json:"product"`
-			}
-			t0 := time.Now()
-			c := a.post(ctx, "", body, &out)
-			r.request(t0)
-			if c == "" && out.Product == nil {
-				c = "product null"
-			}
-			r.tally(c)
-		}), nil
-
+		return st.runRead(name)
 	case scLifecycle, scLifecycleEvents:
-		// lifecycle-events does exactly lifecycle's work, against the
-		// events server (see events.go), and also counts the orders made.
-		events := name == scLifecycleEvents
-		a = st.apiFor(name)
-		id, _, err := st.productOf(name)
-		if err != nil {
-			return scenarioResult{}, err
-		}
-		signed := "signed"
-		if a.signer == nil {
-			signed = "unsigned"
-		}
-		on := ""
-		if events {
-			on = " on " + a.base + ", its order events to the tool's receiver on " + st.events.recv.addr()
-		}
-		st.progress("%s: product %s%s, %d clients for %s, %s webhooks", name, id, on, st.opts.Clients, st.opts.Duration, signed)
-		keyPrefix := "lt_"
-		if events {
-			keyPrefix = "lte_" // its own keys, should both servers share a database after all
-		}
-		holdBody := gqlBody(qCreateHold, map[string]any{"p": id})
-		res := st.drive(name, id, func(ctx context.Context, w, i int, r *recorder) {
-			var h struct {
-				CreateHold struct {
-					ID string `json:"id"`
-				} `json:"createHold"`
-			}
-			tok := st.buyerToken(w) // the hold's customer orders it
-			t0 := time.Now()
-			c := a.post(ctx, tok, holdBody, &h)
-			r.step(stepHold, t0)
-			if c == "" && h.CreateHold.ID == "" {
-				c = "hold without id"
-			}
-			if c != "" {
-				r.fail("createHold: " + c)
-				return
-			}
-			var o struct {
-				CreateOrder struct {
-					ID string `json:"id"`
-				} `json:"createOrder"`
-			}
-			t0 = time.Now()
-			c = a.post(ctx, tok, gqlBody(qCreateOrder, map[string]any{"h": h.CreateHold.ID}), &o)
-			r.step(stepOrder, t0)
-			if c == "" && o.CreateOrder.ID == "" {
-				c = "order without id"
-			}
-			if c != "" {
-				r.fail("createOrder: " + c)
-				return
-			}
-			if events {
-				r.extra[extraOrders]++
-			}
-			status, want := paymentOf(i)
-			key := keyPrefix + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
-			t0 = time.Now()
-			ans, c := a.webhook(ctx, key, o.CreateOrder.ID, status)
-			r.step(stepWebhook, t0)
-			if c == "" && (ans.OrderStatus != want || ans.Duplicate || ans.OrderID != o.CreateOrder.ID) {
-				c = "webhook: order " + ans.OrderStatus + ", want " + want
-			}
-			if c != "" {
-				r.fail(c)
-				return
-			}
-			r.ok++
-			r.extra[want]++
-		})
-		res.Notes = append(res.Notes, fmt.Sprintf("%d PAID, %d CANCELLED by a payment failure; %s webhooks",
-			res.Extra["PAID"], res.Extra["CANCELLED"], signed))
-		if res.Errors["webhook HTTP 401"] > 0 {
-			res.Notes = append(res.Notes, "webhooks refused with 401: -secret must be the server's WEBHOOK_SECRET "+
-				"(their orders stay PENDING_PAYMENT until PAYMENT_TIMEOUT)")
-		}
-		if events {
-			st.measureEvents(&res)
-			st.eventsFig = res.Events
-		}
-		return res, nil
-
+		return st.runLifecycle(name)
 	case scLimit:
 		return st.runLimit()
-
 	case scDBForUpdate:
-		id, pid, err := st.dbProduct(name)
-		if err != nil {
-			return scenarioResult{}, err
-		}
-		b := st.base
-		res := st.drive(name, id, func(_ context.Context, _, _ int, r *recorder) {
-			ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
-			defer cancel()
-			t0 := time.Now()
-			_, err := b.hold(ctx, pid, 1)
-			r.request(t0)
-			switch {
-			case errors.Is(err, errInsufficientStock):
-				r.refused++
-			case err != nil:
-				r.fail(dbErrClass(err))
-			default:
-				r.ok++
-			}
-		})
-		res.Notes = append(res.Notes, b.note(name))
-		return res, nil
-
+		return st.runDBForUpdate(name)
 	case scDBLifecycle:
-		id, pid, err := st.dbProduct(name)
-		if err != nil {
-			return scenarioResult{}, err
-		}
-		b := st.base
-		// Each step gets the per-request timeout, as each HTTP request does.
-		step := func(r *recorder, name string, fn func(ctx context.Context) error) error {
-			ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
-			defer cancel()
-			t0 := time.Now()
-			err := fn(ctx)
-			r.step(name, t0)
-			if err != nil {
-				r.fail(name + ": " + dbErrClass(err))
-			}
-			return err
-		}
-		res := st.drive(name, id, func(_ context.Context, w, i int, r *recorder) {
-			var holdID, orderID, got string
-			if step(r, stepHoldTx, func(ctx context.Context) (err error) {
-				holdID, err = b.hold(ctx, pid, 1)
-				return err
-			}) != nil {
-				return
-			}
-			if step(r, stepOrderTx, func(ctx context.Context) (err error) {
-				orderID, err = b.order(ctx, pid, holdID)
-				return err
-			}) != nil {
-				return
-			}
-			status, want := paymentOf(i)
-			// Not lifecycle's "lt_" keys: both may run against one database.
-			key := "ltdb_" + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
-			if step(r, stepPaymentTx, func(ctx context.Context) (err error) {
-				got, err = b.pay(ctx, pid, orderID, key, status)
-				return err
-			}) != nil {
-				return
-			}
-			if got != want {
-				r.fail("payment tx: order " + got + ", want " + want)
-				return
-			}
-			r.ok++
-			r.extra[want]++
-		})
-		res.Notes = append(res.Notes, fmt.Sprintf("%d PAID, %d CANCELLED by a payment failure", res.Extra["PAID"], res.Extra["CANCELLED"]),
-			b.note(name))
-		return res, nil
+		return st.runDBLifecycle(name)
 	}
 	return scenarioResult{}, fmt.Errorf("unknown scenario %q", name)
+}
+
+// runTypename runs typename (anonymous) or typename-customer (each client
+// with its customer's token): the cheapest query, the baseline of ratios.
+func (st *state) runTypename(name string) scenarioResult {
+	a := st.api
+	how := "anonymous"
+	if name == scTypenameCustomer {
+		how = "each with its customer's token"
+	}
+	st.progress("%s: %d clients for %s, %s", name, st.opts.Clients, st.opts.Duration, how)
+	body := gqlBody(qTypename, nil)
+	return st.drive(name, "", func(ctx context.Context, w, _ int, r *recorder) {
+		tok := ""
+		if name == scTypenameCustomer {
+			tok = st.cust.tokens[w]
+		}
+		t0 := time.Now()
+		c := a.post(ctx, tok, body, nil)
+		r.request(t0)
+		r.tally(c)
+	})
+}
+
+// runHold runs hot-hold or sellout: holds of qty 1 on the scenario's
+// product; sellout's successful holds are kept for the checks.
+func (st *state) runHold(name string) (scenarioResult, error) {
+	id, stock, err := st.productOf(name)
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	st.progress("%s: product %s (stock %d), %d clients for %s", name, id, stock, st.opts.Clients, st.opts.Duration)
+	body := gqlBody(qCreateHold, map[string]any{"p": id})
+	res := st.drive(name, id, st.holdOp(body))
+	if name == scSellout {
+		st.selloutOK = res.OK
+	}
+	return res, nil
+}
+
+// runRead runs read: the product's stock, as a storefront reads it.
+func (st *state) runRead(name string) (scenarioResult, error) {
+	a := st.api
+	id, _, err := st.productOf(name)
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	st.progress("%s: product %s, %d clients for %s", name, id, st.opts.Clients, st.opts.Duration)
+	body := gqlBody(qProduct, map[string]any{"p": id})
+	return st.drive(name, id, func(ctx context.Context, _, _ int, r *recorder) {
+		var out struct {
+			Product *productStock `json:"product"`
+		}
+		t0 := time.Now()
+		c := a.post(ctx, "", body, &out)
+		r.request(t0)
+		if c == "" && out.Product == nil {
+			c = "product null"
+		}
+		r.tally(c)
+	}), nil
+}
+
+// runLifecycle runs lifecycle or lifecycle-events, which does exactly
+// lifecycle's work against the events server (see events.go) and also
+// counts the orders made.
+func (st *state) runLifecycle(name string) (scenarioResult, error) {
+	events := name == scLifecycleEvents
+	a := st.apiFor(name)
+	id, _, err := st.productOf(name)
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	signed := "signed"
+	if a.signer == nil {
+		signed = "unsigned"
+	}
+	on := ""
+	if events {
+		on = " on " + a.base + ", its order events to the tool's receiver on " + st.events.recv.addr()
+	}
+	st.progress("%s: product %s%s, %d clients for %s, %s webhooks", name, id, on, st.opts.Clients, st.opts.Duration, signed)
+	keyPrefix := "lt_"
+	if events {
+		keyPrefix = "lte_" // its own keys, should both servers share a database after all
+	}
+	res := st.drive(name, id, st.lifecycleOp(a, gqlBody(qCreateHold, map[string]any{"p": id}), keyPrefix, events))
+	res.Notes = append(res.Notes, fmt.Sprintf("%d PAID, %d CANCELLED by a payment failure; %s webhooks",
+		res.Extra["PAID"], res.Extra["CANCELLED"], signed))
+	if res.Errors["webhook HTTP 401"] > 0 {
+		res.Notes = append(res.Notes, "webhooks refused with 401: -secret must be the server's WEBHOOK_SECRET "+
+			"(their orders stay PENDING_PAYMENT until PAYMENT_TIMEOUT)")
+	}
+	if events {
+		st.measureEvents(&res)
+		st.eventsFig = res.Events
+	}
+	return res, nil
+}
+
+// lifecycleOp is one lifecycle on a: a hold, its order by the hold's
+// customer, then the payment's webhook, which must leave the order as
+// paymentOf says. events: count the orders made.
+func (st *state) lifecycleOp(a *api, holdBody []byte, keyPrefix string, events bool) opFunc {
+	return func(ctx context.Context, w, i int, r *recorder) {
+		tok := st.buyerToken(w) // the hold's customer orders it
+		holdID, ok := lifecycleHold(ctx, a, tok, holdBody, r)
+		if !ok {
+			return
+		}
+		orderID, ok := lifecycleOrder(ctx, a, tok, holdID, r)
+		if !ok {
+			return
+		}
+		if events {
+			r.extra[extraOrders]++
+		}
+		status, want := paymentOf(i)
+		key := keyPrefix + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
+		t0 := time.Now()
+		ans, c := a.webhook(ctx, key, orderID, status)
+		r.step(stepWebhook, t0)
+		if c == "" && (ans.OrderStatus != want || ans.Duplicate || ans.OrderID != orderID) {
+			c = "webhook: order " + ans.OrderStatus + ", want " + want
+		}
+		if c != "" {
+			r.fail(c)
+			return
+		}
+		r.ok++
+		r.extra[want]++
+	}
+}
+
+// lifecycleHold is a lifecycle's createHold step; false: it failed.
+func lifecycleHold(ctx context.Context, a *api, tok string, body []byte, r *recorder) (string, bool) {
+	var h struct {
+		CreateHold struct {
+			ID string `json:"id"`
+		} `json:"createHold"`
+	}
+	t0 := time.Now()
+	c := a.post(ctx, tok, body, &h)
+	r.step(stepHold, t0)
+	if c == "" && h.CreateHold.ID == "" {
+		c = "hold without id"
+	}
+	if c != "" {
+		r.fail("createHold: " + c)
+		return "", false
+	}
+	return h.CreateHold.ID, true
+}
+
+// lifecycleOrder is a lifecycle's createOrder step; false: it failed.
+func lifecycleOrder(ctx context.Context, a *api, tok, holdID string, r *recorder) (string, bool) {
+	var o struct {
+		CreateOrder struct {
+			ID string `json:"id"`
+		} `json:"createOrder"`
+	}
+	t0 := time.Now()
+	c := a.post(ctx, tok, gqlBody(qCreateOrder, map[string]any{"h": holdID}), &o)
+	r.step(stepOrder, t0)
+	if c == "" && o.CreateOrder.ID == "" {
+		c = "order without id"
+	}
+	if c != "" {
+		r.fail("createOrder: " + c)
+		return "", false
+	}
+	return o.CreateOrder.ID, true
+}
+
+// runDBForUpdate runs db-forupdate: hot-hold's work straight in SQL, one
+// transaction locking the product row per hold.
+func (st *state) runDBForUpdate(name string) (scenarioResult, error) {
+	id, pid, err := st.dbProduct(name)
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	b := st.base
+	res := st.drive(name, id, func(_ context.Context, _, _ int, r *recorder) {
+		ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
+		defer cancel()
+		t0 := time.Now()
+		_, err := b.hold(ctx, pid, 1)
+		r.request(t0)
+		switch {
+		case errors.Is(err, errInsufficientStock):
+			r.refused++
+		case err != nil:
+			r.fail(dbErrClass(err))
+		default:
+			r.ok++
+		}
+	})
+	res.Notes = append(res.Notes, b.note(name))
+	return res, nil
+}
+
+// runDBLifecycle runs db-lifecycle: lifecycle's work straight in SQL, one
+// transaction per step.
+func (st *state) runDBLifecycle(name string) (scenarioResult, error) {
+	id, pid, err := st.dbProduct(name)
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	b := st.base
+	res := st.drive(name, id, func(_ context.Context, w, i int, r *recorder) {
+		var holdID, orderID, got string
+		if st.dbStep(r, stepHoldTx, func(ctx context.Context) (err error) {
+			holdID, err = b.hold(ctx, pid, 1)
+			return err
+		}) != nil {
+			return
+		}
+		if st.dbStep(r, stepOrderTx, func(ctx context.Context) (err error) {
+			orderID, err = b.order(ctx, pid, holdID)
+			return err
+		}) != nil {
+			return
+		}
+		status, want := paymentOf(i)
+		// Not lifecycle's "lt_" keys: both may run against one database.
+		key := "ltdb_" + st.runID + "_" + strconv.Itoa(w) + "_" + strconv.Itoa(i)
+		if st.dbStep(r, stepPaymentTx, func(ctx context.Context) (err error) {
+			got, err = b.pay(ctx, pid, orderID, key, status)
+			return err
+		}) != nil {
+			return
+		}
+		if got != want {
+			r.fail("payment tx: order " + got + ", want " + want)
+			return
+		}
+		r.ok++
+		r.extra[want]++
+	})
+	res.Notes = append(res.Notes, fmt.Sprintf("%d PAID, %d CANCELLED by a payment failure", res.Extra["PAID"], res.Extra["CANCELLED"]),
+		b.note(name))
+	return res, nil
+}
+
+// dbStep runs one transaction of a db-lifecycle and records it under its
+// step's name. Each step gets the per-request timeout, as each HTTP
+// request does.
+func (st *state) dbStep(r *recorder, name string, fn func(ctx context.Context) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
+	defer cancel()
+	t0 := time.Now()
+	err := fn(ctx)
+	r.step(name, t0)
+	if err != nil {
+		r.fail(name + ": " + dbErrClass(err))
+	}
+	return err
 }
 
 // dbProduct returns a db-* scenario's product ID, also as an integer, and

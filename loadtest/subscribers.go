@@ -106,16 +106,55 @@ func (st *state) runSubscribers() ([]scenarioResult, *subscribersInfo, error) {
 	st.progress("%s: opening %d subscriptions to %s", scSubscribers, n, st.api.base)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var win window
-	ws := make([]*watcher, n)
+	subs := st.openSubscriptions(ctx, id, info)
+	info.measureRSS()
+	st.progress("%s: %d subscribed in %.1fs; hot-hold again, %d clients for %s", scSubscribers, info.Connected, info.ConnectSeconds, st.opts.Clients, st.opts.Duration)
+
+	subs.win.open(time.Now())
+	with := st.drive(scSubscribers, id, st.holdOp(body))
+	time.Sleep(settleAfterLoad)
+	subs.win.close(time.Now())
+
+	// Every subscriber must have been told the product's final stock.
+	pctx, pcancel := context.WithTimeout(context.Background(), st.opts.Timeout)
+	final, _, perr := st.api.product(pctx, id)
+	pcancel()
+	subs.closeAll(cancel)
+	st.progress("%s: subscriptions closed; hot-hold without them again, %d clients for %s", scSubscribers, st.opts.Clients, st.opts.Duration/2)
+	base.take(scSubscribersBaseline)
+	<-base.left[scSubscribersBaseline]
+	subs.tally(info, final, perr)
+	with.Steps = append(with.Steps, stepLatency{Step: stepDelivery, Latency: info.Delay})
+	with.Notes = append(with.Notes, info.notes(perr)...)
+	st.subs = info
+	return []scenarioResult{without, with}, info, nil
+}
+
+// subscriptions is the scenario's open subscriptions, and their readers.
+type subscriptions struct {
+	ws      []*watcher // nil: could not be opened
+	readers sync.WaitGroup
+	win     window
+}
+
+// openSubscriptions opens info.Subscribers subscriptions to the product,
+// dialParallelism at a time, each counted once its first event arrived;
+// their readers run until ctx ends.
+func (st *state) openSubscriptions(ctx context.Context, productID string, info *subscribersInfo) *subscriptions {
+	n := info.Subscribers
+	subs := &subscriptions{ws: make([]*watcher, n)}
 	var (
 		mu       sync.Mutex
 		wg       sync.WaitGroup
-		readers  sync.WaitGroup
 		next     atomic.Int64
 		t0       = time.Now()
 		wsClient = st.wsClient()
 	)
+	failed := func(class string) {
+		mu.Lock()
+		info.ConnectFailed[class]++
+		mu.Unlock()
+	}
 	for range dialParallelism {
 		wg.Go(func() {
 			for {
@@ -123,63 +162,62 @@ func (st *state) runSubscribers() ([]scenarioResult, *subscribersInfo, error) {
 				if i >= n || st.stop.Err() != nil {
 					return
 				}
-				w, err := subscribe(ctx, wsClient, st.api.base, id, st.opts.Timeout)
+				w, err := subscribe(ctx, wsClient, st.api.base, productID, st.opts.Timeout)
 				if err != nil {
-					mu.Lock()
-					info.ConnectFailed[errClass(err)]++
-					mu.Unlock()
+					failed(errClass(err))
 					continue
 				}
-				ws[i] = w
-				readers.Go(func() { w.read(ctx, &win) })
+				subs.ws[i] = w
+				subs.readers.Go(func() { w.read(ctx, &subs.win) })
 				select {
 				case <-w.firstSeen:
 				case <-time.After(st.opts.Timeout):
-					mu.Lock()
-					info.ConnectFailed["no first event"]++
-					mu.Unlock()
+					failed("no first event")
 				}
 			}
 		})
 	}
 	wg.Wait()
 	info.ConnectSeconds = time.Since(t0).Seconds()
-	for _, w := range ws {
+	for _, w := range subs.ws {
 		if w != nil {
 			info.Connected++
 		}
 	}
-	if info.ServerPID != 0 {
-		time.Sleep(time.Second) // let the server's allocations settle
-		info.RSSAfter, _ = rss(info.ServerPID)
-		if info.Connected > 0 && info.RSSAfter > 0 {
-			info.BytesPerSub = float64(info.RSSAfter-info.RSSBefore) / float64(info.Connected)
-		}
+	return subs
+}
+
+// measureRSS measures the server's memory with the subscriptions open,
+// against the figure before them (with -server-pid).
+func (info *subscribersInfo) measureRSS() {
+	if info.ServerPID == 0 {
+		return
 	}
-	st.progress("%s: %d subscribed in %.1fs; hot-hold again, %d clients for %s", scSubscribers, info.Connected, info.ConnectSeconds, st.opts.Clients, st.opts.Duration)
+	time.Sleep(time.Second) // let the server's allocations settle
+	info.RSSAfter, _ = rss(info.ServerPID)
+	if info.Connected > 0 && info.RSSAfter > 0 {
+		info.BytesPerSub = float64(info.RSSAfter-info.RSSBefore) / float64(info.Connected)
+	}
+}
 
-	win.open(time.Now())
-	with := st.drive(scSubscribers, id, st.holdOp(body))
-	time.Sleep(settleAfterLoad)
-	win.close(time.Now())
-
-	// Every subscriber must have been told the product's final stock.
-	pctx, pcancel := context.WithTimeout(context.Background(), st.opts.Timeout)
-	final, _, perr := st.api.product(pctx, id)
-	pcancel()
-	var delays []time.Duration
-	for _, w := range ws {
+// closeAll closes every subscription, then ends the readers (cancel) and
+// waits for them.
+func (subs *subscriptions) closeAll(cancel context.CancelFunc) {
+	for _, w := range subs.ws {
 		if w == nil {
 			continue
 		}
 		_ = w.conn.Close(websocket.StatusNormalClosure, "load test done")
 	}
 	cancel()
-	readers.Wait()
-	st.progress("%s: subscriptions closed; hot-hold without them again, %d clients for %s", scSubscribers, st.opts.Clients, st.opts.Duration/2)
-	base.take(scSubscribersBaseline)
-	<-base.left[scSubscribersBaseline]
-	for _, w := range ws {
+	subs.readers.Wait()
+}
+
+// tally adds up what the subscribers received, once their readers ended;
+// final is the product's final stock (unless perr).
+func (subs *subscriptions) tally(info *subscribersInfo, final productStock, perr error) {
+	var delays []time.Duration
+	for _, w := range subs.ws {
 		if w == nil {
 			continue
 		}
@@ -196,28 +234,31 @@ func (st *state) runSubscribers() ([]scenarioResult, *subscribersInfo, error) {
 	if len(info.ConnectFailed) == 0 {
 		info.ConnectFailed = nil
 	}
-	with.Steps = append(with.Steps, stepLatency{Step: stepDelivery, Latency: info.Delay})
-	with.Notes = append(with.Notes, fmt.Sprintf("%d of %d subscriptions open while hot-hold ran (%.1fs to open them); %d events received, "+
+}
+
+// notes are the subscribers row's notes; perr: the final stock could not
+// be read.
+func (info *subscribersInfo) notes(perr error) []string {
+	notes := []string{fmt.Sprintf("%d of %d subscriptions open while hot-hold ran (%.1fs to open them); %d events received, "+
 		"delay from commit to receipt p50 %s, p99 %s, max %s; %d subscribers saw the final stock",
-		info.Connected, n, info.ConnectSeconds, info.Events, fmtDur(info.Delay.P50), fmtDur(info.Delay.P99), fmtDur(info.Delay.Max), info.Converged))
+		info.Connected, info.Subscribers, info.ConnectSeconds, info.Events, fmtDur(info.Delay.P50), fmtDur(info.Delay.P99), fmtDur(info.Delay.Max), info.Converged)}
 	switch {
 	case info.BytesPerSub > 0:
-		with.Notes = append(with.Notes, fmt.Sprintf("server memory (RSS of PID %d): %.1f MiB before the subscriptions, %.1f MiB with them: %.1f KiB per subscription",
+		notes = append(notes, fmt.Sprintf("server memory (RSS of PID %d): %.1f MiB before the subscriptions, %.1f MiB with them: %.1f KiB per subscription",
 			info.ServerPID, float64(info.RSSBefore)/(1<<20), float64(info.RSSAfter)/(1<<20), info.BytesPerSub/1024))
 	case info.ServerPID == 0:
-		with.Notes = append(with.Notes, "server memory per subscription not measured: give -server-pid")
+		notes = append(notes, "server memory per subscription not measured: give -server-pid")
 	}
 	if len(info.ConnectFailed) > 0 {
-		with.Notes = append(with.Notes, "subscriptions that could not be opened: "+fmtErrors(info.ConnectFailed))
+		notes = append(notes, "subscriptions that could not be opened: "+fmtErrors(info.ConnectFailed))
 	}
 	if info.Ended > 0 {
-		with.Notes = append(with.Notes, fmt.Sprintf("%d subscriptions were ended by the server before the tool closed them", info.Ended))
+		notes = append(notes, fmt.Sprintf("%d subscriptions were ended by the server before the tool closed them", info.Ended))
 	}
 	if perr != nil {
-		with.Notes = append(with.Notes, "could not read the final stock: "+perr.Error())
+		notes = append(notes, "could not read the final stock: "+perr.Error())
 	}
-	st.subs = info
-	return []scenarioResult{without, with}, info, nil
+	return notes
 }
 
 // stepDelivery names the delivery delay in the subscribers row.
