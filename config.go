@@ -47,6 +47,7 @@ type config struct {
 	MaxSubs         int           // most live subscriptions per process
 	MetricsAddr     string        // host:port of the Prometheus listener; "": off
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
+	Retention       time.Duration // how long lapsed holds and payment audit rows are kept
 	LogLevel        slog.Level
 	LogFormat       string // text or json
 	Events          eventsConfig
@@ -100,6 +101,7 @@ var envVars = []envVar{
 	{"EVENTS_MAX_ATTEMPTS", "15", "failed attempts before an event is FAILED on a sink (an operator may redeliver it)"},
 	{"EVENTS_CONCURRENCY", "16", "delivery attempts in flight per process per sink"},
 	{"EVENTS_RETENTION", "168h", "how long events delivered to every sink are kept"},
+	{"RETENTION", "2160h", "how long expired and released holds that never became orders, and payment-event audit rows, are kept (90 days)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
 }
@@ -120,6 +122,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		ShutdownTimeout: durVar("SHUTDOWN_TIMEOUT", 0, 10*time.Minute),
 		StockPush:       durVar("STOCK_PUSH_INTERVAL", 10*time.Millisecond, 450*time.Millisecond),
 		MaxSubs:         intVar("MAX_SUBSCRIPTIONS", 1, 1_000_000),
+		Retention:       durVar("RETENTION", time.Hour, 100*365*24*time.Hour),
 		LogFormat:       get("LOG_FORMAT"),
 		GraphQLLimits: graph.Limits{
 			MaxQueryBytes: intVar("GRAPHQL_MAX_QUERY_BYTES", 256, graph.MaxBody),

@@ -283,6 +283,7 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	sw, err := sweeper.Start(a.svc, sweeper.Config{
 		Interval: cfg.SweepInterval, Logger: log, Events: a.relay, EventsRetention: cfg.Events.Retention,
+		Retention: cfg.Retention,
 	})
 	if err != nil {
 		return err

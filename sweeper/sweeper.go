@@ -1,7 +1,8 @@
 // Package sweeper runs the scheduled jobs on gocron: every SWEEP_INTERVAL
 // it calls stock.Service.Sweep, which expires overdue holds and cancels
 // orders whose payment timed out; every few minutes it deletes the order
-// events every sink has delivered once EVENTS_RETENTION has passed. The
+// events every sink has delivered once EVENTS_RETENTION has passed, and
+// lapsed holds and payment-event audit rows older than RETENTION. The
 // jobs keep no state of their own (everything they need is in the
 // database), so a restarted server catches up on its first runs, and
 // several servers may run them on the same database at once.
@@ -23,7 +24,9 @@ import (
 const (
 	JobName          = "release-expired"
 	EventsRetainJob  = "delete-delivered-events"
+	PurgeJob         = "delete-old-records"
 	eventsRetainEach = 5 * time.Minute
+	purgeEach        = 10 * time.Minute
 )
 
 // Config configures the jobs.
@@ -34,6 +37,9 @@ type Config struct {
 	// sink and older than EventsRetention are deleted.
 	Events          *events.Relay
 	EventsRetention time.Duration
+	// Retention, when set, gets a job deleting lapsed holds that never
+	// became orders, and payment-event audit rows, older than it.
+	Retention time.Duration
 }
 
 // Sweeper owns the gocron scheduler.
@@ -75,6 +81,20 @@ func Start(svc *stock.Service, cfg Config) (*Sweeper, error) {
 				log.WarnContext(ctx, "deleting delivered order events failed; the next run retries", "job", EventsRetainJob, "err", err, "deleted", n)
 			} else if n > 0 {
 				log.InfoContext(ctx, "deleted delivered order events", "job", EventsRetainJob, "deleted", n, "older_than", cfg.EventsRetention)
+			}
+		})
+	}
+	if err == nil && cfg.Retention > 0 {
+		err = every(s, PurgeJob, purgeEach, func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, purgeEach)
+			defer cancel()
+			res, err := svc.Purge(ctx, cfg.Retention)
+			if err != nil {
+				log.WarnContext(ctx, "deleting old records failed; the next run retries", "job", PurgeJob, "err", err,
+					"holds", res.Holds, "payment_events", res.PaymentEvents)
+			} else if res.Holds+res.PaymentEvents > 0 {
+				log.InfoContext(ctx, "deleted old records", "job", PurgeJob, "holds", res.Holds,
+					"payment_events", res.PaymentEvents, "older_than", cfg.Retention)
 			}
 		})
 	}

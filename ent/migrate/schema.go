@@ -217,6 +217,13 @@ var (
 				OnDelete:   schema.NoAction,
 			},
 		},
+		Indexes: []*schema.Index{
+			{
+				Name:    "paymentevent_created_at",
+				Unique:  false,
+				Columns: []*schema.Column{PaymentEventsColumns[7]},
+			},
+		},
 	}
 	// ProductsColumns holds the columns for the "products" table.
 	ProductsColumns = []*schema.Column{

@@ -5,6 +5,7 @@ import (
 	"entgo.io/ent/dialect"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
+	"entgo.io/ent/schema/index"
 	"github.com/google/uuid"
 )
 
@@ -26,6 +27,13 @@ func (PaymentEvent) Fields() []ent.Field {
 		field.String("payment_reference").Optional().Nillable().MaxLen(1020).Immutable().
 			SchemaType(map[string]string{dialect.MySQL: "varchar(255)"}),
 		field.Time("created_at").Immutable().Default(nowUTC).SchemaType(mysqlTime),
+	}
+}
+
+func (PaymentEvent) Indexes() []ent.Index {
+	return []ent.Index{
+		// Retention deletes the oldest first.
+		index.Fields("created_at"),
 	}
 }
 
