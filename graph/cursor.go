@@ -22,16 +22,25 @@ func encodeCursor(id int) string {
 }
 
 func decodeCursor(c string) (int, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err == nil {
-		if s, ok := strings.CutPrefix(string(b), cursorPrefix); ok {
-			if id, err := strconv.Atoi(s); err == nil && id > 0 && strconv.Itoa(id) == s {
-				return id, nil
-			}
+	if s, ok := cursorValue(c, cursorPrefix); ok {
+		if id, err := strconv.Atoi(s); err == nil && id > 0 && strconv.Itoa(id) == s {
+			return id, nil
 		}
 	}
-	return 0, stock.InvalidInput("malformed cursor %q", c)
+	return 0, malformedCursor(c)
 }
+
+// cursorValue is what cursor c holds after prefix, if c is base64url of
+// prefix and a value.
+func cursorValue(c, prefix string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", false
+	}
+	return strings.CutPrefix(string(b), prefix)
+}
+
+func malformedCursor(c string) error { return stock.InvalidInput("malformed cursor %q", c) }
 
 // Hold and order cursors are base64url of "id:<uuid>": UUIDv7 IDs are in
 // creation order, so a page newest first continues below the last ID.
@@ -42,15 +51,12 @@ func encodeIDCursor(id uuid.UUID) string {
 }
 
 func decodeIDCursor(c string) (uuid.UUID, error) {
-	b, err := base64.RawURLEncoding.DecodeString(c)
-	if err == nil {
-		if s, ok := strings.CutPrefix(string(b), idCursorPrefix); ok {
-			if id, err := uuid.Parse(s); err == nil && id.String() == s {
-				return id, nil
-			}
+	if s, ok := cursorValue(c, idCursorPrefix); ok {
+		if id, err := uuid.Parse(s); err == nil && id.String() == s {
+			return id, nil
 		}
 	}
-	return uuid.Nil, stock.InvalidInput("malformed cursor %q", c)
+	return uuid.Nil, malformedCursor(c)
 }
 
 // defaultPage is a connection's first when a caller gives null (the
@@ -90,15 +96,12 @@ func eventPageArgs(first *int, after *string) (int, string, error) {
 	if after == nil {
 		return n, "", nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(*after)
-	if err == nil {
-		if s, ok := strings.CutPrefix(string(b), eventCursorPrefix); ok {
-			if _, err := events.ParseEventID(s); err == nil {
-				return n, s, nil
-			}
+	if s, ok := cursorValue(*after, eventCursorPrefix); ok {
+		if _, err := events.ParseEventID(s); err == nil {
+			return n, s, nil
 		}
 	}
-	return 0, "", stock.InvalidInput("malformed cursor %q", *after)
+	return 0, "", malformedCursor(*after)
 }
 
 // holdConnection is a page of holds as a connection.
