@@ -56,7 +56,8 @@ func (ob *outbox) add(o *ent.Order, t orderevent.Type, reason string, at time.Ti
 }
 
 // moved is add for an order whose status this transaction changed to
-// o.Status: it advances o.EventSeq and picks the event's type and reason.
+// o.Status (PAID, CANCELLED or REFUND_REQUIRED; a new order's event is
+// added by add): it advances o.EventSeq and picks the event's type.
 // A timed-out order is cancelled with reason payment_timeout, a failed
 // payment's with payment_failed.
 func (ob *outbox) moved(o *ent.Order, reason string, at time.Time) {
@@ -67,8 +68,6 @@ func (ob *outbox) moved(o *ent.Order, reason string, at time.Time) {
 		t = orderevent.TypeOrderCancelled
 	case order.StatusREFUND_REQUIRED:
 		t = orderevent.TypeOrderRefundRequired
-	case order.StatusPENDING_PAYMENT:
-		t = orderevent.TypeOrderCreated
 	}
 	ob.add(o, t, reason, at)
 }
