@@ -135,8 +135,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.Database, err = database.ParseURL(c.DatabaseURL); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.loadEvents(e)...) // before loadSecrets, which compares with its secret
 	errs = append(errs, c.loadSecrets(getenv)...)
-	errs = append(errs, c.loadEvents(e)...)
 	if c.RateLimit, err = ratelimit.Parse(getenv("RATE_LIMIT")); err != nil {
 		errs = append(errs, fmt.Errorf("RATE_LIMIT=%q: %w", getenv("RATE_LIMIT"), err))
 	}
@@ -248,7 +248,7 @@ func (c *config) loadSecrets(getenv func(string) string) []error {
 	case strings.TrimSpace(secret) == tok:
 		// The payment provider knows the webhook secret; it must not be an operator.
 		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as WEBHOOK_SECRET; %s", howToken))
-	case strings.TrimSpace(getenv("EVENTS_WEBHOOK_SECRET")) == tok:
+	case c.Events.WebhookSecret == tok:
 		// The shop's event receiver knows that secret; it must not be an operator.
 		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as EVENTS_WEBHOOK_SECRET; %s", howToken))
 	case getenv("CUSTOMER_JWT_SECRET") == tok:
