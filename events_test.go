@@ -166,9 +166,6 @@ func checkEventsFlow(t *testing.T, ts *testServer, rc *eventReceiver, ns *testna
 	if order["id"] != o || order["paymentReference"] != "pay_42" || order["customerId"] != nil {
 		t.Errorf("order.paid carries %v", order)
 	}
-	waitFor(t, "2 events in the stream", func() bool {
-		return len(testnats.StreamMessages(t, testnats.JetStream(t, ns.URL()), sink.DefaultNATSStream)) == 2
-	})
 
 	var out struct {
 		Order       struct{ CustomerID, PaymentReference *string }
@@ -188,6 +185,11 @@ func checkEventsFlow(t *testing.T, ts *testServer, rc *eventReceiver, ns *testna
 			orderEvents(orderId: $o, status: PENDING) { edges { cursor node { id } } } }`, map[string]any{"o": o}).must(t, &out)
 		return len(out.OrderEvents.Edges) == 0
 	})
+	// Delivered to NATS means acknowledged by JetStream: both are stored
+	// (the stream itself is made by the first send, so not read before).
+	if n := len(testnats.StreamMessages(t, testnats.JetStream(t, ns.URL()), sink.DefaultNATSStream)); n != 2 {
+		t.Errorf("%d events in the stream, want 2", n)
+	}
 	if out.Order.CustomerID != nil || out.Order.PaymentReference == nil || *out.Order.PaymentReference != "pay_42" {
 		t.Errorf("order customerId %v paymentReference %v", out.Order.CustomerID, out.Order.PaymentReference)
 	}
@@ -242,8 +244,7 @@ func checkEventsFlow(t *testing.T, ts *testServer, rc *eventReceiver, ns *testna
 
 func checkEventsMetrics(t *testing.T, addr string) {
 	t.Helper()
-	fams := testkit.Scrape(t, addr)
-	for _, tc := range []struct {
+	want := []struct {
 		family string
 		labels []string
 		min    float64
@@ -253,7 +254,24 @@ func checkEventsMetrics(t *testing.T, addr string) {
 		{"flashsale_event_attempts_total", []string{"sink", "webhook", "outcome", "delivered"}, 3},
 		{"flashsale_event_attempts_total", []string{"sink", "nats", "outcome", "delivered"}, 3},
 		{"flashsale_webhook_deliveries_total", []string{"outcome", "APPLIED"}, 1},
-	} {
+	}
+	// An attempt is counted once its outcome is written, a moment after
+	// the receiver answered it: scrape until the counts are there.
+	var fams testkit.Metrics
+	reached := func() bool {
+		fams = testkit.Scrape(t, addr)
+		for _, tc := range want {
+			if got, ok := fams.Labeled(tc.family, tc.labels...); !ok || got < tc.min {
+				return false
+			}
+		}
+		return true
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !reached() && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, tc := range want {
 		if got, ok := fams.Labeled(tc.family, tc.labels...); !ok || got < tc.min {
 			t.Errorf("%s%v = %v (present %v), want at least %v", tc.family, tc.labels, got, ok, tc.min)
 		}
