@@ -10,8 +10,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"entgo.io/ent/dialect"
 
@@ -19,6 +17,7 @@ import (
 	"flashsale/database"
 	"flashsale/events"
 	"flashsale/graph"
+	"flashsale/operator"
 	"flashsale/ratelimit"
 	"flashsale/signing"
 	"flashsale/sink"
@@ -33,9 +32,9 @@ type config struct {
 	PaymentTimeout time.Duration
 	SweepInterval  time.Duration
 	MaxHoldQty     int
-	WebhookKey     []byte // decoded WEBHOOK_SECRET; nil: unsigned webhooks (embedded database only)
-	AdminToken     string
-	Customers      customer.Config // customer tokens; Enabled() false: buyers are anonymous
+	WebhookKeys    [][]byte         // decoded WEBHOOK_SECRET (several while a key is rotated); none: unsigned webhooks (embedded database only)
+	Operators      *operator.Tokens // ADMIN_TOKEN and OPERATOR_TOKENS; none: operator fields are off
+	Customers      customer.Config  // customer tokens; Enabled() false: buyers are anonymous
 	DBMaxConns     int
 	// Beyond the contract:
 	RequestTimeout  time.Duration // bound on one request's database work
@@ -214,46 +213,34 @@ func (e *env) dur(name string, lo, hi time.Duration) time.Duration {
 	return d
 }
 
-// minAdminTokenLen is the shortest ADMIN_TOKEN accepted (the contract's rule).
-const minAdminTokenLen = 32
-
-// loadSecrets reads WEBHOOK_SECRET and ADMIN_TOKEN. Both fail closed: a
-// missing webhook secret on a real database, or a short or malformed
-// token, stops the server rather than opening the API. No error quotes a
-// secret.
+// loadSecrets reads WEBHOOK_SECRET, ADMIN_TOKEN and OPERATOR_TOKENS. All
+// fail closed: a missing webhook secret on a real database, or a short or
+// malformed token, stops the server rather than opening the API. No error
+// quotes a secret.
 func (c *config) loadSecrets(getenv func(string) string) []error {
 	var errs []error
 	secret := getenv("WEBHOOK_SECRET")
 	switch {
-	case secret != "":
-		key, err := signing.ParseSecret(secret)
+	case strings.TrimSpace(secret) != "":
+		keys, err := signing.ParseSecrets(secret)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("WEBHOOK_SECRET: %w", err))
 		}
-		c.WebhookKey = key
+		c.WebhookKeys = keys
 	case c.Database.Dialect == dialect.MySQL:
 		// Unsigned, anyone who learns an order ID could mark it paid.
 		errs = append(errs, fmt.Errorf("WEBHOOK_SECRET is required with a MySQL DATABASE_URL (it signs the payment webhook); %s and give the same secret to the payment provider", signing.HowToMakeSecret))
 	}
-	c.AdminToken = getenv("ADMIN_TOKEN")
-	const howToken = `make one with: openssl rand -base64 32`
-	switch tok := c.AdminToken; {
-	case tok == "":
-		// Operator fields are disabled: closed.
-	case utf8.RuneCountInString(tok) < minAdminTokenLen:
-		errs = append(errs, fmt.Errorf("ADMIN_TOKEN is %d characters, want at least %d random ones; %s", utf8.RuneCountInString(tok), minAdminTokenLen, howToken))
-	case strings.ContainsFunc(tok, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) || r > unicode.MaxASCII }):
-		// Such a token cannot be sent intact in an HTTP header.
-		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must be printable ASCII without spaces; %s", howToken))
-	case strings.TrimSpace(secret) == tok:
-		// The payment provider knows the webhook secret; it must not be an operator.
-		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as WEBHOOK_SECRET; %s", howToken))
-	case c.Events.WebhookSecret == tok:
-		// The shop's event receiver knows that secret; it must not be an operator.
-		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as EVENTS_WEBHOOK_SECRET; %s", howToken))
-	case getenv("CUSTOMER_JWT_SECRET") == tok:
-		// The shop's login system signs customer tokens with it; it must not be an operator.
-		errs = append(errs, fmt.Errorf("ADMIN_TOKEN must not be the same as CUSTOMER_JWT_SECRET; %s", howToken))
+	// The payment provider, the shop's event receiver and its login system
+	// know these; none of them is an operator.
+	secrets := map[string][]string{
+		"WEBHOOK_SECRET":        strings.Fields(secret),
+		"EVENTS_WEBHOOK_SECRET": {c.Events.WebhookSecret},
+		"CUSTOMER_JWT_SECRET":   {getenv("CUSTOMER_JWT_SECRET")},
+	}
+	var err error
+	if c.Operators, err = operator.Parse(getenv("OPERATOR_TOKENS"), getenv("ADMIN_TOKEN"), secrets); err != nil {
+		errs = append(errs, err)
 	}
 	return errs
 }

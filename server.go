@@ -197,18 +197,20 @@ func (a *app) openDomain(ctx context.Context) error {
 // stock and the GraphQL handler.
 func (a *app) openAPI(ctx context.Context) error {
 	cfg, log := a.cfg, a.log
-	if cfg.WebhookKey == nil {
+	if len(cfg.WebhookKeys) == 0 {
 		// loadConfig allows this only on the embedded database.
-		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls; this is for local trials only, and a MySQL DATABASE_URL refuses to start without it")
+		log.Warn("WEBHOOK_SECRET is not set: the payment webhook accepts unsigned calls from this machine (loopback) only; this is for local trials, and a MySQL DATABASE_URL refuses to start without it")
 	}
-	if cfg.AdminToken == "" {
-		log.Info("ADMIN_TOKEN is not set: operator fields (createProduct, updateProduct, adjustStock, orders, orderEvents, redeliverEvents, redeliverFailedEvents) are disabled")
+	if !cfg.Operators.Enabled() {
+		log.Info("neither ADMIN_TOKEN nor OPERATOR_TOKENS is set: operator fields (createProduct, updateProduct, adjustStock, orders, orderEvents, operatorActions, redeliverEvents, redeliverFailedEvents) are disabled")
+	} else {
+		log.Info("operators", "names", cfg.Operators.Names())
 	}
 	var err error
-	if a.hook, err = webhook.New(a.svc, webhook.Options{Key: cfg.WebhookKey, Timeout: cfg.RequestTimeout, Logger: log, Metrics: a.met}); err != nil {
+	if a.hook, err = webhook.New(a.svc, webhook.Options{Keys: cfg.WebhookKeys, Timeout: cfg.RequestTimeout, Logger: log, Metrics: a.met}); err != nil {
 		return err
 	}
-	resolver := &graph.Resolver{Stock: a.svc, AdminToken: cfg.AdminToken, Metrics: a.met, Events: a.relay}
+	resolver := &graph.Resolver{Stock: a.svc, Operators: cfg.Operators, Metrics: a.met, Events: a.relay}
 	if cfg.Customers.Enabled() {
 		cc := cfg.Customers
 		cc.Logger = log

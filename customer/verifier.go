@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -65,6 +67,8 @@ var (
 	errAudience      = reason("wrong audience")
 	errNoSubject     = reason("token has no sub")
 	errLongSubject   = reason("sub longer than 255 characters")
+	errSubjectChars  = reason("sub has control characters or is not UTF-8")
+	errCrit          = reason("token has a crit header, and this server understands no extensions (RFC 7515 4.1.11)")
 	errInvalidClaims = reason("invalid claims")
 )
 
@@ -171,18 +175,26 @@ func newVerifier(ctx context.Context, cfg Config, o options) (*Verifier, error) 
 // wait for a JWKS refetch when the token names an unknown kid; with a known
 // kid or the secret, Verify does no I/O.
 func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
+	sub, _, err := v.VerifyUntil(ctx, token)
+	return sub, err
+}
+
+// VerifyUntil is Verify, and also says until when the token is good: its
+// exp plus Leeway. A connection that outlives that must stop acting for
+// the customer.
+func (v *Verifier) VerifyUntil(ctx context.Context, token string) (sub string, until time.Time, err error) {
 	if token == "" {
-		return "", errNoToken
+		return "", time.Time{}, errNoToken
 	}
 	if len(token) > MaxTokenLen {
-		return "", errTooLarge
+		return "", time.Time{}, errTooLarge
 	}
 	var sum [sha256.Size]byte
 	if v.verdicts != nil {
 		sum = sha256.Sum256([]byte(token))
 		if vd, ok := v.verdicts.Get(sum); ok {
 			if v.now().Before(vd.expires) {
-				return vd.sub, nil
+				return vd.sub, vd.expires, nil
 			}
 			v.verdicts.Remove(sum) // expired: the parse below says so
 		}
@@ -192,19 +204,31 @@ func (v *Verifier) Verify(ctx context.Context, token string) (string, error) {
 		return v.key(ctx, t)
 	})
 	if err != nil {
-		return "", v.explain(tok, &claims, err)
+		return "", time.Time{}, v.explain(tok, &claims, err)
 	}
-	sub := claims.Subject
-	if sub == "" {
-		return "", errNoSubject
+	if err := checkSubject(claims.Subject); err != nil {
+		return "", time.Time{}, err
 	}
-	if len(sub) > MaxSubjectLen && utf8.RuneCountInString(sub) > MaxSubjectLen {
-		return "", errLongSubject
-	}
+	until = claims.ExpiresAt.Add(Leeway)
 	if v.verdicts != nil && tok.Method.Alg() == algHS256 {
-		v.verdicts.Add(sum, verdict{sub: sub, expires: claims.ExpiresAt.Add(Leeway)})
+		v.verdicts.Add(sum, verdict{sub: claims.Subject, expires: until})
 	}
-	return sub, nil
+	return claims.Subject, until, nil
+}
+
+// checkSubject applies the contract's rule to a customer ID: 1 to 255
+// characters, and none of them a control character (a NUL or a newline
+// would end up in logs and keys).
+func checkSubject(sub string) error {
+	switch {
+	case sub == "":
+		return errNoSubject
+	case len(sub) > MaxSubjectLen && utf8.RuneCountInString(sub) > MaxSubjectLen:
+		return errLongSubject
+	case !utf8.ValidString(sub) || strings.ContainsFunc(sub, unicode.IsControl):
+		return errSubjectChars
+	}
+	return nil
 }
 
 // Close stops the JWKS refresh.
@@ -218,6 +242,10 @@ func (v *Verifier) Close() {
 // token is only ever checked with the secret and the others only with JWKS
 // keys of their own type.
 func (v *Verifier) key(ctx context.Context, t *jwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok {
+		// crit lists extensions the verifier must understand or refuse.
+		return nil, errCrit
+	}
 	switch t.Method.Alg() {
 	case algHS256:
 		if v.secret != nil {

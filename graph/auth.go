@@ -2,12 +2,11 @@ package graph
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"flashsale/stock"
 )
@@ -18,59 +17,74 @@ import (
 var ErrUnauthenticated = errors.New("unauthenticated")
 
 // TokenVerifier checks a customer's bearer token and returns the
-// customer's ID (package customer's Verifier). Its errors say why, in
+// customer's ID (package customer's Verifier) and the instant the token
+// stops being good (its exp plus the leeway). Its errors say why, in
 // words safe to show the caller.
 type TokenVerifier interface {
-	Verify(ctx context.Context, token string) (string, error)
+	VerifyUntil(ctx context.Context, token string) (customer string, until time.Time, err error)
 }
 
 type callerKey struct{}
 
-// callerOf returns who makes the request (set by authenticate).
+// identity is who makes a request and, for a customer, until when their
+// token is good (zero: no end).
+type identity struct {
+	stock.Caller
+	until time.Time
+}
+
+// callerOf returns who makes the request (set by authenticate, or by a
+// WebSocket's connection_init).
 func callerOf(ctx context.Context) stock.Caller {
-	c, _ := ctx.Value(callerKey{}).(stock.Caller)
-	return c
+	id, _ := ctx.Value(callerKey{}).(identity)
+	return id.Caller
+}
+
+func withIdentity(ctx context.Context, id identity) context.Context {
+	return context.WithValue(ctx, callerKey{}, id)
 }
 
 // authenticate works out who calls from the Authorization header, once per
-// request: the operator (the ADMIN_TOKEN, compared in constant time, after
-// hashing both sides so that not even its length leaks), a customer (a
-// token the verifier accepts), or an anonymous buyer (no token). A customer
-// token that fails is refused whatever the request asks for: it is never
-// taken as anonymous.
+// request. A customer token that fails is refused whatever the request
+// asks for: it is never taken as anonymous.
 func (r *Resolver) authenticate(next http.Handler) http.Handler {
-	var admin [sha256.Size]byte
-	if r.AdminToken != "" {
-		admin = sha256.Sum256([]byte(r.AdminToken))
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		h := req.Header.Get("Authorization")
 		if h == "" {
 			next.ServeHTTP(w, req)
 			return
 		}
-		tok, ok := strings.CutPrefix(h, "Bearer ")
-		tok = strings.TrimSpace(tok)
-		var c stock.Caller
-		switch got := sha256.Sum256([]byte(tok)); {
-		case !ok || tok == "":
-			refuse(w, "the Authorization header must be \"Bearer <token>\"")
+		id, err := r.identify(req.Context(), h)
+		if err != nil {
+			refuse(w, strings.TrimPrefix(err.Error(), ErrUnauthenticated.Error()+": "))
 			return
-		case r.AdminToken != "" && subtle.ConstantTimeCompare(got[:], admin[:]) == 1:
-			c.Operator = true
-		case r.Customers == nil:
-			refuse(w, "the bearer token is not the operator's, and this server takes no customer tokens (none is configured): buy without an Authorization header")
-			return
-		default:
-			id, err := r.Customers.Verify(req.Context(), tok)
-			if err != nil {
-				refuse(w, err.Error())
-				return
-			}
-			c.Customer = id
 		}
-		next.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), callerKey{}, c)))
+		next.ServeHTTP(w, req.WithContext(withIdentity(req.Context(), id)))
 	})
+}
+
+// identify reads an Authorization value ("Bearer <token>", the scheme in
+// any case): an operator's token (package operator), a customer's (a token
+// the verifier accepts), or an error wrapping ErrUnauthenticated that says
+// what is wrong. The HTTP header and a WebSocket's connection_init both
+// come here.
+func (r *Resolver) identify(ctx context.Context, authorization string) (identity, error) {
+	scheme, tok, _ := strings.Cut(strings.TrimSpace(authorization), " ")
+	tok = strings.TrimSpace(tok)
+	if !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return identity{}, fmt.Errorf("%w: the Authorization header must be \"Bearer <token>\"", ErrUnauthenticated)
+	}
+	if name, ok := r.Operators.Lookup(tok); ok {
+		return identity{Caller: stock.Caller{Operator: name}}, nil
+	}
+	if r.Customers == nil {
+		return identity{}, fmt.Errorf("%w: the bearer token is not an operator's, and this server takes no customer tokens (none is configured): buy without an Authorization header", ErrUnauthenticated)
+	}
+	cust, until, err := r.Customers.VerifyUntil(ctx, tok)
+	if err != nil {
+		return identity{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	}
+	return identity{Caller: stock.Caller{Customer: cust}, until: until}, nil
 }
 
 // refuse answers a request whose credentials fail, before any field runs.
@@ -79,13 +93,13 @@ func refuse(w http.ResponseWriter, msg string) {
 	writeError(w, http.StatusUnauthorized, CodeUnauthenticated, msg)
 }
 
-// requireAdmin refuses operator fields to everyone but the operator.
+// requireAdmin refuses operator fields to everyone but an operator.
 func (r *Resolver) requireAdmin(ctx context.Context) error {
-	if r.AdminToken == "" {
-		return fmt.Errorf("%w: operator fields are disabled on this server (ADMIN_TOKEN is not set)", ErrUnauthenticated)
+	if !r.Operators.Enabled() {
+		return fmt.Errorf("%w: operator fields are disabled on this server (neither ADMIN_TOKEN nor OPERATOR_TOKENS is set)", ErrUnauthenticated)
 	}
-	if !callerOf(ctx).Operator {
-		return fmt.Errorf("%w: operator fields need the header Authorization: Bearer <ADMIN_TOKEN>", ErrUnauthenticated)
+	if callerOf(ctx).Operator == "" {
+		return fmt.Errorf("%w: operator fields need the header Authorization: Bearer <an operator's token>", ErrUnauthenticated)
 	}
 	return nil
 }
@@ -93,9 +107,13 @@ func (r *Resolver) requireAdmin(ctx context.Context) error {
 // buyer returns the caller of a buyer mutation (createHold, createOrder,
 // releaseHold): where customer tokens are configured, only a customer.
 func (r *Resolver) buyer(ctx context.Context) (stock.Caller, error) {
-	c := callerOf(ctx)
-	if r.Customers != nil && c.Customer == "" {
-		return c, fmt.Errorf("%w: this server needs a customer token (Authorization: Bearer <token from the shop's login>) to hold and order", ErrUnauthenticated)
+	id, _ := ctx.Value(callerKey{}).(identity)
+	switch {
+	case r.Customers != nil && id.Customer == "":
+		return id.Caller, fmt.Errorf("%w: this server needs a customer token (Authorization: Bearer <token from the shop's login>) to hold and order", ErrUnauthenticated)
+	case !id.until.IsZero() && !time.Now().Before(id.until):
+		// A WebSocket outlives its token; it never acts for the customer after.
+		return id.Caller, fmt.Errorf("%w: the customer token has expired", ErrUnauthenticated)
 	}
-	return c, nil
+	return id.Caller, nil
 }

@@ -47,7 +47,7 @@ import (
 )
 
 const (
-	fuzzAdminToken = "fuzz-admin-token"
+	fuzzAdminToken = "fuzz-admin-token-0123456789abcdef"
 	fuzzMaxHoldQty = 10
 )
 
@@ -96,7 +96,7 @@ func newGQLFuzzEnv(tb testing.TB) *gqlFuzzEnv {
 	quiet := slog.New(slog.DiscardHandler)
 	cfg := stock.Config{HoldTTL: time.Hour, PaymentTimeout: time.Hour, MaxHoldQty: fuzzMaxHoldQty}
 	e := &gqlFuzzEnv{db: db, svc: stock.New(db.Ent, db.Dialect, cfg, quiet)}
-	e.h = graph.NewHandler(&graph.Resolver{Stock: e.svc, AdminToken: fuzzAdminToken}, graph.Options{Logger: quiet})
+	e.h = graph.NewHandler(&graph.Resolver{Stock: e.svc, Operators: mustOperators(tb, fuzzAdminToken)}, graph.Options{Logger: quiet})
 
 	ctx := context.Background()
 	// Products 1, 2 and 3: plenty, none and a little stock.

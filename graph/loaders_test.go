@@ -50,7 +50,7 @@ func TestLoadersBatchAPage(t *testing.T) {
 	}
 	const admin = "test-admin-token-0123456789abcdefgh"
 	reader := stock.New(counting, db.Dialect, cfg, quiet) // a cold product cache, as another process's
-	h := graph.NewHandler(&graph.Resolver{Stock: reader, AdminToken: admin},
+	h := graph.NewHandler(&graph.Resolver{Stock: reader, Operators: mustOperators(t, admin)},
 		graph.Options{Limits: graph.Limits{Timeout: 10 * time.Second, MaxComplexity: 10000, MaxDepth: 15, MaxQueryBytes: 4096}, Logger: quiet})
 	body, _ := json.Marshal(map[string]any{"query": `{ orders(first: 100) { edges { node { id hold { id order { id } product { id } } product { name } } } } }`})
 	r := httptest.NewRequest(http.MethodPost, "/graphql", bytes.NewReader(body))

@@ -15,14 +15,16 @@ import (
 	"flashsale/events"
 	"flashsale/live"
 	"flashsale/metrics"
+	"flashsale/operator"
 	"flashsale/stock"
 )
 
 // Resolver is the root resolver; it holds the dependencies of all others.
 type Resolver struct {
 	Stock *stock.Service
-	// AdminToken guards operator fields; empty disables them.
-	AdminToken string
+	// Operators are the operators' tokens (ADMIN_TOKEN, OPERATOR_TOKENS);
+	// none disables operator fields.
+	Operators *operator.Tokens
 	// Customers verifies customer tokens; nil when no customer key is
 	// configured (buyers are then anonymous).
 	Customers TokenVerifier

@@ -189,7 +189,7 @@ func (r *orderEventResolver) Type(ctx context.Context, obj *ent.OrderEvent) (str
 // Order is the resolver for the order field.
 func (r *orderEventResolver) Order(ctx context.Context, obj *ent.OrderEvent) (*ent.Order, error) {
 	// Only operators read events, and they read every order.
-	return r.Stock.Order(ctx, obj.OrderID, stock.Caller{Operator: true})
+	return r.Stock.Order(ctx, obj.OrderID, callerOf(ctx))
 }
 
 // Deliveries is the resolver for the deliveries field.

@@ -43,6 +43,25 @@ func ParseSecret(secret string) ([]byte, error) {
 	return key, nil
 }
 
+// ParseSecrets returns the keys of a space-separated list of secrets (a
+// provider's key is rotated by listing the new one beside the old). Errors
+// say which one, by position, never quoting it.
+func ParseSecrets(list string) ([][]byte, error) {
+	var keys [][]byte
+	fields := strings.Fields(list)
+	for i, s := range fields {
+		key, err := ParseSecret(s)
+		if err != nil {
+			if len(fields) > 1 {
+				err = fmt.Errorf("secret %d of %d: %w", i+1, len(fields), err)
+			}
+			return nil, err
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
+}
+
 // Signer signs messages with one secret.
 type Signer struct{ wh *standardwebhooks.Webhook }
 

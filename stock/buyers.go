@@ -10,7 +10,7 @@ import (
 // customer who made them, or to nobody ("") when made anonymously.
 type Caller struct {
 	Customer string // the customer's ID, the token's sub; "" for anonymous buyers and the operator
-	Operator bool   // the ADMIN_TOKEN bearer: reads every hold and order
+	Operator string // the operator's name (ADMIN_TOKEN's is "admin"); "" for buyers. Operators read every hold and order
 }
 
 // Anonymous is a buyer without a customer token.
@@ -22,7 +22,7 @@ var Anonymous = Caller{}
 func (c Caller) mayAct(owner string) bool { return owner == "" || owner == c.Customer }
 
 // mayRead is mayAct, and the operator reads everything.
-func (c Caller) mayRead(owner string) bool { return c.Operator || c.mayAct(owner) }
+func (c Caller) mayRead(owner string) bool { return c.Operator != "" || c.mayAct(owner) }
 
 const maxKeyRunes = 255
 

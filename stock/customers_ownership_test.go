@@ -24,7 +24,7 @@ func TestOwnership(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		e := newEnv(t, d, stock.Config{})
 		alice, bob := stock.Caller{Customer: "alice"}, stock.Caller{Customer: "bob"}
-		operator := stock.Caller{Operator: true}
+		operator := stock.Caller{Operator: "admin"}
 
 		t.Run("reads and acts", func(t *testing.T) {
 			e := e.with(t)

@@ -8,6 +8,7 @@ package webhook
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -37,9 +39,11 @@ const DefaultTimeout = 10 * time.Second
 
 // Options configure the handler.
 type Options struct {
-	// Key is the signing key, from signing.ParseSecret(WEBHOOK_SECRET); nil accepts
-	// unsigned calls (only for the embedded database's local trials).
-	Key     []byte
+	// Keys are the signing keys, from signing.ParseSecrets(WEBHOOK_SECRET):
+	// a signature by any of them is accepted, so the provider's key can be
+	// rotated. None accepts unsigned calls, from loopback addresses only
+	// (for the embedded database's local trials).
+	Keys    [][]byte
 	Timeout time.Duration // bound on the database work of one delivery (default 10s)
 	Logger  *slog.Logger
 	// Metrics, if set, counts every delivery by outcome and times it.
@@ -55,7 +59,7 @@ type Metrics interface {
 // Handler is the payment webhook endpoint.
 type Handler struct {
 	svc     *stock.Service
-	verify  *standardwebhooks.Webhook // nil: unsigned calls are accepted
+	verify  []*standardwebhooks.Webhook // none: unsigned calls are accepted from loopback
 	timeout time.Duration
 	log     *slog.Logger
 	metrics Metrics
@@ -74,14 +78,15 @@ func New(svc *stock.Service, opts Options) (*Handler, error) {
 	if h.log == nil {
 		h.log = slog.Default()
 	}
-	if opts.Key != nil {
-		if len(opts.Key) < signing.MinKeyLen {
-			return nil, fmt.Errorf("webhook: signing key is %d bytes, want at least %d", len(opts.Key), signing.MinKeyLen)
+	for _, key := range opts.Keys {
+		if len(key) < signing.MinKeyLen {
+			return nil, fmt.Errorf("webhook: signing key is %d bytes, want at least %d", len(key), signing.MinKeyLen)
 		}
-		var err error
-		if h.verify, err = standardwebhooks.NewWebhookRaw(opts.Key); err != nil {
+		wh, err := standardwebhooks.NewWebhookRaw(key)
+		if err != nil {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}
+		h.verify = append(h.verify, wh)
 	}
 	return h, nil
 }
@@ -123,6 +128,9 @@ var (
 	errMethod    = errors.New("method not allowed: use POST")
 	errSignature = errors.New("webhook signature missing or invalid")
 	errTimestamp = errors.New("webhook timestamp is more than 5 minutes off")
+	// errUnsignedRemote is an unsigned call, from another machine, to a
+	// server without WEBHOOK_SECRET.
+	errUnsignedRemote = errors.New("this server takes unsigned payment webhooks only from its own machine (loopback); set WEBHOOK_SECRET and sign them")
 )
 
 // ServeHTTP handles one delivery and logs it, whatever its answer.
@@ -210,13 +218,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ev *event) (stoc
 		return stock.PaymentResult{}, fmt.Errorf("%w: could not read the body: %w", stock.ErrInvalidInput, err)
 	}
 	// Authenticate the raw bytes before anything looks at their content.
-	if h.verify != nil {
-		if err := h.verify.Verify(body, r.Header); err != nil {
-			if errors.Is(err, standardwebhooks.ErrMessageTooOld) || errors.Is(err, standardwebhooks.ErrMessageTooNew) {
-				return stock.PaymentResult{}, fmt.Errorf("%w: %w", errTimestamp, err)
-			}
-			return stock.PaymentResult{}, fmt.Errorf("%w: %w", errSignature, err)
-		}
+	if err := h.authenticate(r, body); err != nil {
+		return stock.PaymentResult{}, err
 	}
 	if err := checkContentType(r.Header.Get("Content-Type")); err != nil {
 		return stock.PaymentResult{}, err
@@ -235,6 +238,37 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, ev *event) (stoc
 	defer cancel()
 	return h.svc.ApplyPayment(ctx, stock.Payment{Key: ev.IdempotencyKey, OrderID: orderID, Status: ev.Status,
 		Reference: deref(ev.PaymentReference), AmountCents: ev.AmountCents})
+}
+
+// authenticate accepts a body signed by any of the keys or, with none
+// configured, an unsigned call from this machine: on the embedded
+// database's default (every interface), anyone on the network could
+// otherwise mark orders paid. The direct peer counts, never a forwarded
+// address, which any client can write.
+func (h *Handler) authenticate(r *http.Request, body []byte) error {
+	if len(h.verify) == 0 {
+		if !fromLoopback(r) {
+			return errUnsignedRemote
+		}
+		return nil
+	}
+	var first error
+	for _, wh := range h.verify {
+		err := wh.Verify(body, r.Header)
+		if err == nil {
+			return nil
+		}
+		first = cmp.Or(first, err)
+	}
+	if errors.Is(first, standardwebhooks.ErrMessageTooOld) || errors.Is(first, standardwebhooks.ErrMessageTooNew) {
+		return fmt.Errorf("%w: %w", errTimestamp, first)
+	}
+	return fmt.Errorf("%w: %w", errSignature, first)
+}
+
+func fromLoopback(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
 
 func checkContentType(ct string) error {
@@ -355,6 +389,8 @@ func answer(err error) (status int, msg string) {
 		return http.StatusUnauthorized, errTimestamp.Error()
 	case errors.Is(err, errSignature):
 		return http.StatusUnauthorized, errSignature.Error()
+	case errors.Is(err, errUnsignedRemote):
+		return http.StatusUnauthorized, errUnsignedRemote.Error()
 	case errors.Is(err, stock.ErrInvalidInput):
 		return http.StatusBadRequest, err.Error()
 	case errors.Is(err, stock.ErrNotFound):

@@ -1,6 +1,8 @@
 package webhook_test
 
 import (
+	"entgo.io/ent/dialect"
+
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -189,6 +191,7 @@ func then(s signer, alter func(h http.Header)) signer {
 func newRequest(t *testing.T, method, contentType, body string, sign signer) *http.Request {
 	t.Helper()
 	r := httptest.NewRequest(method, "/api/payments/webhook", strings.NewReader(body))
+	r.RemoteAddr = "127.0.0.1:40000" // this machine: an unsigned call is taken only from loopback
 	if contentType != "" {
 		r.Header.Set("Content-Type", contentType)
 	}
@@ -445,7 +448,7 @@ func TestDeliveries(t *testing.T) {
 
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Key: testKey})
+			e := newEnv(t, d, webhook.Options{Keys: [][]byte{testKey}})
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					f := e.newOrder(t)
@@ -531,6 +534,83 @@ func TestUnsigned(t *testing.T) {
 	}
 }
 
+// TestUnsignedFromAnotherMachine: without WEBHOOK_SECRET, an unsigned call
+// from any address but loopback is 401 and changes nothing, whatever
+// X-Forwarded-For claims; IPv4 and IPv6 loopback are taken.
+func TestUnsignedFromAnotherMachine(t *testing.T) {
+	e := newEnv(t, dialect.SQLite, webhook.Options{})
+	for _, tc := range []struct {
+		remote string
+		want   int
+	}{
+		{"192.0.2.10:5000", 401},
+		{"[2001:db8::1]:5000", 401},
+		{"[::1]:5000", 200},
+		{"127.0.0.1:5000", 200},
+	} {
+		t.Run(tc.remote, func(t *testing.T) {
+			f := e.newOrder(t)
+			before := e.state(t, f)
+			r := newRequest(t, http.MethodPost, "application/json", eventJSON(f.key, f.orderID, "success"), unsigned)
+			r.RemoteAddr = tc.remote
+			r.Header.Set("X-Forwarded-For", "127.0.0.1")
+			rep := e.do(t, r)
+			if rep.status != tc.want {
+				t.Fatalf("got %d %q, want %d", rep.status, rep.errorText, tc.want)
+			}
+			if tc.want == 401 {
+				if !strings.Contains(rep.errorText, "WEBHOOK_SECRET") {
+					t.Errorf("error %q does not say what to set", rep.errorText)
+				}
+				if after := e.state(t, f); after != before {
+					t.Errorf("state %+v after a refused call, was %+v", after, before)
+				}
+			}
+		})
+	}
+}
+
+// TestKeyRotation: with two secrets configured (the provider's old and
+// new key), a call signed by either is taken and one signed by a third is
+// 401; dropping the old secret then refuses what it signs.
+func TestKeyRotation(t *testing.T) {
+	const (
+		oldSecret = "whsec_b2xkLW9sZC1vbGQtb2xkLW9sZC1vbGQtb2xkLW9sZA=="
+		newSecret = "whsec_bmV3LW5ldy1uZXctbmV3LW5ldy1uZXctbmV3LW5ldw=="
+		stranger  = "whsec_c3RyYW5nZXItc3RyYW5nZXItc3RyYW5nZXItc3Q="
+	)
+	both, err := signing.ParseSecrets(oldSecret + "  " + newSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onlyNew, err := signing.ParseSecrets(newSecret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := testdb.Open(t, dialect.SQLite, database.Options{MaxConns: 4})
+	during, after := newEnvOn(t, db, webhook.Options{Keys: both}), newEnvOn(t, db, webhook.Options{Keys: onlyNew})
+	for _, tc := range []struct {
+		name   string
+		e      *env
+		secret string
+		want   int
+	}{
+		{"old key while rotating", during, oldSecret, 200},
+		{"new key while rotating", during, newSecret, 200},
+		{"unknown key", during, stranger, 401},
+		{"old key after rotation", after, oldSecret, 401},
+		{"new key after rotation", after, newSecret, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := tc.e.newOrder(t)
+			rep := tc.e.do(t, newRequest(t, http.MethodPost, "application/json", eventJSON(f.key, f.orderID, "success"), signAt(tc.secret, 0)))
+			if rep.status != tc.want {
+				t.Fatalf("got %d %q, want %d", rep.status, rep.errorText, tc.want)
+			}
+		})
+	}
+}
+
 // deliverAtOnce POSTs each signed body from its own goroutine, all released
 // together, and returns the replies in order.
 func deliverAtOnce(t *testing.T, h http.Handler, bodies []string) []reply {
@@ -577,7 +657,7 @@ func TestConcurrentDuplicates(t *testing.T) {
 	const n = 20
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Key: testKey})
+			e := newEnv(t, d, webhook.Options{Keys: [][]byte{testKey}})
 			f := e.newOrder(t)
 			before := e.state(t, f)
 
@@ -620,7 +700,7 @@ func TestConcurrentConflicts(t *testing.T) {
 	const n = 20
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Key: testKey})
+			e := newEnv(t, d, webhook.Options{Keys: [][]byte{testKey}})
 			f := e.newOrder(t)
 			before := e.state(t, f)
 
@@ -676,7 +756,7 @@ func TestUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	e := newEnvOn(t, db, webhook.Options{Key: testKey})
+	e := newEnvOn(t, db, webhook.Options{Keys: [][]byte{testKey}})
 
 	body := eventJSON("evt_"+uuid.NewString(), uuid.New(), "success")
 	rep := e.do(t, newRequest(t, http.MethodPost, "application/json", body, signed))
@@ -697,7 +777,7 @@ func TestUnavailable(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Key: testKey, Timeout: time.Nanosecond})
+			e := newEnv(t, d, webhook.Options{Keys: [][]byte{testKey}, Timeout: time.Nanosecond})
 			f := e.newOrder(t)
 			before := e.state(t, f)
 			rep := e.do(t, newRequest(t, http.MethodPost, "application/json", eventJSON(f.key, f.orderID, "success"), signed))
@@ -717,7 +797,7 @@ func TestTimeout(t *testing.T) {
 func TestCallerGone(t *testing.T) {
 	for _, d := range testdb.Dialects {
 		t.Run(d, func(t *testing.T) {
-			e := newEnv(t, d, webhook.Options{Key: testKey})
+			e := newEnv(t, d, webhook.Options{Keys: [][]byte{testKey}})
 			f := e.newOrder(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
@@ -776,16 +856,18 @@ func TestNew(t *testing.T) {
 	svc := stock.New(nil, "sqlite3", stockConfig, slog.New(slog.DiscardHandler))
 	for _, tc := range []struct {
 		name string
-		key  []byte
+		keys [][]byte
 		ok   bool
 	}{
 		{"no key", nil, true},
-		{"24 bytes", testKey, true},
-		{"23 bytes", testKey[:23], false},
-		{"empty", []byte{}, false},
+		{"24 bytes", [][]byte{testKey}, true},
+		{"two keys", [][]byte{testKey, testKey[:24]}, true},
+		{"23 bytes", [][]byte{testKey[:23]}, false},
+		{"empty", [][]byte{{}}, false},
+		{"second too short", [][]byte{testKey, testKey[:23]}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if _, err := webhook.New(svc, webhook.Options{Key: tc.key}); (err == nil) != tc.ok {
+			if _, err := webhook.New(svc, webhook.Options{Keys: tc.keys}); (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}
 		})
