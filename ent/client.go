@@ -14,6 +14,7 @@ import (
 	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
+	"flashsale/ent/operatoraction"
 	"flashsale/ent/order"
 	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
@@ -40,6 +41,8 @@ type Client struct {
 	Hold *HoldClient
 	// HoldKey is the client for interacting with the HoldKey builders.
 	HoldKey *HoldKeyClient
+	// OperatorAction is the client for interacting with the OperatorAction builders.
+	OperatorAction *OperatorActionClient
 	// Order is the client for interacting with the Order builders.
 	Order *OrderClient
 	// OrderEvent is the client for interacting with the OrderEvent builders.
@@ -64,6 +67,7 @@ func (c *Client) init() {
 	c.EventDelivery = NewEventDeliveryClient(c.config)
 	c.Hold = NewHoldClient(c.config)
 	c.HoldKey = NewHoldKeyClient(c.config)
+	c.OperatorAction = NewOperatorActionClient(c.config)
 	c.Order = NewOrderClient(c.config)
 	c.OrderEvent = NewOrderEventClient(c.config)
 	c.PaymentEvent = NewPaymentEventClient(c.config)
@@ -164,6 +168,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		EventDelivery:   NewEventDeliveryClient(cfg),
 		Hold:            NewHoldClient(cfg),
 		HoldKey:         NewHoldKeyClient(cfg),
+		OperatorAction:  NewOperatorActionClient(cfg),
 		Order:           NewOrderClient(cfg),
 		OrderEvent:      NewOrderEventClient(cfg),
 		PaymentEvent:    NewPaymentEventClient(cfg),
@@ -191,6 +196,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		EventDelivery:   NewEventDeliveryClient(cfg),
 		Hold:            NewHoldClient(cfg),
 		HoldKey:         NewHoldKeyClient(cfg),
+		OperatorAction:  NewOperatorActionClient(cfg),
 		Order:           NewOrderClient(cfg),
 		OrderEvent:      NewOrderEventClient(cfg),
 		PaymentEvent:    NewPaymentEventClient(cfg),
@@ -225,8 +231,8 @@ func (c *Client) Close() error {
 // In order to add hooks to a specific client, call: `client.Node.Use(...)`.
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
-		c.EventDelivery, c.Hold, c.HoldKey, c.Order, c.OrderEvent, c.PaymentEvent,
-		c.Product, c.StockAdjustment,
+		c.EventDelivery, c.Hold, c.HoldKey, c.OperatorAction, c.Order, c.OrderEvent,
+		c.PaymentEvent, c.Product, c.StockAdjustment,
 	} {
 		n.Use(hooks...)
 	}
@@ -236,8 +242,8 @@ func (c *Client) Use(hooks ...Hook) {
 // In order to add interceptors to a specific client, call: `client.Node.Intercept(...)`.
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
-		c.EventDelivery, c.Hold, c.HoldKey, c.Order, c.OrderEvent, c.PaymentEvent,
-		c.Product, c.StockAdjustment,
+		c.EventDelivery, c.Hold, c.HoldKey, c.OperatorAction, c.Order, c.OrderEvent,
+		c.PaymentEvent, c.Product, c.StockAdjustment,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -252,6 +258,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.Hold.mutate(ctx, m)
 	case *HoldKeyMutation:
 		return c.HoldKey.mutate(ctx, m)
+	case *OperatorActionMutation:
+		return c.OperatorAction.mutate(ctx, m)
 	case *OrderMutation:
 		return c.Order.mutate(ctx, m)
 	case *OrderEventMutation:
@@ -727,6 +735,139 @@ func (c *HoldKeyClient) mutate(ctx context.Context, m *HoldKeyMutation) (Value, 
 		return (&HoldKeyDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
 	default:
 		return nil, fmt.Errorf("ent: unknown HoldKey mutation op: %q", m.Op())
+	}
+}
+
+// OperatorActionClient is a client for the OperatorAction schema.
+type OperatorActionClient struct {
+	config
+}
+
+// NewOperatorActionClient returns a client for the OperatorAction from the given config.
+func NewOperatorActionClient(c config) *OperatorActionClient {
+	return &OperatorActionClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `operatoraction.Hooks(f(g(h())))`.
+func (c *OperatorActionClient) Use(hooks ...Hook) {
+	c.hooks.OperatorAction = append(c.hooks.OperatorAction, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `operatoraction.Intercept(f(g(h())))`.
+func (c *OperatorActionClient) Intercept(interceptors ...Interceptor) {
+	c.inters.OperatorAction = append(c.inters.OperatorAction, interceptors...)
+}
+
+// Create returns a builder for creating a OperatorAction entity.
+func (c *OperatorActionClient) Create() *OperatorActionCreate {
+	mutation := newOperatorActionMutation(c.config, OpCreate)
+	return &OperatorActionCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of OperatorAction entities.
+func (c *OperatorActionClient) CreateBulk(builders ...*OperatorActionCreate) *OperatorActionCreateBulk {
+	return &OperatorActionCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *OperatorActionClient) MapCreateBulk(slice any, setFunc func(*OperatorActionCreate, int)) *OperatorActionCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &OperatorActionCreateBulk{err: fmt.Errorf("calling to OperatorActionClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*OperatorActionCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &OperatorActionCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for OperatorAction.
+func (c *OperatorActionClient) Update() *OperatorActionUpdate {
+	mutation := newOperatorActionMutation(c.config, OpUpdate)
+	return &OperatorActionUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *OperatorActionClient) UpdateOne(_m *OperatorAction) *OperatorActionUpdateOne {
+	mutation := newOperatorActionMutation(c.config, OpUpdateOne, withOperatorAction(_m))
+	return &OperatorActionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *OperatorActionClient) UpdateOneID(id int) *OperatorActionUpdateOne {
+	mutation := newOperatorActionMutation(c.config, OpUpdateOne, withOperatorActionID(id))
+	return &OperatorActionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for OperatorAction.
+func (c *OperatorActionClient) Delete() *OperatorActionDelete {
+	mutation := newOperatorActionMutation(c.config, OpDelete)
+	return &OperatorActionDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *OperatorActionClient) DeleteOne(_m *OperatorAction) *OperatorActionDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *OperatorActionClient) DeleteOneID(id int) *OperatorActionDeleteOne {
+	builder := c.Delete().Where(operatoraction.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &OperatorActionDeleteOne{builder}
+}
+
+// Query returns a query builder for OperatorAction.
+func (c *OperatorActionClient) Query() *OperatorActionQuery {
+	return &OperatorActionQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeOperatorAction},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a OperatorAction entity by its id.
+func (c *OperatorActionClient) Get(ctx context.Context, id int) (*OperatorAction, error) {
+	return c.Query().Where(operatoraction.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *OperatorActionClient) GetX(ctx context.Context, id int) *OperatorAction {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *OperatorActionClient) Hooks() []Hook {
+	return c.hooks.OperatorAction
+}
+
+// Interceptors returns the client interceptors.
+func (c *OperatorActionClient) Interceptors() []Interceptor {
+	return c.inters.OperatorAction
+}
+
+func (c *OperatorActionClient) mutate(ctx context.Context, m *OperatorActionMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&OperatorActionCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&OperatorActionUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&OperatorActionUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&OperatorActionDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown OperatorAction mutation op: %q", m.Op())
 	}
 }
 
@@ -1462,12 +1603,12 @@ func (c *StockAdjustmentClient) mutate(ctx context.Context, m *StockAdjustmentMu
 // hooks and interceptors per client, for fast access.
 type (
 	hooks struct {
-		EventDelivery, Hold, HoldKey, Order, OrderEvent, PaymentEvent, Product,
-		StockAdjustment []ent.Hook
+		EventDelivery, Hold, HoldKey, OperatorAction, Order, OrderEvent, PaymentEvent,
+		Product, StockAdjustment []ent.Hook
 	}
 	inters struct {
-		EventDelivery, Hold, HoldKey, Order, OrderEvent, PaymentEvent, Product,
-		StockAdjustment []ent.Interceptor
+		EventDelivery, Hold, HoldKey, OperatorAction, Order, OrderEvent, PaymentEvent,
+		Product, StockAdjustment []ent.Interceptor
 	}
 )
 

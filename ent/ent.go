@@ -8,6 +8,7 @@ import (
 	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
+	"flashsale/ent/operatoraction"
 	"flashsale/ent/order"
 	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
@@ -83,6 +84,7 @@ func checkColumn(t, c string) error {
 			eventdelivery.Table:   eventdelivery.ValidColumn,
 			hold.Table:            hold.ValidColumn,
 			holdkey.Table:         holdkey.ValidColumn,
+			operatoraction.Table:  operatoraction.ValidColumn,
 			order.Table:           order.ValidColumn,
 			orderevent.Table:      orderevent.ValidColumn,
 			paymentevent.Table:    paymentevent.ValidColumn,

@@ -8,6 +8,7 @@ import (
 	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
+	"flashsale/ent/operatoraction"
 	"flashsale/ent/order"
 	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
@@ -35,6 +36,7 @@ const (
 	TypeEventDelivery   = "EventDelivery"
 	TypeHold            = "Hold"
 	TypeHoldKey         = "HoldKey"
+	TypeOperatorAction  = "OperatorAction"
 	TypeOrder           = "Order"
 	TypeOrderEvent      = "OrderEvent"
 	TypePaymentEvent    = "PaymentEvent"
@@ -2577,6 +2579,643 @@ func (m *HoldKeyMutation) ResetEdge(name string) error {
 		return nil
 	}
 	return fmt.Errorf("unknown HoldKey edge %s", name)
+}
+
+// OperatorActionMutation represents an operation that mutates the OperatorAction nodes in the graph.
+type OperatorActionMutation struct {
+	config
+	op            Op
+	typ           string
+	id            *int
+	operator      *string
+	at            *time.Time
+	_mutation     *string
+	input         *string
+	before        *string
+	after         *string
+	clearedFields map[string]struct{}
+	done          bool
+	oldValue      func(context.Context) (*OperatorAction, error)
+	predicates    []predicate.OperatorAction
+}
+
+var _ ent.Mutation = (*OperatorActionMutation)(nil)
+
+// operatoractionOption allows management of the mutation configuration using functional options.
+type operatoractionOption func(*OperatorActionMutation)
+
+// newOperatorActionMutation creates new mutation for the OperatorAction entity.
+func newOperatorActionMutation(c config, op Op, opts ...operatoractionOption) *OperatorActionMutation {
+	m := &OperatorActionMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeOperatorAction,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withOperatorActionID sets the ID field of the mutation.
+func withOperatorActionID(id int) operatoractionOption {
+	return func(m *OperatorActionMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *OperatorAction
+		)
+		m.oldValue = func(ctx context.Context) (*OperatorAction, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().OperatorAction.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withOperatorAction sets the old OperatorAction of the mutation.
+func withOperatorAction(node *OperatorAction) operatoractionOption {
+	return func(m *OperatorActionMutation) {
+		m.oldValue = func(context.Context) (*OperatorAction, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m OperatorActionMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m OperatorActionMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *OperatorActionMutation) ID() (id int, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *OperatorActionMutation) IDs(ctx context.Context) ([]int, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []int{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().OperatorAction.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetOperator sets the "operator" field.
+func (m *OperatorActionMutation) SetOperator(s string) {
+	m.operator = &s
+}
+
+// Operator returns the value of the "operator" field in the mutation.
+func (m *OperatorActionMutation) Operator() (r string, exists bool) {
+	v := m.operator
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldOperator returns the old "operator" field's value of the OperatorAction entity.
+// If the OperatorAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OperatorActionMutation) OldOperator(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldOperator is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldOperator requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldOperator: %w", err)
+	}
+	return oldValue.Operator, nil
+}
+
+// ResetOperator resets all changes to the "operator" field.
+func (m *OperatorActionMutation) ResetOperator() {
+	m.operator = nil
+}
+
+// SetAt sets the "at" field.
+func (m *OperatorActionMutation) SetAt(t time.Time) {
+	m.at = &t
+}
+
+// At returns the value of the "at" field in the mutation.
+func (m *OperatorActionMutation) At() (r time.Time, exists bool) {
+	v := m.at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAt returns the old "at" field's value of the OperatorAction entity.
+// If the OperatorAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OperatorActionMutation) OldAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAt: %w", err)
+	}
+	return oldValue.At, nil
+}
+
+// ResetAt resets all changes to the "at" field.
+func (m *OperatorActionMutation) ResetAt() {
+	m.at = nil
+}
+
+// SetMutation sets the "mutation" field.
+func (m *OperatorActionMutation) SetMutation(s string) {
+	m._mutation = &s
+}
+
+// Mutation returns the value of the "mutation" field in the mutation.
+func (m *OperatorActionMutation) Mutation() (r string, exists bool) {
+	v := m._mutation
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldMutation returns the old "mutation" field's value of the OperatorAction entity.
+// If the OperatorAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OperatorActionMutation) OldMutation(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldMutation is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldMutation requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldMutation: %w", err)
+	}
+	return oldValue.Mutation, nil
+}
+
+// ResetMutation resets all changes to the "mutation" field.
+func (m *OperatorActionMutation) ResetMutation() {
+	m._mutation = nil
+}
+
+// SetInput sets the "input" field.
+func (m *OperatorActionMutation) SetInput(s string) {
+	m.input = &s
+}
+
+// Input returns the value of the "input" field in the mutation.
+func (m *OperatorActionMutation) Input() (r string, exists bool) {
+	v := m.input
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldInput returns the old "input" field's value of the OperatorAction entity.
+// If the OperatorAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OperatorActionMutation) OldInput(ctx context.Context) (v string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldInput is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldInput requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldInput: %w", err)
+	}
+	return oldValue.Input, nil
+}
+
+// ResetInput resets all changes to the "input" field.
+func (m *OperatorActionMutation) ResetInput() {
+	m.input = nil
+}
+
+// SetBefore sets the "before" field.
+func (m *OperatorActionMutation) SetBefore(s string) {
+	m.before = &s
+}
+
+// Before returns the value of the "before" field in the mutation.
+func (m *OperatorActionMutation) Before() (r string, exists bool) {
+	v := m.before
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldBefore returns the old "before" field's value of the OperatorAction entity.
+// If the OperatorAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OperatorActionMutation) OldBefore(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldBefore is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldBefore requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldBefore: %w", err)
+	}
+	return oldValue.Before, nil
+}
+
+// ClearBefore clears the value of the "before" field.
+func (m *OperatorActionMutation) ClearBefore() {
+	m.before = nil
+	m.clearedFields[operatoraction.FieldBefore] = struct{}{}
+}
+
+// BeforeCleared returns if the "before" field was cleared in this mutation.
+func (m *OperatorActionMutation) BeforeCleared() bool {
+	_, ok := m.clearedFields[operatoraction.FieldBefore]
+	return ok
+}
+
+// ResetBefore resets all changes to the "before" field.
+func (m *OperatorActionMutation) ResetBefore() {
+	m.before = nil
+	delete(m.clearedFields, operatoraction.FieldBefore)
+}
+
+// SetAfter sets the "after" field.
+func (m *OperatorActionMutation) SetAfter(s string) {
+	m.after = &s
+}
+
+// After returns the value of the "after" field in the mutation.
+func (m *OperatorActionMutation) After() (r string, exists bool) {
+	v := m.after
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAfter returns the old "after" field's value of the OperatorAction entity.
+// If the OperatorAction object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *OperatorActionMutation) OldAfter(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAfter is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAfter requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAfter: %w", err)
+	}
+	return oldValue.After, nil
+}
+
+// ClearAfter clears the value of the "after" field.
+func (m *OperatorActionMutation) ClearAfter() {
+	m.after = nil
+	m.clearedFields[operatoraction.FieldAfter] = struct{}{}
+}
+
+// AfterCleared returns if the "after" field was cleared in this mutation.
+func (m *OperatorActionMutation) AfterCleared() bool {
+	_, ok := m.clearedFields[operatoraction.FieldAfter]
+	return ok
+}
+
+// ResetAfter resets all changes to the "after" field.
+func (m *OperatorActionMutation) ResetAfter() {
+	m.after = nil
+	delete(m.clearedFields, operatoraction.FieldAfter)
+}
+
+// Where appends a list predicates to the OperatorActionMutation builder.
+func (m *OperatorActionMutation) Where(ps ...predicate.OperatorAction) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the OperatorActionMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *OperatorActionMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.OperatorAction, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *OperatorActionMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *OperatorActionMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (OperatorAction).
+func (m *OperatorActionMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *OperatorActionMutation) Fields() []string {
+	fields := make([]string, 0, 6)
+	if m.operator != nil {
+		fields = append(fields, operatoraction.FieldOperator)
+	}
+	if m.at != nil {
+		fields = append(fields, operatoraction.FieldAt)
+	}
+	if m._mutation != nil {
+		fields = append(fields, operatoraction.FieldMutation)
+	}
+	if m.input != nil {
+		fields = append(fields, operatoraction.FieldInput)
+	}
+	if m.before != nil {
+		fields = append(fields, operatoraction.FieldBefore)
+	}
+	if m.after != nil {
+		fields = append(fields, operatoraction.FieldAfter)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *OperatorActionMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case operatoraction.FieldOperator:
+		return m.Operator()
+	case operatoraction.FieldAt:
+		return m.At()
+	case operatoraction.FieldMutation:
+		return m.Mutation()
+	case operatoraction.FieldInput:
+		return m.Input()
+	case operatoraction.FieldBefore:
+		return m.Before()
+	case operatoraction.FieldAfter:
+		return m.After()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *OperatorActionMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case operatoraction.FieldOperator:
+		return m.OldOperator(ctx)
+	case operatoraction.FieldAt:
+		return m.OldAt(ctx)
+	case operatoraction.FieldMutation:
+		return m.OldMutation(ctx)
+	case operatoraction.FieldInput:
+		return m.OldInput(ctx)
+	case operatoraction.FieldBefore:
+		return m.OldBefore(ctx)
+	case operatoraction.FieldAfter:
+		return m.OldAfter(ctx)
+	}
+	return nil, fmt.Errorf("unknown OperatorAction field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *OperatorActionMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case operatoraction.FieldOperator:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetOperator(v)
+		return nil
+	case operatoraction.FieldAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAt(v)
+		return nil
+	case operatoraction.FieldMutation:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetMutation(v)
+		return nil
+	case operatoraction.FieldInput:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetInput(v)
+		return nil
+	case operatoraction.FieldBefore:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetBefore(v)
+		return nil
+	case operatoraction.FieldAfter:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAfter(v)
+		return nil
+	}
+	return fmt.Errorf("unknown OperatorAction field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *OperatorActionMutation) AddedFields() []string {
+	return nil
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *OperatorActionMutation) AddedField(name string) (ent.Value, bool) {
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *OperatorActionMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	}
+	return fmt.Errorf("unknown OperatorAction numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *OperatorActionMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(operatoraction.FieldBefore) {
+		fields = append(fields, operatoraction.FieldBefore)
+	}
+	if m.FieldCleared(operatoraction.FieldAfter) {
+		fields = append(fields, operatoraction.FieldAfter)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *OperatorActionMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *OperatorActionMutation) ClearField(name string) error {
+	switch name {
+	case operatoraction.FieldBefore:
+		m.ClearBefore()
+		return nil
+	case operatoraction.FieldAfter:
+		m.ClearAfter()
+		return nil
+	}
+	return fmt.Errorf("unknown OperatorAction nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *OperatorActionMutation) ResetField(name string) error {
+	switch name {
+	case operatoraction.FieldOperator:
+		m.ResetOperator()
+		return nil
+	case operatoraction.FieldAt:
+		m.ResetAt()
+		return nil
+	case operatoraction.FieldMutation:
+		m.ResetMutation()
+		return nil
+	case operatoraction.FieldInput:
+		m.ResetInput()
+		return nil
+	case operatoraction.FieldBefore:
+		m.ResetBefore()
+		return nil
+	case operatoraction.FieldAfter:
+		m.ResetAfter()
+		return nil
+	}
+	return fmt.Errorf("unknown OperatorAction field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *OperatorActionMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *OperatorActionMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *OperatorActionMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *OperatorActionMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *OperatorActionMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *OperatorActionMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *OperatorActionMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown OperatorAction unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *OperatorActionMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown OperatorAction edge %s", name)
 }
 
 // OrderMutation represents an operation that mutates the Order nodes in the graph.

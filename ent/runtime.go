@@ -6,6 +6,7 @@ import (
 	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/holdkey"
+	"flashsale/ent/operatoraction"
 	"flashsale/ent/order"
 	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
@@ -72,6 +73,48 @@ func init() {
 	holdkeyDescIdempotencyKey := holdkeyFields[1].Descriptor()
 	// holdkey.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
 	holdkey.IdempotencyKeyValidator = holdkeyDescIdempotencyKey.Validators[0].(func(string) error)
+	operatoractionFields := schema.OperatorAction{}.Fields()
+	_ = operatoractionFields
+	// operatoractionDescOperator is the schema descriptor for operator field.
+	operatoractionDescOperator := operatoractionFields[0].Descriptor()
+	// operatoraction.OperatorValidator is a validator for the "operator" field. It is called by the builders before save.
+	operatoraction.OperatorValidator = func() func(string) error {
+		validators := operatoractionDescOperator.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(operator string) error {
+			for _, fn := range fns {
+				if err := fn(operator); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
+	// operatoractionDescAt is the schema descriptor for at field.
+	operatoractionDescAt := operatoractionFields[1].Descriptor()
+	// operatoraction.DefaultAt holds the default value on creation for the at field.
+	operatoraction.DefaultAt = operatoractionDescAt.Default.(func() time.Time)
+	// operatoractionDescMutation is the schema descriptor for mutation field.
+	operatoractionDescMutation := operatoractionFields[2].Descriptor()
+	// operatoraction.MutationValidator is a validator for the "mutation" field. It is called by the builders before save.
+	operatoraction.MutationValidator = func() func(string) error {
+		validators := operatoractionDescMutation.Validators
+		fns := [...]func(string) error{
+			validators[0].(func(string) error),
+			validators[1].(func(string) error),
+		}
+		return func(_mutation string) error {
+			for _, fn := range fns {
+				if err := fn(_mutation); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}()
 	orderMixin := schema.Order{}.Mixin()
 	orderMixinFields0 := orderMixin[0].Fields()
 	_ = orderMixinFields0

@@ -20,6 +20,8 @@ type Tx struct {
 	Hold *HoldClient
 	// HoldKey is the client for interacting with the HoldKey builders.
 	HoldKey *HoldKeyClient
+	// OperatorAction is the client for interacting with the OperatorAction builders.
+	OperatorAction *OperatorActionClient
 	// Order is the client for interacting with the Order builders.
 	Order *OrderClient
 	// OrderEvent is the client for interacting with the OrderEvent builders.
@@ -164,6 +166,7 @@ func (tx *Tx) init() {
 	tx.EventDelivery = NewEventDeliveryClient(tx.config)
 	tx.Hold = NewHoldClient(tx.config)
 	tx.HoldKey = NewHoldKeyClient(tx.config)
+	tx.OperatorAction = NewOperatorActionClient(tx.config)
 	tx.Order = NewOrderClient(tx.config)
 	tx.OrderEvent = NewOrderEventClient(tx.config)
 	tx.PaymentEvent = NewPaymentEventClient(tx.config)

@@ -44,6 +44,18 @@ func (f HoldKeyFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, err
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.HoldKeyMutation", m)
 }
 
+// The OperatorActionFunc type is an adapter to allow the use of ordinary
+// function as OperatorAction mutator.
+type OperatorActionFunc func(context.Context, *ent.OperatorActionMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f OperatorActionFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.OperatorActionMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.OperatorActionMutation", m)
+}
+
 // The OrderFunc type is an adapter to allow the use of ordinary
 // function as Order mutator.
 type OrderFunc func(context.Context, *ent.OrderMutation) (ent.Value, error)

@@ -119,6 +119,29 @@ var (
 			},
 		},
 	}
+	// OperatorActionsColumns holds the columns for the "operator_actions" table.
+	OperatorActionsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeInt, Increment: true},
+		{Name: "operator", Type: field.TypeString, Size: 64, SchemaType: map[string]string{"mysql": "varchar(64)"}},
+		{Name: "at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "mutation", Type: field.TypeString, Size: 64, SchemaType: map[string]string{"mysql": "varchar(64)"}},
+		{Name: "input", Type: field.TypeString, Size: 2147483647},
+		{Name: "product_before", Type: field.TypeString, Nullable: true, Size: 2147483647},
+		{Name: "product_after", Type: field.TypeString, Nullable: true, Size: 2147483647},
+	}
+	// OperatorActionsTable holds the schema information for the "operator_actions" table.
+	OperatorActionsTable = &schema.Table{
+		Name:       "operator_actions",
+		Columns:    OperatorActionsColumns,
+		PrimaryKey: []*schema.Column{OperatorActionsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "operatoraction_at_id",
+				Unique:  false,
+				Columns: []*schema.Column{OperatorActionsColumns[2], OperatorActionsColumns[0]},
+			},
+		},
+	}
 	// OrdersColumns holds the columns for the "orders" table.
 	OrdersColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
@@ -271,6 +294,7 @@ var (
 		EventDeliveriesTable,
 		HoldsTable,
 		HoldKeysTable,
+		OperatorActionsTable,
 		OrdersTable,
 		OrderEventsTable,
 		PaymentEventsTable,
@@ -285,6 +309,9 @@ func init() {
 		Table: "event_deliveries",
 	}
 	HoldKeysTable.ForeignKeys[0].RefTable = HoldsTable
+	OperatorActionsTable.Annotation = &entsql.Annotation{
+		Table: "operator_actions",
+	}
 	OrdersTable.ForeignKeys[0].RefTable = HoldsTable
 	OrdersTable.Annotation = &entsql.Annotation{
 		Table: "orders",

@@ -15,6 +15,9 @@ type Hold func(*sql.Selector)
 // HoldKey is the predicate function for holdkey builders.
 type HoldKey func(*sql.Selector)
 
+// OperatorAction is the predicate function for operatoraction builders.
+type OperatorAction func(*sql.Selector)
+
 // Order is the predicate function for order builders.
 type Order func(*sql.Selector)
 
