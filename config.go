@@ -82,7 +82,8 @@ var envVars = []envVar{
 	{"SHUTDOWN_TIMEOUT", "30s", "how long in-flight requests may finish after SIGTERM"},
 	{"GRAPHQL_MAX_QUERY_BYTES", "16384", "longest GraphQL query text accepted"},
 	{"GRAPHQL_MAX_DEPTH", "15", "deepest field nesting a GraphQL query may have"},
-	{"GRAPHQL_MAX_COMPLEXITY", "1000", "most gqlgen complexity one query may have (a page of products costs first x its fields)"},
+	{"GRAPHQL_MAX_COMPLEXITY", "1000", "most gqlgen complexity one query may have (a page of products costs first x its fields; introspection counts)"},
+	{"GRAPHQL_MAX_MUTATIONS", "10", "most mutation fields, aliases included, one operation may have"},
 	{"CORS_ALLOWED_ORIGINS", "", "comma-separated origins (https://shop.example) allowed to call /graphql and subscribe from browsers, or *; unset: none"},
 	{"RATE_LIMIT", "", "mutations one caller may send per process, e.g. 20/s or 600/m (a customer by ID, others by client IP); unset: off"},
 	{"TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed"},
@@ -127,6 +128,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 			MaxQueryBytes: intVar("GRAPHQL_MAX_QUERY_BYTES", 256, graph.MaxBody),
 			MaxDepth:      intVar("GRAPHQL_MAX_DEPTH", 2, 1000),
 			MaxComplexity: intVar("GRAPHQL_MAX_COMPLEXITY", 10, 1_000_000),
+			MaxMutations:  intVar("GRAPHQL_MAX_MUTATIONS", 1, 1000),
 		},
 	}
 	var errs []error

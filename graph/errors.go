@@ -3,7 +3,9 @@ package graph
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -84,14 +86,50 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 		case len(gqlErr.Path) == 0 && !errors.Is(err, errPanic):
 			// Outside any resolver: the request itself was unusable (body not
 			// JSON, no such operation). Don't echo the body back.
-			msg, _, _ := strings.Cut(gqlErr.Message, " body:")
-			gqlErr.Message = msg
+			gqlErr.Message = requestProblem(gqlErr.Message)
 			return withCode(gqlErr, CodeBadUserInput)
 		}
 		log.ErrorContext(ctx, "graphql: internal error", "path", gqlErr.Path.String(), "err", err)
 		gqlErr.Message = "internal server error"
 		return withCode(gqlErr, CodeInternal)
 	}
+}
+
+// requestProblem rewrites gqlgen's message for a body it could not decode
+// in the caller's terms: it echoes the body (cut off here) and names Go
+// types ("Go struct field RawParams.query of type string"), which say
+// nothing to a client and something about the server.
+func requestProblem(msg string) string {
+	msg, _, _ = strings.Cut(msg, " body:")
+	detail, ok := strings.CutPrefix(msg, "json request body could not be decoded: ")
+	if !ok {
+		return msg
+	}
+	const bad = "the request body must be a JSON object with \"query\" (a string) and optionally \"variables\", \"operationName\" and \"extensions\""
+	if m := jsonFieldType.FindStringSubmatch(detail); m != nil {
+		want := "an object"
+		if m[2] == "query" || m[2] == "operationName" {
+			want = "a string"
+		}
+		return fmt.Sprintf("the request body's %q must be %s, not %s", m[2], want, aJSON(m[1]))
+	}
+	if m := jsonValueType.FindStringSubmatch(detail); m != nil {
+		return fmt.Sprintf("%s, not %s", bad, aJSON(m[1]))
+	}
+	return "the request body is not valid JSON; " + bad
+}
+
+var (
+	jsonFieldType = regexp.MustCompile(`cannot unmarshal (\w+) into Go struct field \w+\.(\w+) of type`)
+	jsonValueType = regexp.MustCompile(`cannot unmarshal (\w+) into Go value of type`)
+)
+
+// aJSON names a JSON kind with its article: "an array", "a number".
+func aJSON(kind string) string {
+	if strings.IndexByte("aeiou", kind[0]) >= 0 {
+		return "an " + kind
+	}
+	return "a " + kind
 }
 
 // domainCode is the contract's code for a domain error (one of codes, or

@@ -79,3 +79,29 @@ func TestErrorPresenterRequestErrors(t *testing.T) {
 		t.Fatalf("body error: %q %v", got.Message, got.Extensions)
 	}
 }
+
+// TestRequestProblem: a body gqlgen cannot decode is explained in the
+// caller's terms, without Go types or the body echoed back.
+func TestRequestProblem(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`json request body could not be decoded: json: cannot unmarshal number into Go struct field RawParams.query of type string body:{"query":5}`,
+			`the request body's "query" must be a string, not a number`},
+		{`json request body could not be decoded: json: cannot unmarshal number into Go struct field RawParams.variables of type map[string]interface {} body:x`,
+			`the request body's "variables" must be an object, not a number`},
+		{`json request body could not be decoded: json: cannot unmarshal array into Go struct field RawParams.operationName of type string body:x`,
+			`the request body's "operationName" must be a string, not an array`},
+		{`json request body could not be decoded: json: cannot unmarshal array into Go value of type graphql.RawParams body:[1]`,
+			`the request body must be a JSON object with "query" (a string) and optionally "variables", "operationName" and "extensions", not an array`},
+		{`json request body could not be decoded: unexpected EOF body:{"query"`,
+			`the request body is not valid JSON; the request body must be a JSON object with "query" (a string) and optionally "variables", "operationName" and "extensions"`},
+		{`no operation provided`, `no operation provided`},
+	} {
+		got := requestProblem(tc.in)
+		if got != tc.want {
+			t.Errorf("requestProblem(%q)\n got %q\nwant %q", tc.in, got, tc.want)
+		}
+		if strings.Contains(got, "Go ") || strings.Contains(got, "RawParams") {
+			t.Errorf("%q names Go types", got)
+		}
+	}
+}

@@ -2,10 +2,12 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
@@ -76,9 +78,8 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	srv.Use(extension.Introspection{}) // the playground needs it
 	// Size limit first, so APQ never caches a query over it.
-	srv.Use(limitExtension{limits})
+	srv.Use(&limitExtension{Limits: limits})
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
-	srv.Use(extension.FixedComplexityLimit(limits.MaxComplexity))
 	if opts.Metrics != nil {
 		srv.AroundOperations(timeOperations(opts.Metrics))
 	}
@@ -115,9 +116,23 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 const MaxBody = 1 << 20
 
 // checkRequest answers what gqlgen's transports would refuse without an
-// extensions.code: POST bodies that are not JSON or are too large.
+// extensions.code: POST bodies that are not JSON or are too large; and
+// marks every answer nosniff.
 func checkRequest(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer is JSON (or an event stream): a browser must never
+		// sniff one into HTML.
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if r.Method == http.MethodGet {
+			// gqlgen answers these without an extensions.code.
+			q := r.URL.Query()
+			for _, p := range []string{"variables", "extensions"} {
+				if v := q.Get(p); v != "" && !isJSONObject(v) {
+					writeError(w, http.StatusBadRequest, CodeBadUserInput, fmt.Sprintf("the %q parameter must be a JSON object", p))
+					return
+				}
+			}
+		}
 		if r.Method == http.MethodPost {
 			if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
 				writeError(w, http.StatusUnsupportedMediaType, CodeBadUserInput, "POST /graphql needs Content-Type: application/json")
@@ -131,6 +146,11 @@ func checkRequest(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func isJSONObject(s string) bool {
+	s = strings.TrimSpace(s)
+	return strings.HasPrefix(s, "{") && json.Valid([]byte(s))
 }
 
 // writeError answers a request refused before GraphQL ran, in GraphQL's

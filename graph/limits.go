@@ -16,13 +16,14 @@ import (
 type Limits struct {
 	MaxQueryBytes int // longest query text (GRAPHQL_MAX_QUERY_BYTES)
 	MaxDepth      int // deepest field nesting (GRAPHQL_MAX_DEPTH)
-	MaxComplexity int // gqlgen complexity: one per field, lists times their `first` (GRAPHQL_MAX_COMPLEXITY)
+	MaxComplexity int // gqlgen complexity: one per field, lists times their `first`, introspection included (GRAPHQL_MAX_COMPLEXITY)
+	MaxMutations  int // most mutation fields in one operation, aliases included (GRAPHQL_MAX_MUTATIONS)
 	// Timeout bounds each top-level field's work (REQUEST_TIMEOUT); zero: none.
 	Timeout time.Duration
 }
 
 // DefaultLimits are used for zero fields of Limits.
-var DefaultLimits = Limits{MaxQueryBytes: 16 << 10, MaxDepth: 15, MaxComplexity: 1000}
+var DefaultLimits = Limits{MaxQueryBytes: 16 << 10, MaxDepth: 15, MaxComplexity: 1000, MaxMutations: 10}
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxQueryBytes <= 0 {
@@ -34,6 +35,9 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxComplexity <= 0 {
 		l.MaxComplexity = DefaultLimits.MaxComplexity
 	}
+	if l.MaxMutations <= 0 {
+		l.MaxMutations = DefaultLimits.MaxMutations
+	}
 	return l
 }
 
@@ -43,18 +47,28 @@ const (
 	CodeQueryTooDeep  = "QUERY_TOO_DEEP"
 )
 
-// limitExtension enforces MaxQueryBytes before parsing and MaxDepth after
-// validation (gqlgen's ComplexityLimit does complexity).
-type limitExtension struct{ Limits }
+// CodeComplexityLimit is gqlgen's code for an operation over
+// GRAPHQL_MAX_COMPLEXITY, also given to one over GRAPHQL_MAX_MUTATIONS.
+const CodeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED"
+
+// limitExtension enforces MaxQueryBytes before parsing, and MaxDepth,
+// MaxMutations and MaxComplexity after validation, before anything runs.
+type limitExtension struct {
+	Limits
+	es graphql.ExecutableSchema // set by Validate
+}
 
 var (
-	_ graphql.HandlerExtension          = limitExtension{}
-	_ graphql.OperationParameterMutator = limitExtension{}
-	_ graphql.OperationContextMutator   = limitExtension{}
+	_ graphql.HandlerExtension          = &limitExtension{}
+	_ graphql.OperationParameterMutator = &limitExtension{}
+	_ graphql.OperationContextMutator   = &limitExtension{}
 )
 
-func (limitExtension) ExtensionName() string                   { return "FlashsaleLimits" }
-func (limitExtension) Validate(graphql.ExecutableSchema) error { return nil }
+func (*limitExtension) ExtensionName() string { return "FlashsaleLimits" }
+func (e *limitExtension) Validate(es graphql.ExecutableSchema) error {
+	e.es = es
+	return nil
+}
 
 func (e limitExtension) MutateOperationParameters(_ context.Context, p *graphql.RawParams) *gqlerror.Error {
 	if len(p.Query) > e.MaxQueryBytes {
@@ -65,7 +79,7 @@ func (e limitExtension) MutateOperationParameters(_ context.Context, p *graphql.
 	return nil
 }
 
-func (e limitExtension) MutateOperationContext(_ context.Context, op *graphql.OperationContext) *gqlerror.Error {
+func (e limitExtension) MutateOperationContext(ctx context.Context, op *graphql.OperationContext) *gqlerror.Error {
 	if op.Operation == nil {
 		return nil
 	}
@@ -73,6 +87,18 @@ func (e limitExtension) MutateOperationContext(_ context.Context, op *graphql.Op
 	if d := depth(op.Operation.SelectionSet, memo); d > e.MaxDepth {
 		err := gqlerror.Errorf("query is nested %d levels deep, over the limit of %d", d, e.MaxDepth)
 		err.Extensions = map[string]any{"code": CodeQueryTooDeep}
+		return err
+	}
+	if op.Operation.Operation == ast.Mutation {
+		if n := rootFieldCount(op.Operation, ""); n > e.MaxMutations {
+			err := gqlerror.Errorf("operation has %d mutation fields, over the limit of %d per operation: send them in several", n, e.MaxMutations)
+			err.Extensions = map[string]any{"code": CodeComplexityLimit}
+			return err
+		}
+	}
+	if c := cost(ctx, e.es, op.Operation, op.Variables); c > e.MaxComplexity {
+		err := gqlerror.Errorf("operation has complexity %d, which exceeds the limit of %d", c, e.MaxComplexity)
+		err.Extensions = map[string]any{"code": CodeComplexityLimit}
 		return err
 	}
 	return nil
@@ -128,5 +154,5 @@ func pageCost(child int, first *int, _ *string) int {
 }
 
 func (l Limits) String() string {
-	return fmt.Sprintf("query ≤ %d bytes, depth ≤ %d, complexity ≤ %d", l.MaxQueryBytes, l.MaxDepth, l.MaxComplexity)
+	return fmt.Sprintf("query ≤ %d bytes, depth ≤ %d, complexity ≤ %d, mutations ≤ %d", l.MaxQueryBytes, l.MaxDepth, l.MaxComplexity, l.MaxMutations)
 }

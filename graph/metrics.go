@@ -61,15 +61,44 @@ func firstRootField(op *ast.OperationDefinition) string {
 	return ""
 }
 
-// rootFieldCount counts an operation's root fields named name.
+// rootFieldCount counts an operation's root fields named name ("": all of
+// them), aliases each counted, looking through fragments. Fragments are
+// counted once each and memoized, so spreads nested in spreads cost a walk
+// linear in the query, not exponential; the count saturates rather than
+// overflow. (GraphQL merges two fields of one response key into one run:
+// counting both only errs toward refusing.)
 func rootFieldCount(op *ast.OperationDefinition, name string) int {
-	n := 0
-	for _, s := range op.SelectionSet {
-		if f, ok := s.(*ast.Field); ok && f.Name == name {
-			n++
-		}
+	if op == nil {
+		return 0
 	}
-	return n
+	memo := map[string]int{}
+	var count func(ast.SelectionSet) int
+	count = func(set ast.SelectionSet) int {
+		n := 0
+		for _, sel := range set {
+			switch s := sel.(type) {
+			case *ast.Field:
+				if name == "" || s.Name == name {
+					n = satAdd(n, 1)
+				}
+			case *ast.InlineFragment:
+				n = satAdd(n, count(s.SelectionSet))
+			case *ast.FragmentSpread:
+				if s.Definition == nil {
+					continue
+				}
+				c, ok := memo[s.Name]
+				if !ok {
+					memo[s.Name] = 0 // validation rejects cycles; this only stops a loop
+					c = count(s.Definition.SelectionSet)
+					memo[s.Name] = c
+				}
+				n = satAdd(n, c)
+			}
+		}
+		return n
+	}
+	return count(op.SelectionSet)
 }
 
 // holdResult is createHold's answer as flashsale_holds_total labels it:

@@ -21,8 +21,8 @@ import (
 // room for another subscription (MAX_SUBSCRIPTIONS).
 const CodeRateLimited = "RATE_LIMITED"
 
-// rateLimits caps the mutations of one caller (package ratelimit keeps the
-// buckets): a customer by ID, anyone else, the operator included, by client
+// rateLimits caps the mutations of one caller, one token per mutation
+// field (package ratelimit keeps the buckets): a customer by ID, anyone else, the operator included, by client
 // IP (X-Forwarded-For believed only from TRUSTED_PROXIES). Queries and
 // subscriptions are not limited; the webhook is another handler.
 type rateLimits struct {
@@ -67,7 +67,10 @@ func (l *rateLimits) intercept(ctx context.Context, next graphql.OperationHandle
 	if c := callerOf(ctx).Customer; c != "" {
 		key = "customer:" + c
 	}
-	ok, wait := l.limiter.Allow(key)
+	// Every mutation field costs one, aliases included: one request of 400
+	// aliased createHolds is 400 mutations.
+	n := rootFieldCount(oc.Operation, "")
+	ok, wait := l.limiter.AllowN(key, n)
 	if ok {
 		return next(ctx)
 	}
@@ -76,8 +79,12 @@ func (l *rateLimits) intercept(ctx context.Context, next graphql.OperationHandle
 		l.metrics.Hold(CodeRateLimited)
 	}
 	secs := retryAfterSeconds(wait)
+	msg := fmt.Sprintf("too many mutations: this caller may send %s; retry in %d s", l.rate, secs)
+	if n > l.limiter.Burst() {
+		msg = fmt.Sprintf("this operation has %d mutation fields, and a caller may send at most %d at once (%s): send fewer per operation", n, l.limiter.Burst(), l.rate)
+	}
 	return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{{
-		Message:    fmt.Sprintf("too many mutations: this caller may send %s; retry in %d s", l.rate, secs),
+		Message:    msg,
 		Extensions: map[string]any{"code": CodeRateLimited, "retryAfter": secs},
 	}}})
 }

@@ -85,8 +85,14 @@ func (l *Limiter) String() string { return l.Rate().String() }
 // false and how long until one is back: the exact duration, always > 0 and at
 // most Per/Events. It is not rounded; a Retry-After header wants it rounded
 // up to whole seconds (at least 1).
-func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
-	if l == nil || l.keys == nil {
+func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) { return l.AllowN(key, 1) }
+
+// AllowN takes n tokens from key's bucket, all or none: an operation of n
+// mutations is let through whole or refused whole. When the bucket holds
+// fewer, it returns false and how long until it holds n (for n above the
+// burst, which no wait can give, until the bucket is full).
+func (l *Limiter) AllowN(key string, n int) (ok bool, retryAfter time.Duration) {
+	if l == nil || l.keys == nil || n <= 0 {
 		return true, 0
 	}
 	now := l.now()
@@ -99,15 +105,24 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 		b = rate.NewLimiter(l.limit, l.rate.Events)
 		l.keys.Add(key, b) // may evict the least recently used key
 	}
-	if b.AllowN(now, 1) {
+	if b.AllowN(now, n) {
 		return true, 0
 	}
-	// A refused AllowN takes nothing, so the bucket holds less than one
-	// token; the next is the shortfall over the refill rate away. (Not
-	// ReserveN then Cancel: x/time/rate's cancels can lose tokens.)
-	missing := 1 - b.TokensAt(now)
+	// A refused AllowN takes nothing; the wait is the shortfall over the
+	// refill rate. (Not ReserveN then Cancel: x/time/rate's cancels can
+	// lose tokens.)
+	missing := float64(min(n, l.rate.Events)) - b.TokensAt(now)
 	wait := time.Duration(math.Ceil(missing * float64(l.rate.Per) / float64(l.rate.Events)))
 	return false, max(wait, 1)
+}
+
+// Burst is the most tokens one bucket holds: the largest operation a
+// caller can ever send at once.
+func (l *Limiter) Burst() int {
+	if l == nil {
+		return 0
+	}
+	return l.rate.Events
 }
 
 // prune drops least recently used keys whose buckets are full at now: they

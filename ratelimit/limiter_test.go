@@ -404,3 +404,43 @@ func BenchmarkAllow(b *testing.B) {
 		})
 	})
 }
+
+// TestAllowN: an operation of n mutations takes n tokens or none; refused,
+// it says how long until n are back (for n above the burst: until full).
+func TestAllowN(t *testing.T) {
+	r := Rate{5, time.Minute} // a token every 12 s
+	for _, tc := range []struct {
+		name     string
+		spend    int // taken first, one at a time
+		n        int
+		ok       bool
+		wantWait time.Duration
+	}{
+		{"whole burst at once", 0, 5, true, 0},
+		{"more than the burst", 0, 6, false, 0},
+		{"more than left", 2, 4, false, 12 * time.Second},
+		{"exactly what is left", 2, 3, true, 0},
+		{"none left, two asked", 5, 2, false, 24 * time.Second},
+		{"over the burst when drained", 5, 400, false, time.Minute},
+		{"zero costs nothing", 5, 0, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, _ := newTestLimiter(t, r, 0)
+			for range tc.spend {
+				if ok, _ := l.Allow("k"); !ok {
+					t.Fatal("setup refused")
+				}
+			}
+			ok, wait := l.AllowN("k", tc.n)
+			if ok != tc.ok || (tc.wantWait != 0 && wait != tc.wantWait) || (!ok && wait <= 0) {
+				t.Fatalf("AllowN(%d) after %d = %v, %v; want %v, %v", tc.n, tc.spend, ok, wait, tc.ok, tc.wantWait)
+			}
+			// A refusal takes nothing: what was left is still there.
+			if left := r.Events - tc.spend; !ok && left > 0 {
+				if ok, _ := l.AllowN("k", left); !ok {
+					t.Errorf("after a refused AllowN, the %d tokens left are gone", left)
+				}
+			}
+		})
+	}
+}

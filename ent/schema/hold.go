@@ -1,6 +1,9 @@
 package schema
 
 import (
+	"crypto/rand"
+	"time"
+
 	"entgo.io/ent"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
@@ -49,7 +52,20 @@ func (Hold) Indexes() []ent.Index {
 	}
 }
 
-// newID returns a UUIDv7: 74 random bits, so IDs cannot be guessed (the
-// contract asks for 64), and a time-ordered prefix, so InnoDB appends new
-// rows to the primary key instead of splitting pages at random.
-func newID() uuid.UUID { return uuid.Must(uuid.NewV7()) }
+// newID returns a UUID in version 7's layout: 48 bits of Unix milliseconds
+// first, so InnoDB appends new rows to the primary key instead of
+// splitting pages at random, then 74 bits from crypto/rand, so IDs cannot
+// be guessed (the contract asks for at least 64). Not google/uuid's NewV7:
+// it fills the 12 bits of rand_a with a sub-millisecond clock, leaving 62
+// random bits.
+func newID() uuid.UUID {
+	var u uuid.UUID
+	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails
+	ms := uint64(time.Now().UnixMilli())
+	for i := range 6 {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	u[6] = u[6]&0x0f | 0x70 // version 7
+	u[8] = u[8]&0x3f | 0x80 // RFC 9562 variant
+	return u
+}
