@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -84,6 +85,11 @@ func TestCustomerTokenRefusals(t *testing.T) {
 		{"no exp", claimsOf(jwt.RegisteredClaims{Subject: "alice", Issuer: "https://login.shop.example", Audience: jwt.ClaimStrings{"flashsale"}}), `{ me { id } }`},
 		{"no sub", claimsOf(jwt.RegisteredClaims{Issuer: "https://login.shop.example", Audience: jwt.ClaimStrings{"flashsale"}, ExpiresAt: exp}), `{ me { id } }`},
 		{"garbage", "not.a.jwt", `{ me { id } }`},
+		// RFC 7515 4.1.11: a crit header names extensions the verifier must
+		// understand, and this server understands none.
+		{"crit header", critToken(t), `{ me { id } }`},
+		{"sub with NUL", claimsOf(jwt.RegisteredClaims{Subject: "alice\x00", Issuer: "https://login.shop.example", Audience: jwt.ClaimStrings{"flashsale"}, ExpiresAt: exp}), hold},
+		{"sub with newline", claimsOf(jwt.RegisteredClaims{Subject: "alice\nlevel=ERROR", Issuer: "https://login.shop.example", Audience: jwt.ClaimStrings{"flashsale"}, ExpiresAt: exp}), `{ me { id } }`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, r := ts.post(t, tc.token, tc.query, vars)
@@ -118,6 +124,49 @@ func TestCustomerTokenRefusals(t *testing.T) {
 	if me.Me == nil || me.Me.ID != "alice" {
 		t.Fatalf("me = %+v, want alice", me.Me)
 	}
+	// The scheme is case-insensitive (RFC 7235), the token is not.
+	for _, scheme := range []string{"bearer", "BEARER", "Bearer"} {
+		if r := ts.gqlAuth(t, scheme+" "+good, `{ me { id } }`); r.code() != "" || !strings.Contains(string(r.Data), `"alice"`) {
+			t.Errorf("%q scheme: %s %+v", scheme, r.Data, r.Errors)
+		}
+	}
+	if r := ts.gqlAuth(t, "Basic "+good, `{ me { id } }`); r.code() != "UNAUTHENTICATED" {
+		t.Errorf("Basic scheme: %s %+v, want UNAUTHENTICATED", r.Data, r.Errors)
+	}
+}
+
+// critToken is a well-signed customer token with a crit header.
+func critToken(t *testing.T) string {
+	t.Helper()
+	tok := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.RegisteredClaims{
+		Subject: "alice", Issuer: "https://login.shop.example", Audience: jwt.ClaimStrings{"flashsale"},
+		ExpiresAt: jwt.NewNumericDate(time.Now().Add(time.Hour)),
+	})
+	tok.Header["crit"] = []string{"exp"}
+	s, err := tok.SignedString([]byte(testCustomerSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// gqlAuth posts query with Authorization set to exactly authorization.
+func (ts *testServer) gqlAuth(t *testing.T, authorization, query string) gqlResponse {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"query": query})
+	req, _ := http.NewRequest(http.MethodPost, ts.URL+"/graphql", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", authorization)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out gqlResponse
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestOwnership: a customer's hold and order are NOT_FOUND (null on reads)

@@ -155,3 +155,49 @@ func firstError(r gqlResponse) any {
 	}
 	return r.Errors[0]
 }
+
+// TestAnswersSayWhatIsWrong: every /graphql answer is nosniff, and a body
+// or parameter that cannot be decoded is BAD_USER_INPUT in the caller's
+// terms, never Go's ("Go struct field RawParams.query of type string").
+func TestAnswersSayWhatIsWrong(t *testing.T) {
+	ts := startServer(t, dialect.SQLite, nil)
+	for _, tc := range []struct {
+		name, method, target, body string
+		code, says                 string // "": a good answer
+	}{
+		{"query", "POST", "/graphql", `{"query":"{ serverTime }"}`, "", ""},
+		{"GET query", "GET", "/graphql?query=%7BserverTime%7D", "", "", ""},
+		{"query not a string", "POST", "/graphql", `{"query":5}`, "BAD_USER_INPUT", `"query" must be a string, not a number`},
+		{"variables not an object", "POST", "/graphql", `{"query":"{ serverTime }","variables":[1]}`, "BAD_USER_INPUT", `"variables" must be an object, not an array`},
+		{"body an array", "POST", "/graphql", `[{"query":"{ serverTime }"}]`, "BAD_USER_INPUT", "must be a JSON object"},
+		{"body cut short", "POST", "/graphql", `{"query":"{ serverTime }"`, "BAD_USER_INPUT", "not valid JSON"},
+		{"GET variables not an object", "GET", "/graphql?query=%7BserverTime%7D&variables=5", "", "BAD_USER_INPUT", `"variables" parameter must be a JSON object`},
+		{"GET extensions not JSON", "GET", "/graphql?query=%7BserverTime%7D&extensions=%7B", "", "BAD_USER_INPUT", `"extensions" parameter must be a JSON object`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, ts.URL+tc.target, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			raw, _ := io.ReadAll(resp.Body)
+			if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options %q", got)
+			}
+			var r gqlResponse
+			decodeJSON(t, raw, &r)
+			if r.code() != tc.code {
+				t.Fatalf("code %q, want %q: %s", r.code(), tc.code, raw)
+			}
+			if tc.code == "" {
+				return
+			}
+			msg := r.Errors[0].Message
+			if !strings.Contains(msg, tc.says) || strings.Contains(msg, "Go ") || strings.Contains(msg, "RawParams") || strings.Contains(msg, "interface {}") {
+				t.Errorf("message %q, want one saying %q in the caller's terms", msg, tc.says)
+			}
+		})
+	}
+}
