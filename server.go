@@ -27,6 +27,7 @@ import (
 
 	"github.com/rs/cors"
 
+	"flashsale/audit"
 	"flashsale/customer"
 	"flashsale/database"
 	"flashsale/events"
@@ -210,7 +211,8 @@ func (a *app) openAPI(ctx context.Context) error {
 	if a.hook, err = webhook.New(a.svc, webhook.Options{Keys: cfg.WebhookKeys, Timeout: cfg.RequestTimeout, Logger: log, Metrics: a.met}); err != nil {
 		return err
 	}
-	resolver := &graph.Resolver{Stock: a.svc, Operators: cfg.Operators, Metrics: a.met, Events: a.relay}
+	resolver := &graph.Resolver{Stock: a.svc, Operators: cfg.Operators, Metrics: a.met, Events: a.relay,
+		Actions: audit.NewLog(a.db.Ent)}
 	if cfg.Customers.Enabled() {
 		cc := cfg.Customers
 		cc.Logger = log
@@ -456,7 +458,7 @@ func seedDemo(ctx context.Context, svc *stock.Service, log *slog.Logger) error {
 		{Name: "Signed vinyl", PriceCents: 4500, Stock: 10},
 		{Name: "Concert ticket", PriceCents: 8900, Stock: 200},
 	} {
-		made, err := svc.CreateProduct(ctx, p)
+		made, err := svc.CreateProduct(ctx, nil, p) // no operator's action: not in the log
 		if err != nil {
 			return fmt.Errorf("seed demo products: %w", err)
 		}

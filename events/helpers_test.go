@@ -71,7 +71,7 @@ func newEnv(t *testing.T, d string, cfg events.Config, sinks ...sink.Sink) *env 
 	svc := stock.New(db.Ent, db.Dialect, stock.Config{HoldTTL: time.Minute, PaymentTimeout: time.Minute, MaxHoldQty: 10, EventSinks: names}, quiet)
 	relay := events.New(db.Ent, db.Dialect, svc, sinks, fastRetries(cfg))
 	svc.OnEvents(relay.Wake)
-	p, err := svc.CreateProduct(ctx, stock.NewProduct{Name: "events test", PriceCents: 250, Stock: 1000})
+	p, err := svc.CreateProduct(ctx, nil, stock.NewProduct{Name: "events test", PriceCents: 250, Stock: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"flashsale/audit"
 	"flashsale/ent"
 	"flashsale/ent/eventdelivery"
 	"flashsale/ent/orderevent"
@@ -66,8 +67,9 @@ func ParseEventID(id string) (string, error) {
 // Redeliver sets every delivery of the events back to PENDING, due now,
 // with its attempts counted afresh, whatever its status (a DELIVERED one
 // is sent again: a replay). A delivery being attempted right now is left
-// to finish. An unknown ID refuses the whole call (NOT_FOUND).
-func (r *Relay) Redeliver(ctx context.Context, ids []string) ([]*ent.OrderEvent, error) {
+// to finish. An unknown ID refuses the whole call (NOT_FOUND). act goes in
+// the operator action log in the same transaction (nil: not an operator's).
+func (r *Relay) Redeliver(ctx context.Context, act *audit.Action, ids []string) ([]*ent.OrderEvent, error) {
 	if len(ids) == 0 || len(ids) > MaxRedeliver {
 		return nil, stock.InvalidInput("ids must name 1 to %d events", MaxRedeliver)
 	}
@@ -88,10 +90,13 @@ func (r *Relay) Redeliver(ctx context.Context, ids []string) ([]*ent.OrderEvent,
 		if missing := missingOf(ids, found); missing != "" {
 			return fmt.Errorf("%w: no order event with ID %q", stock.ErrNotFound, missing)
 		}
-		return tx.EventDelivery.Update().
+		if err := tx.EventDelivery.Update().
 			Where(eventdelivery.EventIDIn(ids...), eventdelivery.LeaseIsNil()).
 			SetStatus(eventdelivery.StatusPENDING).SetAttempts(0).SetNextAttemptAt(now).ClearDeliveredAt().
-			Exec(ctx)
+			Exec(ctx); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, act, now, nil, nil)
 	})
 	if err != nil {
 		return nil, stock.Classify("redeliver order events", err)
@@ -103,16 +108,25 @@ func (r *Relay) Redeliver(ctx context.Context, ids []string) ([]*ent.OrderEvent,
 }
 
 // RedeliverFailed sets every FAILED delivery back to PENDING, due now,
-// with its attempts counted afresh, and returns how many there were.
-func (r *Relay) RedeliverFailed(ctx context.Context) (int, error) {
+// with its attempts counted afresh, and returns how many there were. act
+// goes in the operator action log in the same transaction (nil: not an
+// operator's), also when there were none.
+func (r *Relay) RedeliverFailed(ctx context.Context, act *audit.Action) (int, error) {
 	now, err := r.clock.Now(ctx)
 	if err != nil {
 		return 0, err
 	}
-	n, err := r.client.EventDelivery.Update().
-		Where(eventdelivery.StatusEQ(eventdelivery.StatusFAILED)).
-		SetStatus(eventdelivery.StatusPENDING).SetAttempts(0).SetNextAttemptAt(now).
-		Save(ctx)
+	var n int
+	err = r.tx(ctx, func(tx *ent.Tx) error {
+		var err error
+		if n, err = tx.EventDelivery.Update().
+			Where(eventdelivery.StatusEQ(eventdelivery.StatusFAILED)).
+			SetStatus(eventdelivery.StatusPENDING).SetAttempts(0).SetNextAttemptAt(now).
+			Save(ctx); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, act, now, nil, nil)
+	})
 	if err != nil {
 		return 0, stock.Classify("redeliver failed order events", err)
 	}

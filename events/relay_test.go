@@ -289,7 +289,7 @@ func TestDeadLetterThenRedeliver(t *testing.T) {
 			mu.Lock()
 			down = false
 			mu.Unlock()
-			n, err := e.relay.RedeliverFailed(e.ctx)
+			n, err := e.relay.RedeliverFailed(e.ctx, nil)
 			if err != nil || n != 1 {
 				t.Fatalf("RedeliverFailed: %d, %v", n, err)
 			}
@@ -300,7 +300,7 @@ func TestDeadLetterThenRedeliver(t *testing.T) {
 
 			// Replay a delivered event: the same id again.
 			before := len(rc.deliveries())
-			es, err := e.relay.Redeliver(e.ctx, []string{created})
+			es, err := e.relay.Redeliver(e.ctx, nil, []string{created})
 			if err != nil || len(es) != 1 || es[0].ID != created {
 				t.Fatalf("Redeliver: %v, %v", es, err)
 			}
@@ -310,10 +310,10 @@ func TestDeadLetterThenRedeliver(t *testing.T) {
 			}
 
 			// Unknown and malformed IDs change nothing.
-			if _, err := e.relay.Redeliver(e.ctx, []string{created, "evt_" + strings.Repeat("0", 32)}); !errors.Is(err, stock.ErrNotFound) {
+			if _, err := e.relay.Redeliver(e.ctx, nil, []string{created, "evt_" + strings.Repeat("0", 32)}); !errors.Is(err, stock.ErrNotFound) {
 				t.Errorf("unknown ID: %v", err)
 			}
-			if _, err := e.relay.Redeliver(e.ctx, []string{"nope"}); !errors.Is(err, stock.ErrInvalidInput) {
+			if _, err := e.relay.Redeliver(e.ctx, nil, []string{"nope"}); !errors.Is(err, stock.ErrInvalidInput) {
 				t.Errorf("malformed ID: %v", err)
 			}
 		})

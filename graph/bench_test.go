@@ -36,11 +36,11 @@ func BenchmarkHandler(b *testing.B) {
 	svc := stock.New(db.Ent, db.Dialect, stock.Config{HoldTTL: time.Minute, PaymentTimeout: time.Minute, MaxHoldQty: 10}, quiet)
 	h := graph.NewHandler(&graph.Resolver{Stock: svc}, graph.Options{Limits: graph.Limits{Timeout: 10 * time.Second}, Logger: quiet})
 	ctx := context.Background()
-	plenty, err := svc.CreateProduct(ctx, stock.NewProduct{Name: "plenty", PriceCents: 100, Stock: 1_000_000})
+	plenty, err := svc.CreateProduct(ctx, nil, stock.NewProduct{Name: "plenty", PriceCents: 100, Stock: 1_000_000})
 	if err != nil {
 		b.Fatal(err)
 	}
-	none, err := svc.CreateProduct(ctx, stock.NewProduct{Name: "none", PriceCents: 100, Stock: 1})
+	none, err := svc.CreateProduct(ctx, nil, stock.NewProduct{Name: "none", PriceCents: 100, Stock: 1})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"flashsale/audit"
 	"flashsale/ent"
 	"flashsale/events"
 	"flashsale/graph/model"
@@ -102,6 +103,37 @@ func eventPageArgs(first *int, after *string) (int, string, error) {
 		}
 	}
 	return 0, "", malformedCursor(*after)
+}
+
+// Operator action cursors are base64url of "action:<position>" (package
+// audit's Position): the log is newest first by time, then ID.
+const actionCursorPrefix = "action:"
+
+func encodeActionCursor(a *ent.OperatorAction) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(actionCursorPrefix + audit.PositionOf(a).String()))
+}
+
+// actionPageArgs is pageArgs for the operator action log.
+func actionPageArgs(first *int, after *string) (int, audit.Position, error) {
+	n := pageSize(first)
+	if after == nil {
+		return n, audit.Position{}, nil
+	}
+	if s, ok := cursorValue(*after, actionCursorPrefix); ok {
+		if p, err := audit.ParsePosition(s); err == nil {
+			return n, p, nil
+		}
+	}
+	return 0, audit.Position{}, malformedCursor(*after)
+}
+
+// operatorActionConnection is a page of operator actions as a connection.
+func operatorActionConnection(as []*ent.OperatorAction, more bool) *model.OperatorActionConnection {
+	edges, info := page(as, more, encodeActionCursor,
+		func(c string, a *ent.OperatorAction) *model.OperatorActionEdge {
+			return &model.OperatorActionEdge{Cursor: c, Node: a}
+		})
+	return &model.OperatorActionConnection{Edges: edges, PageInfo: info}
 }
 
 // holdConnection is a page of holds as a connection.

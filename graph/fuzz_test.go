@@ -101,7 +101,7 @@ func newGQLFuzzEnv(tb testing.TB) *gqlFuzzEnv {
 	ctx := context.Background()
 	// Products 1, 2 and 3: plenty, none and a little stock.
 	for _, n := range []int{1_000_000_000, 0, 3} {
-		p, err := e.svc.CreateProduct(ctx, stock.NewProduct{Name: fmt.Sprintf("fuzz %d", n), PriceCents: 199, Stock: n})
+		p, err := e.svc.CreateProduct(ctx, nil, stock.NewProduct{Name: fmt.Sprintf("fuzz %d", n), PriceCents: 199, Stock: n})
 		if err != nil {
 			tb.Fatal(err)
 		}

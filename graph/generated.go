@@ -97,6 +97,26 @@ type ComplexityRoot struct {
 		UpdateProduct         func(childComplexity int, id string, input model.UpdateProductInput) int
 	}
 
+	OperatorAction struct {
+		After    func(childComplexity int) int
+		At       func(childComplexity int) int
+		Before   func(childComplexity int) int
+		ID       func(childComplexity int) int
+		Input    func(childComplexity int) int
+		Mutation func(childComplexity int) int
+		Operator func(childComplexity int) int
+	}
+
+	OperatorActionConnection struct {
+		Edges    func(childComplexity int) int
+		PageInfo func(childComplexity int) int
+	}
+
+	OperatorActionEdge struct {
+		Cursor func(childComplexity int) int
+		Node   func(childComplexity int) int
+	}
+
 	Order struct {
 		AmountCents      func(childComplexity int) int
 		CreatedAt        func(childComplexity int) int
@@ -171,14 +191,15 @@ type ComplexityRoot struct {
 	}
 
 	Query struct {
-		Hold        func(childComplexity int, id string) int
-		Me          func(childComplexity int) int
-		Order       func(childComplexity int, id string) int
-		OrderEvents func(childComplexity int, orderID *string, status *eventdelivery.Status, first *int, after *string) int
-		Orders      func(childComplexity int, productID *string, status *order.Status, first *int, after *string) int
-		Product     func(childComplexity int, id string) int
-		Products    func(childComplexity int, first *int, after *string) int
-		ServerTime  func(childComplexity int) int
+		Hold            func(childComplexity int, id string) int
+		Me              func(childComplexity int) int
+		OperatorActions func(childComplexity int, first *int, after *string) int
+		Order           func(childComplexity int, id string) int
+		OrderEvents     func(childComplexity int, orderID *string, status *eventdelivery.Status, first *int, after *string) int
+		Orders          func(childComplexity int, productID *string, status *order.Status, first *int, after *string) int
+		Product         func(childComplexity int, id string) int
+		Products        func(childComplexity int, first *int, after *string) int
+		ServerTime      func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -239,6 +260,7 @@ type QueryResolver interface {
 	Me(ctx context.Context) (*model.Customer, error)
 	Orders(ctx context.Context, productID *string, status *order.Status, first *int, after *string) (*model.OrderConnection, error)
 	OrderEvents(ctx context.Context, orderID *string, status *eventdelivery.Status, first *int, after *string) (*model.OrderEventConnection, error)
+	OperatorActions(ctx context.Context, first *int, after *string) (*model.OperatorActionConnection, error)
 }
 type SubscriptionResolver interface {
 	ProductStock(ctx context.Context, id string) (<-chan *ent.Product, error)
@@ -492,6 +514,75 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdateProduct(childComplexity, args["id"].(string), args["input"].(model.UpdateProductInput)), true
+
+	case "OperatorAction.after":
+		if e.ComplexityRoot.OperatorAction.After == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAction.After(childComplexity), true
+	case "OperatorAction.at":
+		if e.ComplexityRoot.OperatorAction.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAction.At(childComplexity), true
+	case "OperatorAction.before":
+		if e.ComplexityRoot.OperatorAction.Before == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAction.Before(childComplexity), true
+	case "OperatorAction.id":
+		if e.ComplexityRoot.OperatorAction.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAction.ID(childComplexity), true
+	case "OperatorAction.input":
+		if e.ComplexityRoot.OperatorAction.Input == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAction.Input(childComplexity), true
+	case "OperatorAction.mutation":
+		if e.ComplexityRoot.OperatorAction.Mutation == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAction.Mutation(childComplexity), true
+	case "OperatorAction.operator":
+		if e.ComplexityRoot.OperatorAction.Operator == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorAction.Operator(childComplexity), true
+
+	case "OperatorActionConnection.edges":
+		if e.ComplexityRoot.OperatorActionConnection.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorActionConnection.Edges(childComplexity), true
+	case "OperatorActionConnection.pageInfo":
+		if e.ComplexityRoot.OperatorActionConnection.PageInfo == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorActionConnection.PageInfo(childComplexity), true
+
+	case "OperatorActionEdge.cursor":
+		if e.ComplexityRoot.OperatorActionEdge.Cursor == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorActionEdge.Cursor(childComplexity), true
+	case "OperatorActionEdge.node":
+		if e.ComplexityRoot.OperatorActionEdge.Node == nil {
+			break
+		}
+
+		return e.ComplexityRoot.OperatorActionEdge.Node(childComplexity), true
 
 	case "Order.amountCents":
 		if e.ComplexityRoot.Order.AmountCents == nil {
@@ -779,6 +870,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Me(childComplexity), true
+	case "Query.operatorActions":
+		if e.ComplexityRoot.Query.OperatorActions == nil {
+			break
+		}
+
+		args, err := ec.field_Query_operatorActions_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.OperatorActions(childComplexity, args["first"].(*int), args["after"].(*string)), true
 	case "Query.order":
 		if e.ComplexityRoot.Query.Order == nil {
 			break
@@ -989,6 +1091,14 @@ type Query {
   Errors: UNAUTHENTICATED, BAD_USER_INPUT.
   """
   orderEvents(orderId: ID, status: EventStatus, first: Int = 20, after: String): OrderEventConnection!
+  """
+  Operator only: the operator action log, newest first. Every operator
+  mutation is recorded in the same transaction as its change: who, when,
+  which mutation, its input, and the product before and after. A refused
+  mutation records nothing. ` + "`" + `first` + "`" + ` is 1..100; ` + "`" + `after` + "`" + ` is an endCursor from
+  a previous page. Errors: UNAUTHENTICATED, BAD_USER_INPUT.
+  """
+  operatorActions(first: Int = 20, after: String): OperatorActionConnection!
 }
 
 type Subscription {
@@ -1247,6 +1357,42 @@ type EventDelivery {
   nextAttemptAt: Time
   deliveredAt: Time
 }
+
+"""
+One operator mutation (createProduct, updateProduct, adjustStock,
+redeliverEvents, redeliverFailedEvents), recorded in the same transaction as
+its change.
+"""
+type OperatorAction {
+  id: ID!
+  "The operator's name: admin for ADMIN_TOKEN, else its name in OPERATOR_TOKENS."
+  operator: String!
+  "The change's database time."
+  at: Time!
+  "The mutation's field name, e.g. adjustStock."
+  mutation: String!
+  "The mutation's arguments as sent, as a JSON object with its keys sorted."
+  input: String!
+  """
+  The product before the change, as JSON with the Product type's field names
+  (id, name, priceCents, stockAvailable, stockReserved, stockSellable,
+  maxPerCustomer, saleStartsAt, saleEndsAt); null where there is none
+  (createProduct, redeliveries).
+  """
+  before: String
+  "The product after the change, as JSON like before; null where there is none (redeliveries)."
+  after: String
+}
+
+type OperatorActionConnection {
+  edges: [OperatorActionEdge!]!
+  pageInfo: PageInfo!
+}
+
+type OperatorActionEdge {
+  cursor: String!
+  node: OperatorAction!
+}
 `, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
@@ -1327,6 +1473,46 @@ func (ec *executionContext) childFields_HoldEdge(ctx context.Context, field grap
 		return ec.fieldContext_HoldEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type HoldEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_OperatorAction(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_OperatorAction_id(ctx, field)
+	case "operator":
+		return ec.fieldContext_OperatorAction_operator(ctx, field)
+	case "at":
+		return ec.fieldContext_OperatorAction_at(ctx, field)
+	case "mutation":
+		return ec.fieldContext_OperatorAction_mutation(ctx, field)
+	case "input":
+		return ec.fieldContext_OperatorAction_input(ctx, field)
+	case "before":
+		return ec.fieldContext_OperatorAction_before(ctx, field)
+	case "after":
+		return ec.fieldContext_OperatorAction_after(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OperatorAction", field.Name)
+}
+
+func (ec *executionContext) childFields_OperatorActionConnection(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "edges":
+		return ec.fieldContext_OperatorActionConnection_edges(ctx, field)
+	case "pageInfo":
+		return ec.fieldContext_OperatorActionConnection_pageInfo(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OperatorActionConnection", field.Name)
+}
+
+func (ec *executionContext) childFields_OperatorActionEdge(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "cursor":
+		return ec.fieldContext_OperatorActionEdge_cursor(ctx, field)
+	case "node":
+		return ec.fieldContext_OperatorActionEdge_node(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type OperatorActionEdge", field.Name)
 }
 
 func (ec *executionContext) childFields_Order(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1798,6 +1984,28 @@ func (ec *executionContext) field_Query_hold_args(ctx context.Context, rawArgs m
 		return nil, err
 	}
 	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Query_operatorActions_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "first",
+		func(ctx context.Context, v any) (*int, error) {
+			return ec.unmarshalOInt2ᚖint(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["first"] = arg0
+	arg1, err := graphql.ProcessArgField(ctx, rawArgs, "after",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOString2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["after"] = arg1
 	return args, nil
 }
 
@@ -2937,6 +3145,286 @@ func (ec *executionContext) _Mutation_redeliverFailedEvents(ctx context.Context,
 }
 func (ec *executionContext) fieldContext_Mutation_redeliverFailedEvents(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
 	return graphql.NewScalarFieldContext("Mutation", field, true, true, "Int")
+}
+
+func (ec *executionContext) _OperatorAction_id(ctx context.Context, field graphql.CollectedField, obj *ent.OperatorAction) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAction_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNID2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAction_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAction", field, false, false, "ID")
+}
+
+func (ec *executionContext) _OperatorAction_operator(ctx context.Context, field graphql.CollectedField, obj *ent.OperatorAction) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAction_operator(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Operator, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAction_operator(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAction", field, false, false, "String")
+}
+
+func (ec *executionContext) _OperatorAction_at(ctx context.Context, field graphql.CollectedField, obj *ent.OperatorAction) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAction_at(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.At, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAction_at(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAction", field, false, false, "Time")
+}
+
+func (ec *executionContext) _OperatorAction_mutation(ctx context.Context, field graphql.CollectedField, obj *ent.OperatorAction) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAction_mutation(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Mutation, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAction_mutation(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAction", field, false, false, "String")
+}
+
+func (ec *executionContext) _OperatorAction_input(ctx context.Context, field graphql.CollectedField, obj *ent.OperatorAction) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAction_input(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Input, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAction_input(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAction", field, false, false, "String")
+}
+
+func (ec *executionContext) _OperatorAction_before(ctx context.Context, field graphql.CollectedField, obj *ent.OperatorAction) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAction_before(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Before, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAction_before(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAction", field, false, false, "String")
+}
+
+func (ec *executionContext) _OperatorAction_after(ctx context.Context, field graphql.CollectedField, obj *ent.OperatorAction) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorAction_after(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.After, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *string) graphql.Marshaler {
+			return ec.marshalOString2ᚖstring(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorAction_after(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorAction", field, false, false, "String")
+}
+
+func (ec *executionContext) _OperatorActionConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.OperatorActionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorActionConnection_edges(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Edges, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v []*model.OperatorActionEdge) graphql.Marshaler {
+			return ec.marshalNOperatorActionEdge2ᚕᚖflashsaleᚋgraphᚋmodelᚐOperatorActionEdgeᚄ(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorActionConnection_edges(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OperatorActionConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OperatorActionEdge(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OperatorActionConnection_pageInfo(ctx context.Context, field graphql.CollectedField, obj *model.OperatorActionConnection) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorActionConnection_pageInfo(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PageInfo, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.PageInfo) graphql.Marshaler {
+			return ec.marshalNPageInfo2ᚖflashsaleᚋgraphᚋmodelᚐPageInfo(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorActionConnection_pageInfo(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OperatorActionConnection",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_PageInfo(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _OperatorActionEdge_cursor(ctx context.Context, field graphql.CollectedField, obj *model.OperatorActionEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorActionEdge_cursor(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Cursor, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v string) graphql.Marshaler {
+			return ec.marshalNString2string(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorActionEdge_cursor(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("OperatorActionEdge", field, false, false, "String")
+}
+
+func (ec *executionContext) _OperatorActionEdge_node(ctx context.Context, field graphql.CollectedField, obj *model.OperatorActionEdge) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_OperatorActionEdge_node(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Node, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.OperatorAction) graphql.Marshaler {
+			return ec.marshalNOperatorAction2ᚖflashsaleᚋentᚐOperatorAction(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_OperatorActionEdge_node(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "OperatorActionEdge",
+		Field:      field,
+		IsMethod:   false,
+		IsResolver: false,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OperatorAction(ctx, field)
+		},
+	}
+	return fc, nil
 }
 
 func (ec *executionContext) _Order_id(ctx context.Context, field graphql.CollectedField, obj *ent.Order) (ret graphql.Marshaler) {
@@ -4358,6 +4846,50 @@ func (ec *executionContext) fieldContext_Query_orderEvents(ctx context.Context, 
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Query_orderEvents_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Query_operatorActions(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_operatorActions(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().OperatorActions(ctx, fc.Args["first"].(*int), fc.Args["after"].(*string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.OperatorActionConnection) graphql.Marshaler {
+			return ec.marshalNOperatorActionConnection2ᚖflashsaleᚋgraphᚋmodelᚐOperatorActionConnection(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Query_operatorActions(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_OperatorActionConnection(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_operatorActions_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -6060,6 +6592,145 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 	return out
 }
 
+var operatorActionImplementors = []string{"OperatorAction"}
+
+func (ec *executionContext) _OperatorAction(ctx context.Context, sel ast.SelectionSet, obj *ent.OperatorAction) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, operatorActionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OperatorAction")
+		case "id":
+			out.Values[i] = ec._OperatorAction_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "operator":
+			out.Values[i] = ec._OperatorAction_operator(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "at":
+			out.Values[i] = ec._OperatorAction_at(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "mutation":
+			out.Values[i] = ec._OperatorAction_mutation(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "input":
+			out.Values[i] = ec._OperatorAction_input(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "before":
+			out.Values[i] = ec._OperatorAction_before(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		case "after":
+			out.Values[i] = ec._OperatorAction_after(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var operatorActionConnectionImplementors = []string{"OperatorActionConnection"}
+
+func (ec *executionContext) _OperatorActionConnection(ctx context.Context, sel ast.SelectionSet, obj *model.OperatorActionConnection) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, operatorActionConnectionImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OperatorActionConnection")
+		case "edges":
+			out.Values[i] = ec._OperatorActionConnection_edges(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "pageInfo":
+			out.Values[i] = ec._OperatorActionConnection_pageInfo(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var operatorActionEdgeImplementors = []string{"OperatorActionEdge"}
+
+func (ec *executionContext) _OperatorActionEdge(ctx context.Context, sel ast.SelectionSet, obj *model.OperatorActionEdge) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, operatorActionEdgeImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("OperatorActionEdge")
+		case "cursor":
+			out.Values[i] = ec._OperatorActionEdge_cursor(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "node":
+			out.Values[i] = ec._OperatorActionEdge_node(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
 var orderImplementors = []string{"Order"}
 
 func (ec *executionContext) _Order(ctx context.Context, sel ast.SelectionSet, obj *ent.Order) graphql.Marshaler {
@@ -6628,6 +7299,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				true, true,
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_orderEvents(ctx, field)
+				})
+		case "operatorActions":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_operatorActions(ctx, field)
 				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
@@ -7262,6 +7939,46 @@ func (ec *executionContext) marshalNInt2int64(ctx context.Context, sel ast.Selec
 		graphql.AddInvalidNullFromMarshaler(ctx, "Int!")
 	}
 	return res
+}
+
+func (ec *executionContext) marshalNOperatorAction2ᚖflashsaleᚋentᚐOperatorAction(ctx context.Context, sel ast.SelectionSet, v *ent.OperatorAction) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OperatorAction!")
+		return graphql.Null
+	}
+	return ec._OperatorAction(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNOperatorActionConnection2ᚖflashsaleᚋgraphᚋmodelᚐOperatorActionConnection(ctx context.Context, sel ast.SelectionSet, v *model.OperatorActionConnection) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OperatorActionConnection!")
+		return graphql.Null
+	}
+	return ec._OperatorActionConnection(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalNOperatorActionEdge2ᚕᚖflashsaleᚋgraphᚋmodelᚐOperatorActionEdgeᚄ(ctx context.Context, sel ast.SelectionSet, v []*model.OperatorActionEdge) graphql.Marshaler {
+	ret := graphql.MarshalSliceConcurrently(ctx, len(v), 0, false, func(ctx context.Context, i int) graphql.Marshaler {
+		fc := graphql.GetFieldContext(ctx)
+		fc.Result = &v[i]
+		return ec.marshalNOperatorActionEdge2ᚖflashsaleᚋgraphᚋmodelᚐOperatorActionEdge(ctx, sel, v[i])
+	})
+
+	for _, e := range ret {
+		if e == graphql.Null {
+			return graphql.Null
+		}
+	}
+
+	return ret
+}
+
+func (ec *executionContext) marshalNOperatorActionEdge2ᚖflashsaleᚋgraphᚋmodelᚐOperatorActionEdge(ctx context.Context, sel ast.SelectionSet, v *model.OperatorActionEdge) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "OperatorActionEdge!")
+		return graphql.Null
+	}
+	return ec._OperatorActionEdge(ctx, sel, v)
 }
 
 func (ec *executionContext) marshalNOrder2ᚖflashsaleᚋentᚐOrder(ctx context.Context, sel ast.SelectionSet, v *ent.Order) graphql.Marshaler {

@@ -36,7 +36,7 @@ func TestLoadersBatchAPage(t *testing.T) {
 	ctx := context.Background()
 	const orders = 40
 	for i := range orders {
-		p, err := writer.CreateProduct(ctx, stock.NewProduct{Name: fmt.Sprint("p", i%8), PriceCents: 100, Stock: 100})
+		p, err := writer.CreateProduct(ctx, nil, stock.NewProduct{Name: fmt.Sprint("p", i%8), PriceCents: 100, Stock: 100})
 		if err != nil {
 			t.Fatal(err)
 		}

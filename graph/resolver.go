@@ -11,6 +11,7 @@ import (
 
 	"github.com/99designs/gqlgen/graphql"
 
+	"flashsale/audit"
 	"flashsale/ent"
 	"flashsale/events"
 	"flashsale/live"
@@ -34,6 +35,8 @@ type Resolver struct {
 	Metrics *metrics.Metrics
 	// Events serves operators' reads and redeliveries of order events.
 	Events *events.Relay
+	// Actions reads the operator action log (operatorActions).
+	Actions *audit.Log
 }
 
 // nullIfNotFound turns ErrNotFound into a null result: the contract's

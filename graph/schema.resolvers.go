@@ -104,10 +104,11 @@ func (r *mutationResolver) ReleaseHold(ctx context.Context, holdID string) (*ent
 
 // CreateProduct is the resolver for the createProduct field.
 func (r *mutationResolver) CreateProduct(ctx context.Context, input model.CreateProductInput) (*ent.Product, error) {
-	if err := r.requireAdmin(ctx); err != nil {
+	act, err := r.operatorAction(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return r.Stock.CreateProduct(ctx, stock.NewProduct{
+	return r.Stock.CreateProduct(ctx, act, stock.NewProduct{
 		Name: input.Name, PriceCents: int64(input.PriceCents), Stock: input.Stock,
 		MaxPerCustomer: input.MaxPerCustomer, SaleStartsAt: input.SaleStartsAt, SaleEndsAt: input.SaleEndsAt,
 	})
@@ -115,14 +116,15 @@ func (r *mutationResolver) CreateProduct(ctx context.Context, input model.Create
 
 // UpdateProduct is the resolver for the updateProduct field.
 func (r *mutationResolver) UpdateProduct(ctx context.Context, id string, input model.UpdateProductInput) (*ent.Product, error) {
-	if err := r.requireAdmin(ctx); err != nil {
+	act, err := r.operatorAction(ctx)
+	if err != nil {
 		return nil, err
 	}
 	pid, err := stock.ParseProductID(id)
 	if err != nil {
 		return nil, err
 	}
-	return r.Stock.UpdateProduct(ctx, pid, stock.ProductUpdate{
+	return r.Stock.UpdateProduct(ctx, act, pid, stock.ProductUpdate{
 		Name:           change(input.Name),
 		PriceCents:     changeAs(input.PriceCents, func(c int) int64 { return int64(c) }),
 		MaxPerCustomer: change(input.MaxPerCustomer),
@@ -133,30 +135,33 @@ func (r *mutationResolver) UpdateProduct(ctx context.Context, id string, input m
 
 // AdjustStock is the resolver for the adjustStock field.
 func (r *mutationResolver) AdjustStock(ctx context.Context, productID string, delta int, reason string) (*ent.Product, error) {
-	if err := r.requireAdmin(ctx); err != nil {
+	act, err := r.operatorAction(ctx)
+	if err != nil {
 		return nil, err
 	}
 	pid, err := stock.ParseProductID(productID)
 	if err != nil {
 		return nil, err
 	}
-	return r.Stock.AdjustStock(ctx, pid, delta, reason)
+	return r.Stock.AdjustStock(ctx, act, pid, delta, reason)
 }
 
 // RedeliverEvents is the resolver for the redeliverEvents field.
 func (r *mutationResolver) RedeliverEvents(ctx context.Context, ids []string) ([]*ent.OrderEvent, error) {
-	if err := r.requireAdmin(ctx); err != nil {
+	act, err := r.operatorAction(ctx)
+	if err != nil {
 		return nil, err
 	}
-	return r.Events.Redeliver(ctx, ids)
+	return r.Events.Redeliver(ctx, act, ids)
 }
 
 // RedeliverFailedEvents is the resolver for the redeliverFailedEvents field.
 func (r *mutationResolver) RedeliverFailedEvents(ctx context.Context) (int, error) {
-	if err := r.requireAdmin(ctx); err != nil {
+	act, err := r.operatorAction(ctx)
+	if err != nil {
 		return 0, err
 	}
-	return r.Events.RedeliverFailed(ctx)
+	return r.Events.RedeliverFailed(ctx, act)
 }
 
 // Hold is the resolver for the hold field.
@@ -320,6 +325,25 @@ func (r *queryResolver) OrderEvents(ctx context.Context, orderID *string, status
 		return nil, err
 	}
 	return orderEventConnection(es, more), nil
+}
+
+// OperatorActions is the resolver for the operatorActions field.
+func (r *queryResolver) OperatorActions(ctx context.Context, first *int, after *string) (*model.OperatorActionConnection, error) {
+	if err := r.requireAdmin(ctx); err != nil {
+		return nil, err
+	}
+	n, from, err := actionPageArgs(first, after)
+	if err != nil {
+		return nil, err
+	}
+	if err := stock.CheckFirst(n); err != nil {
+		return nil, err
+	}
+	as, more, err := r.Actions.Page(ctx, n, from)
+	if err != nil {
+		return nil, stock.Classify("list operator actions", err)
+	}
+	return operatorActionConnection(as, more), nil
 }
 
 // ProductStock is the resolver for the productStock field.

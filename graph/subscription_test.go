@@ -54,7 +54,7 @@ type stockEvent struct {
 // product now, then the change a hold made.
 func TestSubscriptionWithGqlgenClient(t *testing.T) {
 	e := newSubEnv(t, 10)
-	p, err := e.svc.CreateProduct(t.Context(), stock.NewProduct{Name: "drop", PriceCents: 100, Stock: 10})
+	p, err := e.svc.CreateProduct(t.Context(), nil, stock.NewProduct{Name: "drop", PriceCents: 100, Stock: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestSubscriptionWithGqlgenClient(t *testing.T) {
 func TestSubscriptionLimitAndLeaks(t *testing.T) {
 	const max = 20
 	e := newSubEnv(t, max)
-	p, err := e.svc.CreateProduct(t.Context(), stock.NewProduct{Name: "drop", PriceCents: 100, Stock: 10})
+	p, err := e.svc.CreateProduct(t.Context(), nil, stock.NewProduct{Name: "drop", PriceCents: 100, Stock: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

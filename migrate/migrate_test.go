@@ -152,7 +152,7 @@ func TestUpgradeKeepsData(t *testing.T) {
 			if err != nil || len(adj) != 1 || adj[0].Delta != 10 {
 				t.Fatalf("adjustments after the upgrade: %v %v, want the initial 10", adj, err)
 			}
-			if p, err := svc.AdjustStock(ctx, 1, 5, "restock after the upgrade"); err != nil || p.StockReceived != 15 || p.StockAvailable != 14 {
+			if p, err := svc.AdjustStock(ctx, nil, 1, 5, "restock after the upgrade"); err != nil || p.StockReceived != 15 || p.StockAvailable != 14 {
 				t.Fatalf("restock after the upgrade: %v %v", p, err)
 			}
 			if bad, err := svc.Audit(ctx); err != nil || len(bad) > 0 {

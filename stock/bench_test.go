@@ -33,7 +33,7 @@ func BenchmarkCreateHold(b *testing.B) {
 			ctx := context.Background()
 			ids := make([]int, bc.products)
 			for i := range ids {
-				p, err := svc.CreateProduct(ctx, stock.NewProduct{Name: "bench", PriceCents: 100, Stock: 1_000_000_000})
+				p, err := svc.CreateProduct(ctx, nil, stock.NewProduct{Name: "bench", PriceCents: 100, Stock: 1_000_000_000})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -61,7 +61,7 @@ func benchService(b *testing.B) (*stock.Service, int) {
 	b.Helper()
 	db := testdb.Open(b, dialect.MySQL, database.Options{MaxConns: 32})
 	svc := stock.New(db.Ent, db.Dialect, stock.Config{HoldTTL: time.Hour, PaymentTimeout: time.Hour, MaxHoldQty: 10}, quietLog)
-	p, err := svc.CreateProduct(context.Background(), stock.NewProduct{Name: "bench", PriceCents: 100, Stock: 1_000_000_000})
+	p, err := svc.CreateProduct(context.Background(), nil, stock.NewProduct{Name: "bench", PriceCents: 100, Stock: 1_000_000_000})
 	if err != nil {
 		b.Fatal(err)
 	}

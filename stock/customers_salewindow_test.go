@@ -164,14 +164,14 @@ func TestSaleWindow(t *testing.T) {
 				{"maxPerCustomer -1", stock.NewProduct{MaxPerCustomer: cuInt(-1)}},
 			} {
 				x.in.Name, x.in.PriceCents, x.in.Stock = "bad", 100, 5
-				if p, err := e.svc.CreateProduct(e.ctx, x.in); !errors.Is(err, stock.ErrInvalidInput) {
+				if p, err := e.svc.CreateProduct(e.ctx, nil, x.in); !errors.Is(err, stock.ErrInvalidInput) {
 					t.Errorf("%s: CreateProduct = %v, %v; want ErrInvalidInput", x.name, p, err)
 				}
 			}
 			if n := count(); n != n0 {
 				t.Errorf("refused CreateProduct calls made %d products", n-n0)
 			}
-			p, err := e.svc.CreateProduct(e.ctx, stock.NewProduct{Name: "ok", PriceCents: 100, Stock: 5, MaxPerCustomer: cuInt(1), SaleStartsAt: &at, SaleEndsAt: &after})
+			p, err := e.svc.CreateProduct(e.ctx, nil, stock.NewProduct{Name: "ok", PriceCents: 100, Stock: 5, MaxPerCustomer: cuInt(1), SaleStartsAt: &at, SaleEndsAt: &after})
 			if err != nil {
 				t.Fatalf("the smallest window and limit: %v", err)
 			}

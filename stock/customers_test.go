@@ -28,7 +28,7 @@ func cuInt(n int) *int { return &n }
 // cuProduct creates a product with an optional limit and sale window.
 func (e *env) cuProduct(stockN int, limit *int, starts, ends *time.Time) *ent.Product {
 	e.t.Helper()
-	p, err := e.svc.CreateProduct(e.ctx, stock.NewProduct{
+	p, err := e.svc.CreateProduct(e.ctx, nil, stock.NewProduct{
 		Name: "limited", PriceCents: 250, Stock: stockN,
 		MaxPerCustomer: limit, SaleStartsAt: starts, SaleEndsAt: ends,
 	})

@@ -107,7 +107,7 @@ func (e *env) newProduct(stockN int) *ent.Product {
 
 func (e *env) newPricedProduct(stockN int, price int64) *ent.Product {
 	e.t.Helper()
-	p, err := e.svc.CreateProduct(e.ctx, stock.NewProduct{Name: fmt.Sprintf("product %d", stockN), PriceCents: price, Stock: stockN})
+	p, err := e.svc.CreateProduct(e.ctx, nil, stock.NewProduct{Name: fmt.Sprintf("product %d", stockN), PriceCents: price, Stock: stockN})
 	if err != nil {
 		e.t.Fatalf("CreateProduct: %v", err)
 	}

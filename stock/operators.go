@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"flashsale/audit"
 	"flashsale/ent"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
@@ -55,7 +56,10 @@ type ProductUpdate struct {
 //     released first, so only live ones count.
 //   - A new sale window is judged by the database clock from the next hold
 //     on; holds already made stay valid.
-func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (*ent.Product, error) {
+//
+// act goes in the operator action log with the product before and after,
+// in the change's transaction (nil: not an operator's change).
+func (s *Service) UpdateProduct(ctx context.Context, act *audit.Action, id int, in ProductUpdate) (*ent.Product, error) {
 	in, err := in.checked()
 	if err != nil {
 		return nil, err
@@ -81,6 +85,8 @@ func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (
 				return err
 			}
 		}
+		// After any release in checkLowerLimit: the row this change applies to.
+		before := audit.Snapshot(p)
 		// The new state is the locked row with the changes applied; it is
 		// written whole, and not read back (on Galera a read after the
 		// write may be served before it).
@@ -94,7 +100,10 @@ func (s *Service) UpdateProduct(ctx context.Context, id int, in ProductUpdate) (
 			p.MaxPerCustomer = in.MaxPerCustomer.Value
 		}
 		p.SaleStartsAt, p.SaleEndsAt, p.UpdatedAt = starts, ends, now
-		return writeProduct(ctx, tx, p)
+		if err := writeProduct(ctx, tx, p); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, act, now, before, audit.Snapshot(p))
 	})
 	if err != nil {
 		return nil, err
@@ -204,7 +213,9 @@ func mostUnitsOfABuyer(ctx context.Context, tx *ent.Tx, productID int) (int, err
 // and the database's time. A withdrawal may take only sellable units: held
 // and pending ones belong to buyers (overdue ones are released first), so
 // it is refused with ErrInsufficientStock when sellable would go below 0.
-func (s *Service) AdjustStock(ctx context.Context, productID, delta int, reason string) (*ent.Product, error) {
+// act goes in the operator action log with the product before and after,
+// in the change's transaction (nil: not an operator's change).
+func (s *Service) AdjustStock(ctx context.Context, act *audit.Action, productID, delta int, reason string) (*ent.Product, error) {
 	reason = strings.TrimSpace(reason)
 	switch {
 	case delta == 0:
@@ -239,6 +250,9 @@ func (s *Service) AdjustStock(ctx context.Context, productID, delta int, reason 
 		if p.StockAvailable+delta > maxStock {
 			return InvalidInput("stockAvailable would be %d, over the %d limit", p.StockAvailable+delta, maxStock)
 		}
+		// After any release above: the log's before is the row this change
+		// applied to, so one product's entries chain.
+		before := audit.Snapshot(p)
 		if err := tx.StockAdjustment.Create().
 			SetProductID(p.ID).SetDelta(delta).SetReason(reason).SetCreatedAt(now).
 			Exec(ctx); err != nil {
@@ -247,9 +261,12 @@ func (s *Service) AdjustStock(ctx context.Context, productID, delta int, reason 
 		p.StockAvailable += delta
 		p.StockReceived += delta
 		p.UpdatedAt = now
-		return tx.Product.Update().Where(product.ID(p.ID)).
+		if err := tx.Product.Update().Where(product.ID(p.ID)).
 			AddStockAvailable(delta).AddStockReceived(delta).SetUpdatedAt(now).
-			Exec(ctx)
+			Exec(ctx); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, act, now, before, audit.Snapshot(p))
 	})
 	if err != nil {
 		return nil, err

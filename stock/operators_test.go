@@ -66,11 +66,11 @@ func TestUpdateProduct(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				in := tc.before
 				in.Name, in.PriceCents, in.Stock = "base", 500, 10
-				p, err := e.svc.CreateProduct(e.ctx, in)
+				p, err := e.svc.CreateProduct(e.ctx, nil, in)
 				if err != nil {
 					t.Fatal(err)
 				}
-				got, err := e.svc.UpdateProduct(e.ctx, p.ID, tc.in)
+				got, err := e.svc.UpdateProduct(e.ctx, nil, p.ID, tc.in)
 				stored := e.with(t).getProduct(p.ID)
 				if tc.wantErr != "" {
 					if !errors.Is(err, stock.ErrInvalidInput) || !strings.Contains(err.Error(), tc.wantErr) {
@@ -92,7 +92,7 @@ func TestUpdateProduct(t *testing.T) {
 			})
 		}
 		t.Run("unknown product", func(t *testing.T) {
-			if _, err := e.svc.UpdateProduct(e.ctx, 1<<30, stock.ProductUpdate{Name: stock.To("x")}); !errors.Is(err, stock.ErrNotFound) {
+			if _, err := e.svc.UpdateProduct(e.ctx, nil, 1<<30, stock.ProductUpdate{Name: stock.To("x")}); !errors.Is(err, stock.ErrNotFound) {
 				t.Fatalf("err %v, want not found", err)
 			}
 		})
@@ -106,7 +106,7 @@ func TestUpdateProductPrice(t *testing.T) {
 		e := newEnv(t, d, stock.Config{})
 		p := e.newPricedProduct(10, 100)
 		before := e.order(e.svc, e.hold(e.svc, p.ID, 2).ID)
-		if _, err := e.svc.UpdateProduct(e.ctx, p.ID, stock.ProductUpdate{PriceCents: stock.To[int64](300)}); err != nil {
+		if _, err := e.svc.UpdateProduct(e.ctx, nil, p.ID, stock.ProductUpdate{PriceCents: stock.To[int64](300)}); err != nil {
 			t.Fatal(err)
 		}
 		after := e.order(e.svc, e.hold(e.svc, p.ID, 2).ID)
@@ -130,14 +130,14 @@ func TestUpdateProductLimitBelowHoldings(t *testing.T) {
 		e.cuHold(e.svc, p.ID, 3, "", "") // anonymous: its own buyer
 		e.cuHold(e.svc, p.ID, 3, "", "")
 
-		_, err := e.svc.UpdateProduct(e.ctx, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(3)})
+		_, err := e.svc.UpdateProduct(e.ctx, nil, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(3)})
 		if !errors.Is(err, stock.ErrInvalidInput) || !strings.Contains(err.Error(), "at least 4") {
 			t.Fatalf("err %v, want invalid input naming 4", err)
 		}
 		if got := e.getProduct(p.ID).MaxPerCustomer; got == nil || *got != 5 {
 			t.Fatalf("limit after a refused update: %v", got)
 		}
-		if _, err := e.svc.UpdateProduct(e.ctx, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(4)}); err != nil {
+		if _, err := e.svc.UpdateProduct(e.ctx, nil, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(4)}); err != nil {
 			t.Fatalf("lowering to exactly the most a customer has: %v", err)
 		}
 		if _, err := e.svc.CreateHold(e.ctx, stock.HoldRequest{ProductID: p.ID, Qty: 1, Customer: "alice"}); !errors.Is(err, stock.ErrPurchaseLimit) {
@@ -146,7 +146,7 @@ func TestUpdateProductLimitBelowHoldings(t *testing.T) {
 		e.cuHold(e.svc, p.ID, 1, "bob", "")
 		// An anonymous hold is its own buyer: one of 4 keeps the limit at 4 or more.
 		e.cuHold(e.svc, p.ID, 4, "", "")
-		if _, err := e.svc.UpdateProduct(e.ctx, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(3)}); err == nil || !strings.Contains(err.Error(), "at least 4") {
+		if _, err := e.svc.UpdateProduct(e.ctx, nil, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(3)}); err == nil || !strings.Contains(err.Error(), "at least 4") {
 			t.Fatalf("limit 3 under an anonymous hold of 4: %v", err)
 		}
 		e.cuCheck()
@@ -160,7 +160,7 @@ func TestUpdateProductLimitReleasesOverdue(t *testing.T) {
 		p := e.cuProduct(20, nil, nil, nil)
 		h := e.cuHold(e.svc, p.ID, 5, "alice", "")
 		e.waitPast(h.ExpiresAt)
-		if _, err := e.svc.UpdateProduct(e.ctx, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(2)}); err != nil {
+		if _, err := e.svc.UpdateProduct(e.ctx, nil, p.ID, stock.ProductUpdate{MaxPerCustomer: stock.To(2)}); err != nil {
 			t.Fatalf("a limit below an expired hold: %v", err)
 		}
 		e.wantStock(p.ID, 20, 0)
@@ -194,7 +194,7 @@ func TestAdjustStock(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				before := e.with(t).getProduct(p.ID)
-				got, err := e.svc.AdjustStock(e.ctx, p.ID, tc.delta, tc.reason)
+				got, err := e.svc.AdjustStock(e.ctx, nil, p.ID, tc.delta, tc.reason)
 				after := e.with(t).getProduct(p.ID)
 				if tc.want != nil {
 					if !errors.Is(err, tc.want) {
@@ -232,7 +232,7 @@ func TestAdjustStock(t *testing.T) {
 		if got, want := strings.Join(deltas, "; "), "+10 initial stock; +5 late delivery; -11 damaged in the warehouse"; got != want {
 			t.Fatalf("adjustments %q, want %q", got, want)
 		}
-		if _, err := e.svc.AdjustStock(e.ctx, 1<<30, 1, "x"); !errors.Is(err, stock.ErrNotFound) {
+		if _, err := e.svc.AdjustStock(e.ctx, nil, 1<<30, 1, "x"); !errors.Is(err, stock.ErrNotFound) {
 			t.Fatalf("unknown product: %v", err)
 		}
 		e.audit()
@@ -247,7 +247,7 @@ func TestAdjustStockReleasesOverdue(t *testing.T) {
 		p := e.newProduct(10)
 		h := e.hold(e.svc, p.ID, 10)
 		e.waitPast(h.ExpiresAt)
-		if _, err := e.svc.AdjustStock(e.ctx, p.ID, -10, "recall"); err != nil {
+		if _, err := e.svc.AdjustStock(e.ctx, nil, p.ID, -10, "recall"); err != nil {
 			t.Fatalf("withdrawing units of an expired hold: %v", err)
 		}
 		e.wantStock(p.ID, 0, 0)
@@ -289,13 +289,13 @@ func TestAdjustStockUnderConcurrency(t *testing.T) {
 							mu.Unlock()
 						}
 					case 1: // restock
-						if _, err = e.svc.AdjustStock(e.ctx, p.ID, 3, "restock"); err == nil {
+						if _, err = e.svc.AdjustStock(e.ctx, nil, p.ID, 3, "restock"); err == nil {
 							mu.Lock()
 							adjusted += 3
 							mu.Unlock()
 						}
 					case 2: // withdraw
-						if _, err = e.svc.AdjustStock(e.ctx, p.ID, -4, "withdraw"); err == nil {
+						if _, err = e.svc.AdjustStock(e.ctx, nil, p.ID, -4, "withdraw"); err == nil {
 							mu.Lock()
 							adjusted -= 4
 							mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"flashsale/audit"
 	"flashsale/ent"
 	"flashsale/ent/product"
 )
@@ -32,8 +33,9 @@ type NewProduct struct {
 const initialStock = "initial stock"
 
 // CreateProduct adds a product with its initial stock, recorded as its
-// first stock adjustment.
-func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Product, error) {
+// first stock adjustment, and act in the operator action log (nil: not an
+// operator's, e.g. the demo products).
+func (s *Service) CreateProduct(ctx context.Context, act *audit.Action, in NewProduct) (*ent.Product, error) {
 	name, err := productName(in.Name)
 	if err != nil {
 		return nil, err
@@ -65,9 +67,12 @@ func (s *Service) CreateProduct(ctx context.Context, in NewProduct) (*ent.Produc
 		if err != nil {
 			return err
 		}
-		return tx.StockAdjustment.Create().
+		if err := tx.StockAdjustment.Create().
 			SetProductID(p.ID).SetDelta(in.Stock).SetReason(initialStock).SetCreatedAt(now).
-			Exec(ctx)
+			Exec(ctx); err != nil {
+			return err
+		}
+		return audit.Record(ctx, tx, act, now, nil, audit.Snapshot(p))
 	})
 	if err != nil {
 		return nil, err

@@ -43,7 +43,7 @@ func TestInputValidation(t *testing.T) {
 			{Name: "x", PriceCents: -1, Stock: 1},
 			{Name: "x", PriceCents: 100, Stock: -1},
 		} {
-			got, err := e.svc.CreateProduct(e.ctx, in)
+			got, err := e.svc.CreateProduct(e.ctx, nil, in)
 			if !errors.Is(err, stock.ErrInvalidInput) {
 				t.Errorf("CreateProduct(%+v) = %v, %v; want ErrInvalidInput", in, got, err)
 			}
@@ -53,7 +53,7 @@ func TestInputValidation(t *testing.T) {
 		}
 
 		// Zero price and zero stock are valid; nothing can be held of the latter.
-		empty, err := e.svc.CreateProduct(e.ctx, stock.NewProduct{Name: "  free  ", PriceCents: 0, Stock: 0})
+		empty, err := e.svc.CreateProduct(e.ctx, nil, stock.NewProduct{Name: "  free  ", PriceCents: 0, Stock: 0})
 		if err != nil {
 			t.Fatalf("CreateProduct(price 0, stock 0): %v", err)
 		}

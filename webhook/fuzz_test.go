@@ -80,7 +80,7 @@ func newFuzzEnv(tb testing.TB) *fuzzEnv {
 		tb.Fatal(err)
 	}
 	ctx := context.Background()
-	p, err := e.svc.CreateProduct(ctx, stock.NewProduct{Name: "fuzz widget", PriceCents: 250, Stock: 1_000_000_000})
+	p, err := e.svc.CreateProduct(ctx, nil, stock.NewProduct{Name: "fuzz widget", PriceCents: 250, Stock: 1_000_000_000})
 	if err != nil {
 		tb.Fatal(err)
 	}

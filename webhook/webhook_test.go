@@ -87,7 +87,7 @@ type fixture struct {
 func (e *env) newOrder(t *testing.T) fixture {
 	t.Helper()
 	ctx := context.Background()
-	p, err := e.svc.CreateProduct(ctx, stock.NewProduct{Name: "widget", PriceCents: 500, Stock: 10})
+	p, err := e.svc.CreateProduct(ctx, nil, stock.NewProduct{Name: "widget", PriceCents: 500, Stock: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,6 +50,16 @@ type HoldEdge struct {
 type Mutation struct {
 }
 
+type OperatorActionConnection struct {
+	Edges    []*OperatorActionEdge `json:"edges"`
+	PageInfo *PageInfo             `json:"pageInfo"`
+}
+
+type OperatorActionEdge struct {
+	Cursor string              `json:"cursor"`
+	Node   *ent.OperatorAction `json:"node"`
+}
+
 type OrderConnection struct {
 	Edges    []*OrderEdge `json:"edges"`
 	PageInfo *PageInfo    `json:"pageInfo"`
