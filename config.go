@@ -44,6 +44,9 @@ type config struct {
 	TrustedProxies  ratelimit.Proxies
 	StockPush       time.Duration // least time between two events of one subscription
 	MaxSubs         int           // most live subscriptions per process
+	MaxSubsPerConn  int           // most subscriptions on one WebSocket
+	MaxStreamsPerIP int           // most WebSockets plus SSE streams open from one client IP; 0: off
+	ReadTimeout     time.Duration // longest a client may take to send a request (a stream's until it starts)
 	MetricsAddr     string        // host:port of the Prometheus listener; "": off
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
 	Retention       time.Duration // how long lapsed holds and payment audit rows are kept
@@ -90,6 +93,9 @@ var envVars = []envVar{
 	{"TRUSTED_PROXIES", "", "comma-separated CIDRs of proxies whose X-Forwarded-For is believed"},
 	{"STOCK_PUSH_INTERVAL", "250ms", "least time between two events of one productStock subscription, also how often other servers' changes are read (10ms to 450ms: a change then reaches subscribers within 1s)"},
 	{"MAX_SUBSCRIPTIONS", "10000", "most live subscriptions this process serves"},
+	{"MAX_SUBSCRIPTIONS_PER_CONNECTION", "25", "most subscriptions on one WebSocket connection (beyond: that subscription ends with RATE_LIMITED)"},
+	{"MAX_STREAMS_PER_IP", "", "most WebSocket connections plus SSE streams open at once from one client IP (IPv6: per /64; behind TRUSTED_PROXIES the forwarded IP); unset: off"},
+	{"READ_TIMEOUT", "15s", "longest a client may take to send a request, body included; a subscription's stream is bound by it only until it starts"},
 	{"METRICS_ADDR", "", "host:port of a separate listener for Prometheus metrics at /metrics (e.g. 127.0.0.1:9090; keep it off the public network); unset: off"},
 	{"EVENTS_WEBHOOK_URL", "", "http(s) URL the order events are POSTed to, signed with EVENTS_WEBHOOK_SECRET; unset: no webhook sink"},
 	{"EVENTS_WEBHOOK_SECRET", "", "whsec_ + base64 of at least 24 random bytes, to sign order events (not WEBHOOK_SECRET)"},
@@ -123,6 +129,9 @@ func loadConfig(getenv func(string) string) (config, error) {
 		ShutdownTimeout: durVar("SHUTDOWN_TIMEOUT", 0, 10*time.Minute),
 		StockPush:       durVar("STOCK_PUSH_INTERVAL", 10*time.Millisecond, 450*time.Millisecond),
 		MaxSubs:         intVar("MAX_SUBSCRIPTIONS", 1, 1_000_000),
+		MaxSubsPerConn:  intVar("MAX_SUBSCRIPTIONS_PER_CONNECTION", 1, 10_000),
+		MaxStreamsPerIP: e.optionalInt("MAX_STREAMS_PER_IP", 1, 1_000_000),
+		ReadTimeout:     durVar("READ_TIMEOUT", 100*time.Millisecond, 10*time.Minute),
 		Retention:       durVar("RETENTION", time.Hour, 100*365*24*time.Hour),
 		LogFormat:       get("LOG_FORMAT"),
 		GraphQLLimits: graph.Limits{
@@ -206,6 +215,14 @@ func (e *env) int(name string, lo, hi int) int {
 		e.errs = append(e.errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", name, e.getenv(name), lo, hi))
 	}
 	return n
+}
+
+// optionalInt is int for a setting that is off (0) when unset.
+func (e *env) optionalInt(name string, lo, hi int) int {
+	if e.get(name) == "" {
+		return 0
+	}
+	return e.int(name, lo, hi)
 }
 
 func (e *env) dur(name string, lo, hi time.Duration) time.Duration {

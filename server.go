@@ -236,8 +236,11 @@ func (a *app) openAPI(ctx context.Context) error {
 	limits.Timeout = cfg.RequestTimeout
 	a.api = graph.NewHandler(resolver, graph.Options{
 		Limits: limits, Origins: cfg.CORSOrigins, RateLimit: cfg.RateLimit, Proxies: cfg.TrustedProxies, Logger: log,
-		Metrics: a.met,
+		Metrics: a.met, MaxSubscriptionsPerConnection: cfg.MaxSubsPerConn, MaxStreamsPerIP: cfg.MaxStreamsPerIP,
 	})
+	if cfg.MaxStreamsPerIP > 0 {
+		log.Info("live streams per client IP", "max", cfg.MaxStreamsPerIP)
+	}
 	if !cfg.RateLimit.Off() {
 		log.Info("mutation rate limit", "per_caller", cfg.RateLimit.String())
 	}
@@ -306,8 +309,8 @@ func (a *app) serve(ctx context.Context) error {
 
 	srv := &http.Server{
 		Handler:           a.routes(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
+		ReadHeaderTimeout: min(5*time.Second, cfg.ReadTimeout),
+		ReadTimeout:       cfg.ReadTimeout, // a stream's body too: graph's streams clear it once the stream starts
 		WriteTimeout:      cfg.RequestTimeout + 10*time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

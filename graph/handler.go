@@ -36,6 +36,12 @@ type Options struct {
 	// Metrics, if set, times operations and counts rate-limited holds
 	// (createHold's other answers are counted by its resolver).
 	Metrics *metrics.Metrics
+
+	// MaxSubscriptionsPerConnection caps the subscriptions on one WebSocket
+	// (zero: 25); MaxStreamsPerIP the WebSocket connections plus SSE
+	// streams open at once from one client IP, by Proxies.ClientIP (zero: off).
+	MaxSubscriptionsPerConnection int
+	MaxStreamsPerIP               int
 }
 
 // Handler is the GraphQL API (for /graphql).
@@ -63,11 +69,12 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 	if log == nil {
 		log = slog.Default()
 	}
-	st := newStreams(opts.Origins)
+	st := newStreams(opts)
 	srv := handler.New(NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()}))
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.Websocket{
 		Implementation:        websocketImpl{st},
+		InitFunc:              r.initConnection,
 		InitTimeout:           3 * time.Second, // connection_init must come within it
 		PingPongInterval:      keepAlive,       // graphql-transport-ws: ping, and a peer that never pongs is dropped
 		KeepAlivePingInterval: keepAlive,       // the older graphql-ws protocol's keepalive
@@ -84,6 +91,7 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 		srv.AroundOperations(timeOperations(opts.Metrics))
 	}
 	srv.AroundOperations(shareResponses())
+	srv.AroundOperations(st.limitPerConnection)
 	var rl *rateLimits
 	if !opts.RateLimit.Off() {
 		rl = &rateLimits{rate: opts.RateLimit, limiter: ratelimit.New(opts.RateLimit), proxies: opts.Proxies, metrics: opts.Metrics}
