@@ -455,6 +455,9 @@ func TestConfigErrors(t *testing.T) {
 		{map[string]string{"TRUSTED_PROXIES": "10.0.0.0/33"}, "TRUSTED_PROXIES"},
 		{map[string]string{"STOCK_PUSH_INTERVAL": "2s"}, "STOCK_PUSH_INTERVAL"},
 		{map[string]string{"MAX_SUBSCRIPTIONS": "0"}, "MAX_SUBSCRIPTIONS"},
+		{map[string]string{"MAX_SUBSCRIPTIONS_PER_CONNECTION": "0"}, "MAX_SUBSCRIPTIONS_PER_CONNECTION"},
+		{map[string]string{"MAX_STREAMS_PER_IP": "lots"}, "MAX_STREAMS_PER_IP"},
+		{map[string]string{"READ_TIMEOUT": "1ms"}, "READ_TIMEOUT"},
 		{map[string]string{"METRICS_ADDR": "9090"}, "METRICS_ADDR"},
 		{map[string]string{"METRICS_ADDR": "256.0.0.1:9090"}, "METRICS_ADDR"}, // cannot listen: refused at start
 		{map[string]string{"CUSTOMER_JWKS_URL": "http://login.shop.example/jwks.json"}, "CUSTOMER_JWKS_URL"},

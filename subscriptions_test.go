@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,9 +24,17 @@ import (
 type nodeClient struct {
 	events chan map[string]any
 	cmd    *exec.Cmd
+	stdin  io.WriteCloser // a GraphQL request per line, run over the same connection
 }
 
 func startNodeClient(t *testing.T, serverURL, productID, origin string) *nodeClient {
+	t.Helper()
+	return startNodeClientAs(t, serverURL, productID, origin, "")
+}
+
+// startNodeClientAs is startNodeClient with a token in connection_init
+// (graphql-ws's connectionParams), as a browser storefront sends it.
+func startNodeClientAs(t *testing.T, serverURL, productID, origin, token string) *nodeClient {
 	t.Helper()
 	if _, err := os.Stat("e2e/graphql-ws/node_modules/graphql-ws"); err != nil {
 		if os.Getenv("CI") != "" {
@@ -34,11 +43,15 @@ func startNodeClient(t *testing.T, serverURL, productID, origin string) *nodeCli
 		t.Skip("skipped: run `npm ci` in e2e/graphql-ws to test with the graphql-ws client")
 	}
 	args := []string{"e2e/graphql-ws/subscribe.mjs", "ws" + strings.TrimPrefix(serverURL, "http") + "/graphql", productID}
-	if origin != "" {
-		args = append(args, origin)
+	if origin != "" || token != "" {
+		args = append(args, origin, token)
 	}
 	cmd := exec.Command("node", args...)
 	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +59,7 @@ func startNodeClient(t *testing.T, serverURL, productID, origin string) *nodeCli
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("node: %v", err)
 	}
-	c := &nodeClient{events: make(chan map[string]any, 100), cmd: cmd}
+	c := &nodeClient{events: make(chan map[string]any, 100), cmd: cmd, stdin: stdin}
 	go func() {
 		defer close(c.events)
 		sc := bufio.NewScanner(out)
@@ -74,6 +87,16 @@ func (c *nodeClient) next(t *testing.T) map[string]any {
 		t.Fatal("no message from the graphql-ws client in 15 s")
 	}
 	return nil
+}
+
+// run sends a query or mutation over the client's connection; its answer
+// comes as {"result": ...} lines.
+func (c *nodeClient) run(t *testing.T, query string, vars map[string]any) {
+	t.Helper()
+	line, _ := json.Marshal(map[string]any{"query": query, "variables": vars})
+	if _, err := c.stdin.Write(append(line, '\n')); err != nil {
+		t.Fatalf("to the graphql-ws client: %v", err)
+	}
 }
 
 // reservedOf reads stockReserved of a productStock event line.
