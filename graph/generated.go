@@ -1179,7 +1179,12 @@ type Mutation {
   HOLD_NOT_ACTIVE (the hold is REDEEMED), UNAUTHENTICATED.
   """
   releaseHold(holdId: ID!): Hold!
-  "Operator only: header ` + "`" + `Authorization: Bearer <ADMIN_TOKEN>` + "`" + `. Errors: UNAUTHENTICATED, BAD_USER_INPUT."
+  """
+  Operator only: header ` + "`" + `Authorization: Bearer <token>` + "`" + ` with ADMIN_TOKEN or a
+  token of OPERATOR_TOKENS. Every operator mutation is recorded in the
+  operator action log (operatorActions) in the same transaction as its
+  change. Errors: UNAUTHENTICATED, BAD_USER_INPUT.
+  """
   createProduct(input: CreateProductInput!): Product!
   """
   Operator only. Change a product: a field left out is unchanged, a field

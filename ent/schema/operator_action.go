@@ -23,8 +23,8 @@ func (OperatorAction) Fields() []ent.Field {
 		// The operator's name (package operator: 1..64 of [a-z0-9_.-]).
 		field.String("operator").NotEmpty().MaxLen(64).Immutable().
 			SchemaType(map[string]string{dialect.MySQL: "varchar(64)"}),
-		// The change's database time (the clock once the product's lock
-		// was held), so one product's actions are in the order they applied.
+		// The change's database time; for a product's, read once its lock
+		// was held, so one product's actions are in the order they applied.
 		field.Time("at").Immutable().Default(nowUTC).SchemaType(mysqlTime),
 		// The GraphQL field, e.g. "adjustStock".
 		field.String("mutation").NotEmpty().MaxLen(64).Immutable().
