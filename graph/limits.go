@@ -8,6 +8,9 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"flashsale/ent/eventdelivery"
+	"flashsale/ent/order"
 )
 
 // Limits bound what one GraphQL request may ask of the server, so a hostile
@@ -131,10 +134,17 @@ func depth(set ast.SelectionSet, memo map[string]int) int {
 	return deepest
 }
 
-// complexity makes a page of products cost what it fetches.
+// complexity makes a page of any connection cost what it fetches.
 func complexity() ComplexityRoot {
 	var c ComplexityRoot
 	c.Query.Products = pageCost
+	c.Query.OperatorActions = pageCost
+	c.Query.Orders = func(child int, _ *string, _ *order.Status, first *int, after *string) int {
+		return pageCost(child, first, after)
+	}
+	c.Query.OrderEvents = func(child int, _ *string, _ *eventdelivery.Status, first *int, after *string) int {
+		return pageCost(child, first, after)
+	}
 	c.Customer.Holds = pageCost
 	c.Customer.Orders = pageCost
 	return c
