@@ -205,7 +205,7 @@ func checkRefusalsRecordNothing(t *testing.T, ts *testServer, want []string) {
 		}
 	}
 	var got []string
-	for _, a := range ts.actions(t, 100) {
+	for _, a := range ts.actions(t, 50) {
 		got = append(got, a.Mutation)
 	}
 	// Only the test product's createProduct (by admin) was added.
@@ -217,7 +217,7 @@ func checkRefusalsRecordNothing(t *testing.T, ts *testServer, want []string) {
 // checkActionPaging: pages of any size give the log newest first; first
 // outside 1..100 and a cursor that is not the log's are BAD_USER_INPUT.
 func checkActionPaging(t *testing.T, ts *testServer, want []string) {
-	all := ts.actions(t, 100)
+	all := ts.actions(t, 50)
 	for _, first := range []int{1, 2, 5} {
 		if got := ts.actions(t, first); !slices.EqualFunc(got, all, func(a, b actionJSON) bool { return a.ID == b.ID }) {
 			t.Errorf("in pages of %d: %v, want %v", first, got, all)
@@ -311,7 +311,7 @@ func TestOperatorTokenRotation(t *testing.T) {
 		}
 		if i == len(steps)-1 {
 			var who []string
-			for _, a := range ts.actions(t, 100) {
+			for _, a := range ts.actions(t, 50) {
 				who = append(who, a.Operator+" "+a.Mutation)
 			}
 			want := []string{"ci-2 adjustStock", "ci-2 adjustStock", "ci adjustStock", "ci adjustStock", "admin createProduct"}
@@ -347,7 +347,7 @@ func TestConcurrentOperatorActions(t *testing.T) {
 		}
 	}
 	wg.Wait()
-	all := ts.actions(t, 100)
+	all := ts.actions(t, 50)
 	var chain []actionJSON
 	perReason := map[string]int{}
 	for _, a := range all {
