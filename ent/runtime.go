@@ -183,21 +183,7 @@ func init() {
 	// paymenteventDescIdempotencyKey is the schema descriptor for idempotency_key field.
 	paymenteventDescIdempotencyKey := paymenteventFields[0].Descriptor()
 	// paymentevent.IdempotencyKeyValidator is a validator for the "idempotency_key" field. It is called by the builders before save.
-	paymentevent.IdempotencyKeyValidator = func() func(string) error {
-		validators := paymenteventDescIdempotencyKey.Validators
-		fns := [...]func(string) error{
-			validators[0].(func(string) error),
-			validators[1].(func(string) error),
-		}
-		return func(idempotency_key string) error {
-			for _, fn := range fns {
-				if err := fn(idempotency_key); err != nil {
-					return err
-				}
-			}
-			return nil
-		}
-	}()
+	paymentevent.IdempotencyKeyValidator = paymenteventDescIdempotencyKey.Validators[0].(func(string) error)
 	// paymenteventDescPaymentReference is the schema descriptor for payment_reference field.
 	paymenteventDescPaymentReference := paymenteventFields[6].Descriptor()
 	// paymentevent.PaymentReferenceValidator is a validator for the "payment_reference" field. It is called by the builders before save.

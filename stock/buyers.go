@@ -26,8 +26,10 @@ func (c Caller) mayRead(owner string) bool { return c.Operator != "" || c.mayAct
 
 const maxKeyRunes = 255
 
-// validKey reports whether k is a usable hold idempotency key or customer
-// ID: 1 to 255 printable characters of valid UTF-8.
+// validKey is the one rule for keys and IDs that come from outside: hold
+// and payment idempotency keys, customer IDs, payment references are 1 to
+// 255 printable characters of valid UTF-8 (characters, not bytes: the
+// columns hold 255 characters).
 func validKey(k string) bool {
 	if k == "" || !utf8.ValidString(k) || utf8.RuneCountInString(k) > maxKeyRunes {
 		return false

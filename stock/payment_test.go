@@ -183,7 +183,8 @@ func TestIdempotency(t *testing.T) {
 				{Key: "evt_2\n", OrderID: o2, Status: stock.PaymentSuccess},
 				{Key: " ", OrderID: o2, Status: stock.PaymentSuccess},
 				{Key: strings.Repeat("k", 256), OrderID: o2, Status: stock.PaymentSuccess},
-				{Key: strings.Repeat("€", 86), OrderID: o2, Status: stock.PaymentSuccess}, // 258 bytes, 86 characters
+				{Key: strings.Repeat("€", 256), OrderID: o2, Status: stock.PaymentSuccess}, // 256 characters
+				{Key: "evt_\x00", OrderID: o2, Status: stock.PaymentSuccess},               // not printable
 				{Key: "evt_\xff", OrderID: o2, Status: stock.PaymentSuccess},
 				{Key: "evt_2", OrderID: o2, Status: "refunded"},
 				{Key: "evt_2", OrderID: o2, Status: "SUCCESS"},
@@ -212,10 +213,11 @@ func TestIdempotency(t *testing.T) {
 			e.wantResult(e.pay(e.svc, k255, o2, stock.PaymentSuccess), o2, order.StatusPAID, paymentevent.OutcomeAPPLIED, false)
 			e.wantResult(e.pay(e.svc, k255, o2, stock.PaymentSuccess), o2, order.StatusPAID, paymentevent.OutcomeAPPLIED, true)
 			if evs := e.eventsOfKey(k255); len(evs) != 1 || evs[0].IdempotencyKey != k255 {
-				t.Errorf("255-byte key stored as %d rows", len(evs))
+				t.Errorf("255-character key stored as %d rows", len(evs))
 			}
-			// 85 three-byte characters: 255 bytes.
-			kEuro := strings.Repeat("€", 85)
+			// 255 three-byte characters: counted as characters (765 bytes),
+			// the one rule of every key and ID (stock.validKey).
+			kEuro := strings.Repeat("€", 255)
 			e.wantResult(e.pay(e.svc, kEuro, o3, stock.PaymentFailure), o3, order.StatusCANCELLED, paymentevent.OutcomeAPPLIED, false)
 			e.wantResult(e.pay(e.svc, kEuro, o3, stock.PaymentFailure), o3, order.StatusCANCELLED, paymentevent.OutcomeAPPLIED, true)
 			// Keys are opaque: a key differing only in case is another event.

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -45,8 +44,6 @@ type PaymentResult struct {
 	// Outcome of this event (for a duplicate, of the first delivery).
 	Outcome paymentevent.Outcome
 }
-
-const maxKeyLen = 255
 
 // transition is what one payment event does to an order, per the
 // contract's table (docs/api.md, "The stock model").
@@ -98,8 +95,8 @@ func decide(status order.Status, payment string, qty, sellable int) transition {
 func (s *Service) ApplyPayment(ctx context.Context, pay Payment) (PaymentResult, error) {
 	// MySQL ignores trailing spaces in comparisons, so "k" and "k " would be
 	// one key there and two on SQLite: refuse such keys outright.
-	if pay.Key == "" || len(pay.Key) > maxKeyLen || strings.TrimSpace(pay.Key) != pay.Key || !utf8.ValidString(pay.Key) {
-		return PaymentResult{}, InvalidInput("idempotency_key must be 1 to %d bytes of UTF-8 without surrounding spaces", maxKeyLen)
+	if !validKey(pay.Key) || strings.TrimSpace(pay.Key) != pay.Key {
+		return PaymentResult{}, InvalidInput("idempotency_key must be 1 to %d printable characters without surrounding spaces", maxKeyRunes)
 	}
 	if pay.Status != PaymentSuccess && pay.Status != PaymentFailure {
 		return PaymentResult{}, InvalidInput("status must be %q or %q", PaymentSuccess, PaymentFailure)

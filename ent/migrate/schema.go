@@ -218,7 +218,7 @@ var (
 	// PaymentEventsColumns holds the columns for the "payment_events" table.
 	PaymentEventsColumns = []*schema.Column{
 		{Name: "id", Type: field.TypeInt, Increment: true},
-		{Name: "idempotency_key", Type: field.TypeString, Unique: true, Size: 255},
+		{Name: "idempotency_key", Type: field.TypeString, Unique: true, SchemaType: map[string]string{"mysql": "varchar(255)"}},
 		{Name: "status", Type: field.TypeEnum, Enums: []string{"success", "failure"}},
 		{Name: "outcome", Type: field.TypeEnum, Enums: []string{"APPLIED", "IGNORED", "REFUND_REQUIRED"}},
 		{Name: "order_status_before", Type: field.TypeString},

@@ -15,7 +15,9 @@ type PaymentEvent struct{ ent.Schema }
 
 func (PaymentEvent) Fields() []ent.Field {
 	return []ent.Field{
-		field.String("idempotency_key").NotEmpty().MaxLen(255).Unique().Immutable(),
+		// varchar(255): 255 characters, as stock's one key rule allows (ent's
+		// MaxLen would count bytes).
+		field.String("idempotency_key").NotEmpty().SchemaType(map[string]string{dialect.MySQL: "varchar(255)"}).Unique().Immutable(),
 		field.UUID("order_id", uuid.UUID{}).SchemaType(mysqlUUID).Immutable(),
 		field.Enum("status").Values("success", "failure").Immutable(),
 		// What the event did: APPLIED, IGNORED or REFUND_REQUIRED.
