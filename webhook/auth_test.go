@@ -1,22 +1,23 @@
 package webhook_test
 
+// Who may call: signatures by any of the configured keys, unsigned calls
+// only from loopback, and the handler's configuration.
+
 import (
 	"encoding/base64"
-	"flashsale/database"
-	"flashsale/internal/testdb"
-	"flashsale/signing"
-	"flashsale/stock"
-	"flashsale/webhook"
 	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 
 	"entgo.io/ent/dialect"
-)
 
-// Who may call: signatures by any of the configured keys, unsigned calls
-// only from loopback, and the handler's configuration.
+	"flashsale/database"
+	"flashsale/internal/testdb"
+	"flashsale/signing"
+	"flashsale/stock"
+	"flashsale/webhook"
+)
 
 // TestUnsigned: with no secret, calls without signature headers are accepted.
 func TestUnsigned(t *testing.T) {
