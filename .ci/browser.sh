@@ -11,8 +11,8 @@ chromium=/usr/bin/chromium
 if [ ! -x "$chromium" ]; then
 	echo "installing chromium (Debian package)"
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
+	apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
 fi
 [ -x "$chromium" ] || { echo "browser.sh: $chromium is still missing after apt-get install chromium" >&2; exit 1; }
 "$chromium" --headless --no-sandbox --version 2>/dev/null || "$chromium" --version
