@@ -1065,11 +1065,28 @@ var sources = []*ast.Source{
 "An RFC 3339 timestamp in UTC, e.g. 2026-11-25T13:00:00.123456Z."
 scalar Time
 
+"""
+Whether a field's value may be shared by everyone who asks: PUBLIC when it
+depends on neither the caller nor the clock. A GET query whose fields are
+all PUBLIC, sent without Authorization and answered without errors, may be
+cached by a CDN for READ_CACHE_MAX_AGE seconds (docs/caching.md), and live
+stock subscribers of one query share its responses. A field without this
+directive is PRIVATE: a new field is never cached until someone has judged
+it and said so here.
+"""
+directive @cacheControl(scope: CacheControlScope!) on FIELD_DEFINITION
+
+"Apollo's names: PUBLIC may be cached for everyone; PRIVATE (the default) never is."
+enum CacheControlScope {
+  PUBLIC
+  PRIVATE
+}
+
 type Query {
   "A product, or null when there is no such product."
-  product(id: ID!): Product
+  product(id: ID!): Product @cacheControl(scope: PUBLIC)
   "Products, oldest first. ` + "`" + `first` + "`" + ` is 1..100; ` + "`" + `after` + "`" + ` is an endCursor from a previous page."
-  products(first: Int = 20, after: String): ProductConnection!
+  products(first: Int = 20, after: String): ProductConnection! @cacheControl(scope: PUBLIC)
   "A hold, or null when there is no such hold."
   hold(id: ID!): Hold
   "An order, or null when there is no such order."
@@ -1143,18 +1160,18 @@ type OrderEdge {
 }
 
 type ProductConnection {
-  edges: [ProductEdge!]!
-  pageInfo: PageInfo!
+  edges: [ProductEdge!]! @cacheControl(scope: PUBLIC)
+  pageInfo: PageInfo! @cacheControl(scope: PUBLIC)
 }
 
 type ProductEdge {
-  cursor: String!
-  node: Product!
+  cursor: String! @cacheControl(scope: PUBLIC)
+  node: Product! @cacheControl(scope: PUBLIC)
 }
 
 type PageInfo {
-  hasNextPage: Boolean!
-  endCursor: String
+  hasNextPage: Boolean! @cacheControl(scope: PUBLIC)
+  endCursor: String @cacheControl(scope: PUBLIC)
 }
 
 type Mutation {
@@ -1243,23 +1260,23 @@ input UpdateProductInput {
 }
 
 type Product {
-  id: ID!
-  name: String!
-  priceCents: Int!
+  id: ID! @cacheControl(scope: PUBLIC)
+  name: String! @cacheControl(scope: PUBLIC)
+  priceCents: Int! @cacheControl(scope: PUBLIC)
   "Physical units not yet sold."
-  stockAvailable: Int!
+  stockAvailable: Int! @cacheControl(scope: PUBLIC)
   "Units held by ACTIVE holds and PENDING_PAYMENT orders."
-  stockReserved: Int!
+  stockReserved: Int! @cacheControl(scope: PUBLIC)
   "stockAvailable - stockReserved: what a new hold may take."
-  stockSellable: Int!
+  stockSellable: Int! @cacheControl(scope: PUBLIC)
   "Most units one customer may hold, have pending and have bought; null: no limit."
-  maxPerCustomer: Int
+  maxPerCustomer: Int @cacheControl(scope: PUBLIC)
   "When createHold opens; null: open now."
-  saleStartsAt: Time
+  saleStartsAt: Time @cacheControl(scope: PUBLIC)
   "When createHold closes; null: no end. Orders may still be made from holds taken before."
-  saleEndsAt: Time
-  createdAt: Time!
-  updatedAt: Time!
+  saleEndsAt: Time @cacheControl(scope: PUBLIC)
+  createdAt: Time! @cacheControl(scope: PUBLIC)
+  updatedAt: Time! @cacheControl(scope: PUBLIC)
 }
 
 enum HoldStatus {
@@ -7736,6 +7753,16 @@ func (ec *executionContext) marshalNBoolean2bool(ctx context.Context, sel ast.Se
 		graphql.AddInvalidNullFromMarshaler(ctx, "Boolean!")
 	}
 	return res
+}
+
+func (ec *executionContext) unmarshalNCacheControlScope2flashsaleᚋgraphᚋmodelᚐCacheControlScope(ctx context.Context, v any) (model.CacheControlScope, error) {
+	var res model.CacheControlScope
+	err := res.UnmarshalGQL(v)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNCacheControlScope2flashsaleᚋgraphᚋmodelᚐCacheControlScope(ctx context.Context, sel ast.SelectionSet, v model.CacheControlScope) graphql.Marshaler {
+	return v
 }
 
 func (ec *executionContext) unmarshalNCreateProductInput2flashsaleᚋgraphᚋmodelᚐCreateProductInput(ctx context.Context, v any) (model.CreateProductInput, error) {

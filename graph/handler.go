@@ -42,6 +42,10 @@ type Options struct {
 	// streams open at once from one client IP, by Proxies.ClientIP (zero: off).
 	MaxSubscriptionsPerConnection int
 	MaxStreamsPerIP               int
+
+	// ReadCacheMaxAge is READ_CACHE_MAX_AGE, in seconds: how long a CDN may
+	// keep a public GET answer (cache.go); zero: every answer is no-store.
+	ReadCacheMaxAge int
 }
 
 // Handler is the GraphQL API (for /graphql).
@@ -86,7 +90,7 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 	srv.Use(extension.Introspection{}) // the playground needs it
 	// Size limit first, so APQ never caches a query over it.
 	srv.Use(&limitExtension{Limits: limits})
-	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](apqCacheSize)})
 	if opts.Metrics != nil {
 		srv.AroundOperations(timeOperations(opts.Metrics))
 	}
@@ -97,6 +101,8 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 		rl = &rateLimits{rate: opts.RateLimit, limiter: ratelimit.New(opts.RateLimit), proxies: opts.Proxies, metrics: opts.Metrics}
 		srv.AroundOperations(rl.intercept)
 	}
+	edge := newEdgeCache(opts.ReadCacheMaxAge)
+	srv.AroundOperations(edge.aroundOperations) // last: it sees every other middleware's answer
 	if limits.Timeout > 0 {
 		// The deadline covers each root field's resolution (the database
 		// work), not the whole HTTP request: started before the body is read,
@@ -117,8 +123,14 @@ func NewHandler(r *Resolver, opts Options) *Handler {
 	if rl != nil {
 		h = rl.wrap(h)
 	}
-	return &Handler{Handler: checkRequest(st.wrap(h)), streams: st}
+	return &Handler{Handler: edge.wrap(checkRequest(st.wrap(h))), streams: st}
 }
+
+// apqCacheSize is how many persisted queries (hash → query, each at most
+// GRAPHQL_MAX_QUERY_BYTES) a process keeps. Storefronts send a handful,
+// but a cached URL carries only the hash: one evicted costs a round trip
+// (PersistedQueryNotFound, then the query again), so keep room for many.
+const apqCacheSize = 1000
 
 // MaxBody is the largest GraphQL request body accepted.
 const MaxBody = 1 << 20

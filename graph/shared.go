@@ -33,14 +33,12 @@ import (
 // only on a miss does it pass the state to gqlgen through the proxy and
 // run gqlgen's handler, whose response then goes in the cache.
 
-// callerFreeProductFields are the Product fields known not to depend on
-// who asks, or when: the only ones whose responses may be shared. A field
-// added to Product must be judged and added here (or sharing rethought):
-// TestSharedProductFieldsAreCallerFree fails until it is.
-var callerFreeProductFields = []string{
-	"id", "name", "priceCents", "stockAvailable", "stockReserved", "stockSellable",
-	"maxPerCustomer", "saleStartsAt", "saleEndsAt", "createdAt", "updatedAt",
-}
+// Which Product fields depend on neither who asks nor when is declared
+// once, in schema.graphqls: @cacheControl(scope: PUBLIC), which also lets a
+// CDN cache them (cache.go). Only such fields' responses may be shared: a
+// field added to Product without the declaration fails
+// TestSharedProductFieldsAreCallerFree until it is judged (or sharing is
+// rethought).
 
 // maxSharedOperations bounds the cache: distinct subscription operations
 // whose latest response is kept (one product state each).
