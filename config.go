@@ -47,6 +47,7 @@ type config struct {
 	MaxSubsPerConn  int           // most subscriptions on one WebSocket
 	MaxStreamsPerIP int           // most WebSockets plus SSE streams open from one client IP; 0: off
 	ReadTimeout     time.Duration // longest a client may take to send a request (a stream's until it starts)
+	ReadCacheMaxAge int           // seconds a CDN may keep a public GET answer; 0: every answer no-store
 	MetricsAddr     string        // host:port of the Prometheus listener; "": off
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
 	Retention       time.Duration // how long lapsed holds and payment audit rows are kept
@@ -95,6 +96,7 @@ var envVars = []envVar{
 	{"MAX_SUBSCRIPTIONS", "10000", "most live subscriptions this process serves"},
 	{"MAX_SUBSCRIPTIONS_PER_CONNECTION", "25", "most subscriptions on one WebSocket connection (beyond: that subscription ends with RATE_LIMITED)"},
 	{"MAX_STREAMS_PER_IP", "", "most WebSocket connections plus SSE streams open at once from one client IP (IPv6: per /64; behind TRUSTED_PROXIES the forwarded IP); unset: off"},
+	{"READ_CACHE_MAX_AGE", "1", "seconds a CDN or caching proxy may keep a public GET /graphql answer (product and products, without Authorization or errors), 0 to 600; stock it shows is then at most 2x+1 seconds old; 0: every answer is no-store"},
 	{"READ_TIMEOUT", "15s", "longest a client may take to send a request, body included; a subscription's stream is bound by it only until it starts"},
 	{"METRICS_ADDR", "", "host:port of a separate listener for Prometheus metrics at /metrics (e.g. 127.0.0.1:9090; keep it off the public network); unset: off"},
 	{"EVENTS_WEBHOOK_URL", "", "http(s) URL the order events are POSTed to, signed with EVENTS_WEBHOOK_SECRET; unset: no webhook sink"},
@@ -132,6 +134,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		MaxSubsPerConn:  intVar("MAX_SUBSCRIPTIONS_PER_CONNECTION", 1, 10_000),
 		MaxStreamsPerIP: e.optionalInt("MAX_STREAMS_PER_IP", 1, 1_000_000),
 		ReadTimeout:     durVar("READ_TIMEOUT", 100*time.Millisecond, 10*time.Minute),
+		ReadCacheMaxAge: intVar("READ_CACHE_MAX_AGE", 0, 600),
 		Retention:       durVar("RETENTION", time.Hour, 100*365*24*time.Hour),
 		LogFormat:       get("LOG_FORMAT"),
 		GraphQLLimits: graph.Limits{

@@ -237,7 +237,9 @@ func (a *app) openAPI(ctx context.Context) error {
 	a.api = graph.NewHandler(resolver, graph.Options{
 		Limits: limits, Origins: cfg.CORSOrigins, RateLimit: cfg.RateLimit, Proxies: cfg.TrustedProxies, Logger: log,
 		Metrics: a.met, MaxSubscriptionsPerConnection: cfg.MaxSubsPerConn, MaxStreamsPerIP: cfg.MaxStreamsPerIP,
+		ReadCacheMaxAge: cfg.ReadCacheMaxAge,
 	})
+	log.Info("edge caching of public GET reads", "max_age_seconds", cfg.ReadCacheMaxAge)
 	if cfg.MaxStreamsPerIP > 0 {
 		log.Info("live streams per client IP", "max", cfg.MaxStreamsPerIP)
 	}

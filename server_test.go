@@ -458,6 +458,7 @@ func TestConfigErrors(t *testing.T) {
 		{map[string]string{"MAX_SUBSCRIPTIONS_PER_CONNECTION": "0"}, "MAX_SUBSCRIPTIONS_PER_CONNECTION"},
 		{map[string]string{"MAX_STREAMS_PER_IP": "lots"}, "MAX_STREAMS_PER_IP"},
 		{map[string]string{"READ_TIMEOUT": "1ms"}, "READ_TIMEOUT"},
+		{map[string]string{"READ_CACHE_MAX_AGE": "-1"}, "READ_CACHE_MAX_AGE"},
 		{map[string]string{"METRICS_ADDR": "9090"}, "METRICS_ADDR"},
 		{map[string]string{"METRICS_ADDR": "256.0.0.1:9090"}, "METRICS_ADDR"}, // cannot listen: refused at start
 		{map[string]string{"CUSTOMER_JWKS_URL": "http://login.shop.example/jwks.json"}, "CUSTOMER_JWKS_URL"},
