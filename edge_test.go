@@ -163,7 +163,8 @@ func upstreamRequests(t *testing.T, px *nginx.Proxy, rawURL string) int {
 
 // testStaleness changes the stock under a cached answer and polls it
 // through nginx: the new stock must show within 2N+1 s (N = 1), and once
-// it has, the old never again.
+// it has, the old never again; then changes it and waits longer than that
+// before one read, which must show it.
 func testStaleness(t *testing.T, ts *testServer, px *nginx.Proxy, productID string) {
 	u := gqlURL(px.URL, `query($p: ID!) { stale: product(id: $p) { stockSellable } }`, map[string]any{"p": productID}, nil)
 	sellable := func() int {
@@ -191,6 +192,13 @@ func testStaleness(t *testing.T, ts *testServer, px *nginx.Proxy, productID stri
 		t.Fatalf("the new stock showed after %s (0: never), want within %s", seenAt, bound)
 	}
 	t.Logf("the new stock showed through nginx %s after the hold", seenAt.Round(time.Millisecond))
+	// After a quiet spell longer than the bound, the first viewer gets the
+	// stock now, not the answer that expired meanwhile.
+	ts.createHold(t, productID, 1)
+	time.Sleep(bound + 500*time.Millisecond)
+	if s := sellable(); s != before-2 {
+		t.Fatalf("after a quiet spell: sellable %d, want %d (an expired answer was served)", s, before-2)
+	}
 }
 
 // testSubscriptionsThrough subscribes through nginx over WebSocket and SSE:
