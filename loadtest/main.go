@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"flashsale/deploy/nginx"
 	"flashsale/signing"
 )
 
@@ -49,17 +50,22 @@ const (
 	scDBForUpdate      = "db-forupdate"
 	scDBLifecycle      = "db-lifecycle"
 	scSubscribers      = "subscribers"
+	scEdge             = "edge" // reads through nginx with the repo's configuration (see edge.go)
 	// scSubscribersBaseline names subscribers' first hot-hold run, without
 	// subscribers (a row of the report, not a scenario to choose).
 	scSubscribersBaseline = "subscribers-baseline"
 )
 
-var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLifecycleEvents, scLimit, scDBForUpdate, scDBLifecycle, scSubscribers}
+var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLifecycleEvents, scLimit, scDBForUpdate, scDBLifecycle, scSubscribers, scEdge}
 
 // optInScenarios run only when named: "all" leaves them out. subscribers
 // opens thousands of connections and needs the server's MAX_SUBSCRIPTIONS
-// to allow them.
-var optInScenarios = []string{scSubscribers}
+// to allow them; edge starts an nginx.
+var optInScenarios = []string{scSubscribers, scEdge}
+
+// aloneScenarios run on their own after the others, against baselines of
+// their own.
+var aloneScenarios = []string{scSubscribers, scEdge}
 
 // dbScenarios run straight against -db, without HTTP: they need MySQL.
 var dbScenarios = []string{scDBForUpdate, scDBLifecycle}
@@ -133,6 +139,8 @@ type options struct {
 	EventsURL    string
 	EventsListen string
 	EventsSecret string
+	// edge: holds a second on its product while it is read.
+	EdgeHolds int
 }
 
 func main() {
@@ -280,6 +288,9 @@ var scenarioNeeds = []scenarioNeed{
 		"it needs a second server on its own database whose order events go to the tool " +
 			"(-events-url, -events-listen; see loadtest/events.sh)",
 		"a second server whose order events go to the tool: -events-url and -events-listen"},
+	{func(n string) bool { return n == scEdge }, func(options) bool { _, err := nginx.Binary(); return err != nil },
+		"it needs nginx (Debian: apt-get install nginx-light, or bash .ci/nginx.sh)",
+		"nginx on $PATH or at " + nginx.FallbackBinary + " (Debian: apt-get install nginx-light, or bash .ci/nginx.sh)"},
 }
 
 // runnable returns the chosen scenarios whose needs are met, and notes in
@@ -336,7 +347,7 @@ func (st *state) close() {
 // slice (see turns), all but subscribers, which measures itself against
 // its own baseline; then the others one after another, until Ctrl-C.
 func (st *state) runScenarios(rep *report, toRun []string, stderr io.Writer) {
-	together := slices.DeleteFunc(slices.Clone(toRun), func(n string) bool { return n == scSubscribers })
+	together := slices.DeleteFunc(slices.Clone(toRun), func(n string) bool { return slices.Contains(aloneScenarios, n) })
 	rep.Slices = 1
 	if n := sliceCount(st.opts); n > 1 && len(together) > 1 {
 		rep.Slices = n
@@ -356,6 +367,11 @@ func (st *state) runScenarios(rep *report, toRun []string, stderr io.Writer) {
 			var rows []scenarioResult
 			var err error
 			rows, rep.Subscribers, err = st.runSubscribers()
+			rep.record(stderr, name, rows, err)
+			continue
+		}
+		if name == scEdge {
+			rows, err := st.runEdge()
 			rep.record(stderr, name, rows, err)
 			continue
 		}
@@ -496,6 +512,7 @@ func defineFlags(fs *flag.FlagSet, o *options) *string {
 	fs.StringVar(&o.EventsListen, "events-listen", "", "host:port (loopback) where the tool's order-event receiver listens, answering 204 to every POST (with -events-url)")
 	fs.StringVar(&o.EventsSecret, "events-secret", "", "the -events-url server's EVENTS_WEBHOOK_SECRET (whsec_...): the receiver verifies every event's signature; "+
 		"empty: not verified (default $EVENTS_WEBHOOK_SECRET, with -events-url)")
+	fs.IntVar(&o.EdgeHolds, "edge-holds", 50, "edge: holds per second on its product while it is read, so that its stock changes (1..1000)")
 	fs.StringVar(&o.CustomerAudience, "customer-audience", "", "aud of the minted customer tokens, the server's CUSTOMER_JWT_AUDIENCE (default $CUSTOMER_JWT_AUDIENCE)")
 	return scen
 }
@@ -534,6 +551,7 @@ func checkBounds(o options) []error {
 		{"-server-pid", o.ServerPID, o.ServerPID >= 0, "a process ID, or 0"},
 		{"-db-conns", o.DBConns, between(o.DBConns, 0, dbPoolLimit), fmt.Sprintf("0..%d", dbPoolLimit)},
 		{"-max-requests", o.MaxRequests, between(o.MaxRequests, 1, 50_000_000), "1..50000000"},
+		{"-edge-holds", o.EdgeHolds, between(o.EdgeHolds, 1, 1000), "1..1000"},
 	} {
 		if !b.ok {
 			errs = append(errs, fmt.Errorf("%s %v: want %s", b.flag, b.value, b.want))

@@ -69,6 +69,7 @@ type scenarioResult struct {
 	Capped         bool             `json:"capped"` // stopped by -max-requests
 	Interrupted    bool             `json:"interrupted"`
 	Events         *eventsFigures   `json:"events,omitempty"` // lifecycle-events: its order events
+	Edge           *edgeFigures     `json:"edge,omitempty"`   // edge: the cache's figures
 
 	ended time.Time // when its last slice ended
 }
@@ -152,6 +153,14 @@ var ratioDefs = []ratioDef{
 	// and the backlog drained soon after the run (see events.go).
 	{"lifecycle-events complete/s ÷ lifecycle complete/s", okPerSec(scLifecycleEvents), okPerSec(scLifecycle), "≥", 0.85, false},
 	{"lifecycle-events drain time ÷ 5 s", eventsDrain, constant(eventsDrainTarget.Seconds()), "≤", 1, false},
+	// A cache in front (see edge.go): most reads never reach the server,
+	// which is asked a few times a second, and stock stays within the
+	// contract's staleness.
+	{"edge reads/s ÷ edge-origin reads/s", okPerSec(scEdge), okPerSec(scEdgeOrigin), "≥", edgeSpeedupTarget, false},
+	{"edge answers from nginx's cache ÷ all", edgeFigure(func(f *edgeFigures) float64 { return f.FromCache }), constant(1), "≥", edgeFromCacheTarget, false},
+	{"edge server requests/s for the query ÷ 2/s", edgeFigure(func(f *edgeFigures) float64 { return f.OriginPerSec }), constant(edgeOriginTarget), "≤", 1, false},
+	{"edge max staleness ÷ (2 × max-age + 1) s", edgeFigure(func(f *edgeFigures) float64 { return f.MaxStale }),
+		edgeFigure(func(f *edgeFigures) float64 { return f.StaleBound }), "≤", 1, false},
 	// What verifying a customer token costs (customers mode only).
 	{"typename-customer req/s ÷ typename req/s", reqPerSec(scTypenameCustomer), reqPerSec(scTypename), "≥", 0.8, true},
 }
@@ -239,6 +248,18 @@ func eventsDrain(rs []scenarioResult) (float64, bool) {
 		return 0, false
 	}
 	return s.Events.DrainSeconds, true
+}
+
+// edgeFigure is f of the edge scenario's figures; not there when they were
+// not measured.
+func edgeFigure(f func(*edgeFigures) float64) figure {
+	return func(rs []scenarioResult) (float64, bool) {
+		s := findScenario(rs, scEdge)
+		if s == nil || s.Edge == nil || s.Edge.Error != "" {
+			return 0, false
+		}
+		return f(s.Edge), true
+	}
 }
 
 func constant(v float64) figure {

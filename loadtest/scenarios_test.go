@@ -18,6 +18,9 @@ func TestParseScenarios(t *testing.T) {
 	if all, _ := parseScenarios("all"); slices.Contains(all, scSubscribers) {
 		t.Fatal("all includes subscribers, which must be named")
 	}
+	if all, _ := parseScenarios("all"); slices.Contains(all, scEdge) {
+		t.Fatal("all includes edge, which must be named")
+	}
 	if got, _ := parseScenarios("subscribers"); strings.Join(got, ",") != scSubscribers {
 		t.Fatalf("subscribers named: %v", got)
 	}
