@@ -437,9 +437,14 @@ func decisionOrder(evs []*ent.PaymentEvent) []*ent.PaymentEvent {
 		}
 		run := slices.Clone(evs[i:j])
 		for len(run) > 0 {
-			k := slices.IndexFunc(run, func(ev *ent.PaymentEvent) bool { return ev.OrderStatusBefore == cur })
+			k := nextDecided(run, cur)
+			if k < 0 && cur == string(order.StatusPENDING_PAYMENT) {
+				// The one change no event records: the sweeper's timeout.
+				cur = string(order.StatusCANCELLED)
+				k = nextDecided(run, cur)
+			}
 			if k < 0 {
-				k = 0 // a change no event records (the sweeper's), or a bug the replay reports
+				k = 0 // a bug the replay reports
 			}
 			out = append(out, run[k])
 			cur = run[k].OrderStatusAfter
@@ -448,4 +453,22 @@ func decisionOrder(evs []*ent.PaymentEvent) []*ent.PaymentEvent {
 		i = j
 	}
 	return out
+}
+
+// nextDecided is the event of run decided next when the order is cur: one
+// that found it so, a no-op first (a late failure left a CANCELLED order
+// CANCELLED before a late success in its batch made it PAID; the table
+// never moves an order back, so a no-op that found cur came before any
+// change away from it). IDs do not tell: a batch inserts its rows in key
+// order. -1: none.
+func nextDecided(run []*ent.PaymentEvent, cur string) int {
+	found := func(noop bool) func(*ent.PaymentEvent) bool {
+		return func(ev *ent.PaymentEvent) bool {
+			return ev.OrderStatusBefore == cur && (ev.OrderStatusAfter == cur) == noop
+		}
+	}
+	if k := slices.IndexFunc(run, found(true)); k >= 0 {
+		return k
+	}
+	return slices.IndexFunc(run, found(false))
 }
