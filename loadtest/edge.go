@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -66,7 +67,7 @@ type edgeFigures struct {
 	StaleP99      float64          `json:"stale_p99_seconds"`        // through nginx
 	OriginMax     float64          `json:"origin_max_stale_seconds"` // straight to the server: the measure's own error
 	StaleBound    float64          `json:"stale_bound_seconds"`      // 2 × max-age + 1
-	Unexplained   int64            `json:"unexplained"`              // reads whose stock no count of holds explains
+	Unexplained   int64            `json:"unexplained"`              // reads of either row whose stock no count of holds explains
 	Error         string           `json:"error,omitempty"`
 	driveSeconds  float64          // both rows' time, taking turns: nginx served the page all along
 	originBefore  int64            // upstream requests for the query before the rows ran
@@ -161,7 +162,7 @@ func (st *state) edgePrepare(id string) (string, error) {
 		Product *productStock `json:"product"`
 	}
 	if c := st.api.post(ctx, "", body, &out); c != "" || out.Product == nil {
-		return "", fmt.Errorf("registering the persisted query: %s", cmpOr(c, "product null"))
+		return "", fmt.Errorf("registering the persisted query: %s", cmp.Or(c, "product null"))
 	}
 	q := url.Values{}
 	v, _ := json.Marshal(vars)
@@ -170,13 +171,6 @@ func (st *state) edgePrepare(id string) (string, error) {
 	q.Set("variables", string(v))
 	q.Set("extensions", string(e))
 	return "/graphql?" + q.Encode(), nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // edgeMaxAge reads the server's READ_CACHE_MAX_AGE from a public answer's
@@ -292,7 +286,7 @@ func (st *state) edgeDrive(id, originURL, edgeURL string, fig *edgeFigures) ([]s
 					if statuses[w] == nil {
 						statuses[w] = map[string]int64{}
 					}
-					statuses[w][cmpOr(a.cache, "none")]++
+					statuses[w][cmp.Or(a.cache, "none")]++
 				}
 			})
 			for _, g := range getters {
@@ -373,9 +367,11 @@ func (st *state) edgeMeasure(fig *edgeFigures, b *edgeBuyer, reads [2][][]edgeRe
 		fig.FromCache = float64(cached) / float64(all)
 	}
 	fig.StaleBound = float64(2*fig.MaxAge + 1)
-	fig.OriginMax, _, _ = b.staleness(slices.Concat(reads[0]...))
+	var originOdd, edgeOdd int64
 	var edgeStale []time.Duration
-	fig.MaxStale, edgeStale, fig.Unexplained = b.staleness(slices.Concat(reads[1]...))
+	fig.OriginMax, _, originOdd = b.staleness(slices.Concat(reads[0]...))
+	fig.MaxStale, edgeStale, edgeOdd = b.staleness(slices.Concat(reads[1]...))
+	fig.Unexplained = originOdd + edgeOdd
 	fig.StaleP99 = summarize(edgeStale).P99.Seconds()
 	n, err := countUpstream(px.UpstreamLogPath(), path)
 	if err != nil {
