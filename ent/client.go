@@ -19,6 +19,7 @@ import (
 	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
+	"flashsale/ent/queueticket"
 	"flashsale/ent/stockadjustment"
 
 	"entgo.io/ent"
@@ -51,6 +52,8 @@ type Client struct {
 	PaymentEvent *PaymentEventClient
 	// Product is the client for interacting with the Product builders.
 	Product *ProductClient
+	// QueueTicket is the client for interacting with the QueueTicket builders.
+	QueueTicket *QueueTicketClient
 	// StockAdjustment is the client for interacting with the StockAdjustment builders.
 	StockAdjustment *StockAdjustmentClient
 }
@@ -72,6 +75,7 @@ func (c *Client) init() {
 	c.OrderEvent = NewOrderEventClient(c.config)
 	c.PaymentEvent = NewPaymentEventClient(c.config)
 	c.Product = NewProductClient(c.config)
+	c.QueueTicket = NewQueueTicketClient(c.config)
 	c.StockAdjustment = NewStockAdjustmentClient(c.config)
 }
 
@@ -173,6 +177,7 @@ func (c *Client) Tx(ctx context.Context) (*Tx, error) {
 		OrderEvent:      NewOrderEventClient(cfg),
 		PaymentEvent:    NewPaymentEventClient(cfg),
 		Product:         NewProductClient(cfg),
+		QueueTicket:     NewQueueTicketClient(cfg),
 		StockAdjustment: NewStockAdjustmentClient(cfg),
 	}, nil
 }
@@ -201,6 +206,7 @@ func (c *Client) BeginTx(ctx context.Context, opts *sql.TxOptions) (*Tx, error) 
 		OrderEvent:      NewOrderEventClient(cfg),
 		PaymentEvent:    NewPaymentEventClient(cfg),
 		Product:         NewProductClient(cfg),
+		QueueTicket:     NewQueueTicketClient(cfg),
 		StockAdjustment: NewStockAdjustmentClient(cfg),
 	}, nil
 }
@@ -232,7 +238,7 @@ func (c *Client) Close() error {
 func (c *Client) Use(hooks ...Hook) {
 	for _, n := range []interface{ Use(...Hook) }{
 		c.EventDelivery, c.Hold, c.HoldKey, c.OperatorAction, c.Order, c.OrderEvent,
-		c.PaymentEvent, c.Product, c.StockAdjustment,
+		c.PaymentEvent, c.Product, c.QueueTicket, c.StockAdjustment,
 	} {
 		n.Use(hooks...)
 	}
@@ -243,7 +249,7 @@ func (c *Client) Use(hooks ...Hook) {
 func (c *Client) Intercept(interceptors ...Interceptor) {
 	for _, n := range []interface{ Intercept(...Interceptor) }{
 		c.EventDelivery, c.Hold, c.HoldKey, c.OperatorAction, c.Order, c.OrderEvent,
-		c.PaymentEvent, c.Product, c.StockAdjustment,
+		c.PaymentEvent, c.Product, c.QueueTicket, c.StockAdjustment,
 	} {
 		n.Intercept(interceptors...)
 	}
@@ -268,6 +274,8 @@ func (c *Client) Mutate(ctx context.Context, m Mutation) (Value, error) {
 		return c.PaymentEvent.mutate(ctx, m)
 	case *ProductMutation:
 		return c.Product.mutate(ctx, m)
+	case *QueueTicketMutation:
+		return c.QueueTicket.mutate(ctx, m)
 	case *StockAdjustmentMutation:
 		return c.StockAdjustment.mutate(ctx, m)
 	default:
@@ -1467,6 +1475,139 @@ func (c *ProductClient) mutate(ctx context.Context, m *ProductMutation) (Value, 
 	}
 }
 
+// QueueTicketClient is a client for the QueueTicket schema.
+type QueueTicketClient struct {
+	config
+}
+
+// NewQueueTicketClient returns a client for the QueueTicket from the given config.
+func NewQueueTicketClient(c config) *QueueTicketClient {
+	return &QueueTicketClient{config: c}
+}
+
+// Use adds a list of mutation hooks to the hooks stack.
+// A call to `Use(f, g, h)` equals to `queueticket.Hooks(f(g(h())))`.
+func (c *QueueTicketClient) Use(hooks ...Hook) {
+	c.hooks.QueueTicket = append(c.hooks.QueueTicket, hooks...)
+}
+
+// Intercept adds a list of query interceptors to the interceptors stack.
+// A call to `Intercept(f, g, h)` equals to `queueticket.Intercept(f(g(h())))`.
+func (c *QueueTicketClient) Intercept(interceptors ...Interceptor) {
+	c.inters.QueueTicket = append(c.inters.QueueTicket, interceptors...)
+}
+
+// Create returns a builder for creating a QueueTicket entity.
+func (c *QueueTicketClient) Create() *QueueTicketCreate {
+	mutation := newQueueTicketMutation(c.config, OpCreate)
+	return &QueueTicketCreate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// CreateBulk returns a builder for creating a bulk of QueueTicket entities.
+func (c *QueueTicketClient) CreateBulk(builders ...*QueueTicketCreate) *QueueTicketCreateBulk {
+	return &QueueTicketCreateBulk{config: c.config, builders: builders}
+}
+
+// MapCreateBulk creates a bulk creation builder from the given slice. For each item in the slice, the function creates
+// a builder and applies setFunc on it.
+func (c *QueueTicketClient) MapCreateBulk(slice any, setFunc func(*QueueTicketCreate, int)) *QueueTicketCreateBulk {
+	rv := reflect.ValueOf(slice)
+	if rv.Kind() != reflect.Slice {
+		return &QueueTicketCreateBulk{err: fmt.Errorf("calling to QueueTicketClient.MapCreateBulk with wrong type %T, need slice", slice)}
+	}
+	builders := make([]*QueueTicketCreate, rv.Len())
+	for i := 0; i < rv.Len(); i++ {
+		builders[i] = c.Create()
+		setFunc(builders[i], i)
+	}
+	return &QueueTicketCreateBulk{config: c.config, builders: builders}
+}
+
+// Update returns an update builder for QueueTicket.
+func (c *QueueTicketClient) Update() *QueueTicketUpdate {
+	mutation := newQueueTicketMutation(c.config, OpUpdate)
+	return &QueueTicketUpdate{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOne returns an update builder for the given entity.
+func (c *QueueTicketClient) UpdateOne(_m *QueueTicket) *QueueTicketUpdateOne {
+	mutation := newQueueTicketMutation(c.config, OpUpdateOne, withQueueTicket(_m))
+	return &QueueTicketUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// UpdateOneID returns an update builder for the given id.
+func (c *QueueTicketClient) UpdateOneID(id uuid.UUID) *QueueTicketUpdateOne {
+	mutation := newQueueTicketMutation(c.config, OpUpdateOne, withQueueTicketID(id))
+	return &QueueTicketUpdateOne{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// Delete returns a delete builder for QueueTicket.
+func (c *QueueTicketClient) Delete() *QueueTicketDelete {
+	mutation := newQueueTicketMutation(c.config, OpDelete)
+	return &QueueTicketDelete{config: c.config, hooks: c.Hooks(), mutation: mutation}
+}
+
+// DeleteOne returns a builder for deleting the given entity.
+func (c *QueueTicketClient) DeleteOne(_m *QueueTicket) *QueueTicketDeleteOne {
+	return c.DeleteOneID(_m.ID)
+}
+
+// DeleteOneID returns a builder for deleting the given entity by its id.
+func (c *QueueTicketClient) DeleteOneID(id uuid.UUID) *QueueTicketDeleteOne {
+	builder := c.Delete().Where(queueticket.ID(id))
+	builder.mutation.id = &id
+	builder.mutation.op = OpDeleteOne
+	return &QueueTicketDeleteOne{builder}
+}
+
+// Query returns a query builder for QueueTicket.
+func (c *QueueTicketClient) Query() *QueueTicketQuery {
+	return &QueueTicketQuery{
+		config: c.config,
+		ctx:    &QueryContext{Type: TypeQueueTicket},
+		inters: c.Interceptors(),
+	}
+}
+
+// Get returns a QueueTicket entity by its id.
+func (c *QueueTicketClient) Get(ctx context.Context, id uuid.UUID) (*QueueTicket, error) {
+	return c.Query().Where(queueticket.ID(id)).Only(ctx)
+}
+
+// GetX is like Get, but panics if an error occurs.
+func (c *QueueTicketClient) GetX(ctx context.Context, id uuid.UUID) *QueueTicket {
+	obj, err := c.Get(ctx, id)
+	if err != nil {
+		panic(err)
+	}
+	return obj
+}
+
+// Hooks returns the client hooks.
+func (c *QueueTicketClient) Hooks() []Hook {
+	return c.hooks.QueueTicket
+}
+
+// Interceptors returns the client interceptors.
+func (c *QueueTicketClient) Interceptors() []Interceptor {
+	return c.inters.QueueTicket
+}
+
+func (c *QueueTicketClient) mutate(ctx context.Context, m *QueueTicketMutation) (Value, error) {
+	switch m.Op() {
+	case OpCreate:
+		return (&QueueTicketCreate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdate:
+		return (&QueueTicketUpdate{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpUpdateOne:
+		return (&QueueTicketUpdateOne{config: c.config, hooks: c.Hooks(), mutation: m}).Save(ctx)
+	case OpDelete, OpDeleteOne:
+		return (&QueueTicketDelete{config: c.config, hooks: c.Hooks(), mutation: m}).Exec(ctx)
+	default:
+		return nil, fmt.Errorf("ent: unknown QueueTicket mutation op: %q", m.Op())
+	}
+}
+
 // StockAdjustmentClient is a client for the StockAdjustment schema.
 type StockAdjustmentClient struct {
 	config
@@ -1604,11 +1745,11 @@ func (c *StockAdjustmentClient) mutate(ctx context.Context, m *StockAdjustmentMu
 type (
 	hooks struct {
 		EventDelivery, Hold, HoldKey, OperatorAction, Order, OrderEvent, PaymentEvent,
-		Product, StockAdjustment []ent.Hook
+		Product, QueueTicket, StockAdjustment []ent.Hook
 	}
 	inters struct {
 		EventDelivery, Hold, HoldKey, OperatorAction, Order, OrderEvent, PaymentEvent,
-		Product, StockAdjustment []ent.Interceptor
+		Product, QueueTicket, StockAdjustment []ent.Interceptor
 	}
 )
 

@@ -13,6 +13,7 @@ import (
 	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
+	"flashsale/ent/queueticket"
 	"flashsale/ent/stockadjustment"
 	"fmt"
 	"reflect"
@@ -89,6 +90,7 @@ func checkColumn(t, c string) error {
 			orderevent.Table:      orderevent.ValidColumn,
 			paymentevent.Table:    paymentevent.ValidColumn,
 			product.Table:         product.ValidColumn,
+			queueticket.Table:     queueticket.ValidColumn,
 			stockadjustment.Table: stockadjustment.ValidColumn,
 		})
 	})

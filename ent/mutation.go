@@ -14,6 +14,7 @@ import (
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/predicate"
 	"flashsale/ent/product"
+	"flashsale/ent/queueticket"
 	"flashsale/ent/stockadjustment"
 	"fmt"
 	"sync"
@@ -41,6 +42,7 @@ const (
 	TypeOrderEvent      = "OrderEvent"
 	TypePaymentEvent    = "PaymentEvent"
 	TypeProduct         = "Product"
+	TypeQueueTicket     = "QueueTicket"
 	TypeStockAdjustment = "StockAdjustment"
 )
 
@@ -5846,28 +5848,41 @@ func (m *PaymentEventMutation) ResetEdge(name string) error {
 // ProductMutation represents an operation that mutates the Product nodes in the graph.
 type ProductMutation struct {
 	config
-	op                  Op
-	typ                 string
-	id                  *int
-	created_at          *time.Time
-	updated_at          *time.Time
-	name                *string
-	price_cents         *int64
-	addprice_cents      *int64
-	stock_received      *int
-	addstock_received   *int
-	stock_available     *int
-	addstock_available  *int
-	stock_reserved      *int
-	addstock_reserved   *int
-	max_per_customer    *int
-	addmax_per_customer *int
-	sale_starts_at      *time.Time
-	sale_ends_at        *time.Time
-	clearedFields       map[string]struct{}
-	done                bool
-	oldValue            func(context.Context) (*Product, error)
-	predicates          []predicate.Product
+	op                        Op
+	typ                       string
+	id                        *int
+	created_at                *time.Time
+	updated_at                *time.Time
+	name                      *string
+	price_cents               *int64
+	addprice_cents            *int64
+	stock_received            *int
+	addstock_received         *int
+	stock_available           *int
+	addstock_available        *int
+	stock_reserved            *int
+	addstock_reserved         *int
+	max_per_customer          *int
+	addmax_per_customer       *int
+	sale_starts_at            *time.Time
+	sale_ends_at              *time.Time
+	queue_admit_per_minute    *int
+	addqueue_admit_per_minute *int
+	queue_serving             *int64
+	addqueue_serving          *int64
+	queue_next                *int64
+	addqueue_next             *int64
+	queue_carry               *float64
+	addqueue_carry            *float64
+	queue_waiting             *int64
+	addqueue_waiting          *int64
+	queue_admitted            *int64
+	addqueue_admitted         *int64
+	queue_ticked_at           *time.Time
+	clearedFields             map[string]struct{}
+	done                      bool
+	oldValue                  func(context.Context) (*Product, error)
+	predicates                []predicate.Product
 }
 
 var _ ent.Mutation = (*ProductMutation)(nil)
@@ -6468,6 +6483,405 @@ func (m *ProductMutation) ResetSaleEndsAt() {
 	delete(m.clearedFields, product.FieldSaleEndsAt)
 }
 
+// SetQueueAdmitPerMinute sets the "queue_admit_per_minute" field.
+func (m *ProductMutation) SetQueueAdmitPerMinute(i int) {
+	m.queue_admit_per_minute = &i
+	m.addqueue_admit_per_minute = nil
+}
+
+// QueueAdmitPerMinute returns the value of the "queue_admit_per_minute" field in the mutation.
+func (m *ProductMutation) QueueAdmitPerMinute() (r int, exists bool) {
+	v := m.queue_admit_per_minute
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQueueAdmitPerMinute returns the old "queue_admit_per_minute" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldQueueAdmitPerMinute(ctx context.Context) (v *int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQueueAdmitPerMinute is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQueueAdmitPerMinute requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQueueAdmitPerMinute: %w", err)
+	}
+	return oldValue.QueueAdmitPerMinute, nil
+}
+
+// AddQueueAdmitPerMinute adds i to the "queue_admit_per_minute" field.
+func (m *ProductMutation) AddQueueAdmitPerMinute(i int) {
+	if m.addqueue_admit_per_minute != nil {
+		*m.addqueue_admit_per_minute += i
+	} else {
+		m.addqueue_admit_per_minute = &i
+	}
+}
+
+// AddedQueueAdmitPerMinute returns the value that was added to the "queue_admit_per_minute" field in this mutation.
+func (m *ProductMutation) AddedQueueAdmitPerMinute() (r int, exists bool) {
+	v := m.addqueue_admit_per_minute
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearQueueAdmitPerMinute clears the value of the "queue_admit_per_minute" field.
+func (m *ProductMutation) ClearQueueAdmitPerMinute() {
+	m.queue_admit_per_minute = nil
+	m.addqueue_admit_per_minute = nil
+	m.clearedFields[product.FieldQueueAdmitPerMinute] = struct{}{}
+}
+
+// QueueAdmitPerMinuteCleared returns if the "queue_admit_per_minute" field was cleared in this mutation.
+func (m *ProductMutation) QueueAdmitPerMinuteCleared() bool {
+	_, ok := m.clearedFields[product.FieldQueueAdmitPerMinute]
+	return ok
+}
+
+// ResetQueueAdmitPerMinute resets all changes to the "queue_admit_per_minute" field.
+func (m *ProductMutation) ResetQueueAdmitPerMinute() {
+	m.queue_admit_per_minute = nil
+	m.addqueue_admit_per_minute = nil
+	delete(m.clearedFields, product.FieldQueueAdmitPerMinute)
+}
+
+// SetQueueServing sets the "queue_serving" field.
+func (m *ProductMutation) SetQueueServing(i int64) {
+	m.queue_serving = &i
+	m.addqueue_serving = nil
+}
+
+// QueueServing returns the value of the "queue_serving" field in the mutation.
+func (m *ProductMutation) QueueServing() (r int64, exists bool) {
+	v := m.queue_serving
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQueueServing returns the old "queue_serving" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldQueueServing(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQueueServing is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQueueServing requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQueueServing: %w", err)
+	}
+	return oldValue.QueueServing, nil
+}
+
+// AddQueueServing adds i to the "queue_serving" field.
+func (m *ProductMutation) AddQueueServing(i int64) {
+	if m.addqueue_serving != nil {
+		*m.addqueue_serving += i
+	} else {
+		m.addqueue_serving = &i
+	}
+}
+
+// AddedQueueServing returns the value that was added to the "queue_serving" field in this mutation.
+func (m *ProductMutation) AddedQueueServing() (r int64, exists bool) {
+	v := m.addqueue_serving
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetQueueServing resets all changes to the "queue_serving" field.
+func (m *ProductMutation) ResetQueueServing() {
+	m.queue_serving = nil
+	m.addqueue_serving = nil
+}
+
+// SetQueueNext sets the "queue_next" field.
+func (m *ProductMutation) SetQueueNext(i int64) {
+	m.queue_next = &i
+	m.addqueue_next = nil
+}
+
+// QueueNext returns the value of the "queue_next" field in the mutation.
+func (m *ProductMutation) QueueNext() (r int64, exists bool) {
+	v := m.queue_next
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQueueNext returns the old "queue_next" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldQueueNext(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQueueNext is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQueueNext requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQueueNext: %w", err)
+	}
+	return oldValue.QueueNext, nil
+}
+
+// AddQueueNext adds i to the "queue_next" field.
+func (m *ProductMutation) AddQueueNext(i int64) {
+	if m.addqueue_next != nil {
+		*m.addqueue_next += i
+	} else {
+		m.addqueue_next = &i
+	}
+}
+
+// AddedQueueNext returns the value that was added to the "queue_next" field in this mutation.
+func (m *ProductMutation) AddedQueueNext() (r int64, exists bool) {
+	v := m.addqueue_next
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetQueueNext resets all changes to the "queue_next" field.
+func (m *ProductMutation) ResetQueueNext() {
+	m.queue_next = nil
+	m.addqueue_next = nil
+}
+
+// SetQueueCarry sets the "queue_carry" field.
+func (m *ProductMutation) SetQueueCarry(f float64) {
+	m.queue_carry = &f
+	m.addqueue_carry = nil
+}
+
+// QueueCarry returns the value of the "queue_carry" field in the mutation.
+func (m *ProductMutation) QueueCarry() (r float64, exists bool) {
+	v := m.queue_carry
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQueueCarry returns the old "queue_carry" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldQueueCarry(ctx context.Context) (v float64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQueueCarry is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQueueCarry requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQueueCarry: %w", err)
+	}
+	return oldValue.QueueCarry, nil
+}
+
+// AddQueueCarry adds f to the "queue_carry" field.
+func (m *ProductMutation) AddQueueCarry(f float64) {
+	if m.addqueue_carry != nil {
+		*m.addqueue_carry += f
+	} else {
+		m.addqueue_carry = &f
+	}
+}
+
+// AddedQueueCarry returns the value that was added to the "queue_carry" field in this mutation.
+func (m *ProductMutation) AddedQueueCarry() (r float64, exists bool) {
+	v := m.addqueue_carry
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetQueueCarry resets all changes to the "queue_carry" field.
+func (m *ProductMutation) ResetQueueCarry() {
+	m.queue_carry = nil
+	m.addqueue_carry = nil
+}
+
+// SetQueueWaiting sets the "queue_waiting" field.
+func (m *ProductMutation) SetQueueWaiting(i int64) {
+	m.queue_waiting = &i
+	m.addqueue_waiting = nil
+}
+
+// QueueWaiting returns the value of the "queue_waiting" field in the mutation.
+func (m *ProductMutation) QueueWaiting() (r int64, exists bool) {
+	v := m.queue_waiting
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQueueWaiting returns the old "queue_waiting" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldQueueWaiting(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQueueWaiting is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQueueWaiting requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQueueWaiting: %w", err)
+	}
+	return oldValue.QueueWaiting, nil
+}
+
+// AddQueueWaiting adds i to the "queue_waiting" field.
+func (m *ProductMutation) AddQueueWaiting(i int64) {
+	if m.addqueue_waiting != nil {
+		*m.addqueue_waiting += i
+	} else {
+		m.addqueue_waiting = &i
+	}
+}
+
+// AddedQueueWaiting returns the value that was added to the "queue_waiting" field in this mutation.
+func (m *ProductMutation) AddedQueueWaiting() (r int64, exists bool) {
+	v := m.addqueue_waiting
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetQueueWaiting resets all changes to the "queue_waiting" field.
+func (m *ProductMutation) ResetQueueWaiting() {
+	m.queue_waiting = nil
+	m.addqueue_waiting = nil
+}
+
+// SetQueueAdmitted sets the "queue_admitted" field.
+func (m *ProductMutation) SetQueueAdmitted(i int64) {
+	m.queue_admitted = &i
+	m.addqueue_admitted = nil
+}
+
+// QueueAdmitted returns the value of the "queue_admitted" field in the mutation.
+func (m *ProductMutation) QueueAdmitted() (r int64, exists bool) {
+	v := m.queue_admitted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQueueAdmitted returns the old "queue_admitted" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldQueueAdmitted(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQueueAdmitted is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQueueAdmitted requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQueueAdmitted: %w", err)
+	}
+	return oldValue.QueueAdmitted, nil
+}
+
+// AddQueueAdmitted adds i to the "queue_admitted" field.
+func (m *ProductMutation) AddQueueAdmitted(i int64) {
+	if m.addqueue_admitted != nil {
+		*m.addqueue_admitted += i
+	} else {
+		m.addqueue_admitted = &i
+	}
+}
+
+// AddedQueueAdmitted returns the value that was added to the "queue_admitted" field in this mutation.
+func (m *ProductMutation) AddedQueueAdmitted() (r int64, exists bool) {
+	v := m.addqueue_admitted
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetQueueAdmitted resets all changes to the "queue_admitted" field.
+func (m *ProductMutation) ResetQueueAdmitted() {
+	m.queue_admitted = nil
+	m.addqueue_admitted = nil
+}
+
+// SetQueueTickedAt sets the "queue_ticked_at" field.
+func (m *ProductMutation) SetQueueTickedAt(t time.Time) {
+	m.queue_ticked_at = &t
+}
+
+// QueueTickedAt returns the value of the "queue_ticked_at" field in the mutation.
+func (m *ProductMutation) QueueTickedAt() (r time.Time, exists bool) {
+	v := m.queue_ticked_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldQueueTickedAt returns the old "queue_ticked_at" field's value of the Product entity.
+// If the Product object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *ProductMutation) OldQueueTickedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldQueueTickedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldQueueTickedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldQueueTickedAt: %w", err)
+	}
+	return oldValue.QueueTickedAt, nil
+}
+
+// ClearQueueTickedAt clears the value of the "queue_ticked_at" field.
+func (m *ProductMutation) ClearQueueTickedAt() {
+	m.queue_ticked_at = nil
+	m.clearedFields[product.FieldQueueTickedAt] = struct{}{}
+}
+
+// QueueTickedAtCleared returns if the "queue_ticked_at" field was cleared in this mutation.
+func (m *ProductMutation) QueueTickedAtCleared() bool {
+	_, ok := m.clearedFields[product.FieldQueueTickedAt]
+	return ok
+}
+
+// ResetQueueTickedAt resets all changes to the "queue_ticked_at" field.
+func (m *ProductMutation) ResetQueueTickedAt() {
+	m.queue_ticked_at = nil
+	delete(m.clearedFields, product.FieldQueueTickedAt)
+}
+
 // Where appends a list predicates to the ProductMutation builder.
 func (m *ProductMutation) Where(ps ...predicate.Product) {
 	m.predicates = append(m.predicates, ps...)
@@ -6502,7 +6916,7 @@ func (m *ProductMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *ProductMutation) Fields() []string {
-	fields := make([]string, 0, 10)
+	fields := make([]string, 0, 17)
 	if m.created_at != nil {
 		fields = append(fields, product.FieldCreatedAt)
 	}
@@ -6533,6 +6947,27 @@ func (m *ProductMutation) Fields() []string {
 	if m.sale_ends_at != nil {
 		fields = append(fields, product.FieldSaleEndsAt)
 	}
+	if m.queue_admit_per_minute != nil {
+		fields = append(fields, product.FieldQueueAdmitPerMinute)
+	}
+	if m.queue_serving != nil {
+		fields = append(fields, product.FieldQueueServing)
+	}
+	if m.queue_next != nil {
+		fields = append(fields, product.FieldQueueNext)
+	}
+	if m.queue_carry != nil {
+		fields = append(fields, product.FieldQueueCarry)
+	}
+	if m.queue_waiting != nil {
+		fields = append(fields, product.FieldQueueWaiting)
+	}
+	if m.queue_admitted != nil {
+		fields = append(fields, product.FieldQueueAdmitted)
+	}
+	if m.queue_ticked_at != nil {
+		fields = append(fields, product.FieldQueueTickedAt)
+	}
 	return fields
 }
 
@@ -6561,6 +6996,20 @@ func (m *ProductMutation) Field(name string) (ent.Value, bool) {
 		return m.SaleStartsAt()
 	case product.FieldSaleEndsAt:
 		return m.SaleEndsAt()
+	case product.FieldQueueAdmitPerMinute:
+		return m.QueueAdmitPerMinute()
+	case product.FieldQueueServing:
+		return m.QueueServing()
+	case product.FieldQueueNext:
+		return m.QueueNext()
+	case product.FieldQueueCarry:
+		return m.QueueCarry()
+	case product.FieldQueueWaiting:
+		return m.QueueWaiting()
+	case product.FieldQueueAdmitted:
+		return m.QueueAdmitted()
+	case product.FieldQueueTickedAt:
+		return m.QueueTickedAt()
 	}
 	return nil, false
 }
@@ -6590,6 +7039,20 @@ func (m *ProductMutation) OldField(ctx context.Context, name string) (ent.Value,
 		return m.OldSaleStartsAt(ctx)
 	case product.FieldSaleEndsAt:
 		return m.OldSaleEndsAt(ctx)
+	case product.FieldQueueAdmitPerMinute:
+		return m.OldQueueAdmitPerMinute(ctx)
+	case product.FieldQueueServing:
+		return m.OldQueueServing(ctx)
+	case product.FieldQueueNext:
+		return m.OldQueueNext(ctx)
+	case product.FieldQueueCarry:
+		return m.OldQueueCarry(ctx)
+	case product.FieldQueueWaiting:
+		return m.OldQueueWaiting(ctx)
+	case product.FieldQueueAdmitted:
+		return m.OldQueueAdmitted(ctx)
+	case product.FieldQueueTickedAt:
+		return m.OldQueueTickedAt(ctx)
 	}
 	return nil, fmt.Errorf("unknown Product field %s", name)
 }
@@ -6669,6 +7132,55 @@ func (m *ProductMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetSaleEndsAt(v)
 		return nil
+	case product.FieldQueueAdmitPerMinute:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQueueAdmitPerMinute(v)
+		return nil
+	case product.FieldQueueServing:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQueueServing(v)
+		return nil
+	case product.FieldQueueNext:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQueueNext(v)
+		return nil
+	case product.FieldQueueCarry:
+		v, ok := value.(float64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQueueCarry(v)
+		return nil
+	case product.FieldQueueWaiting:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQueueWaiting(v)
+		return nil
+	case product.FieldQueueAdmitted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQueueAdmitted(v)
+		return nil
+	case product.FieldQueueTickedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetQueueTickedAt(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Product field %s", name)
 }
@@ -6692,6 +7204,24 @@ func (m *ProductMutation) AddedFields() []string {
 	if m.addmax_per_customer != nil {
 		fields = append(fields, product.FieldMaxPerCustomer)
 	}
+	if m.addqueue_admit_per_minute != nil {
+		fields = append(fields, product.FieldQueueAdmitPerMinute)
+	}
+	if m.addqueue_serving != nil {
+		fields = append(fields, product.FieldQueueServing)
+	}
+	if m.addqueue_next != nil {
+		fields = append(fields, product.FieldQueueNext)
+	}
+	if m.addqueue_carry != nil {
+		fields = append(fields, product.FieldQueueCarry)
+	}
+	if m.addqueue_waiting != nil {
+		fields = append(fields, product.FieldQueueWaiting)
+	}
+	if m.addqueue_admitted != nil {
+		fields = append(fields, product.FieldQueueAdmitted)
+	}
 	return fields
 }
 
@@ -6710,6 +7240,18 @@ func (m *ProductMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedStockReserved()
 	case product.FieldMaxPerCustomer:
 		return m.AddedMaxPerCustomer()
+	case product.FieldQueueAdmitPerMinute:
+		return m.AddedQueueAdmitPerMinute()
+	case product.FieldQueueServing:
+		return m.AddedQueueServing()
+	case product.FieldQueueNext:
+		return m.AddedQueueNext()
+	case product.FieldQueueCarry:
+		return m.AddedQueueCarry()
+	case product.FieldQueueWaiting:
+		return m.AddedQueueWaiting()
+	case product.FieldQueueAdmitted:
+		return m.AddedQueueAdmitted()
 	}
 	return nil, false
 }
@@ -6754,6 +7296,48 @@ func (m *ProductMutation) AddField(name string, value ent.Value) error {
 		}
 		m.AddMaxPerCustomer(v)
 		return nil
+	case product.FieldQueueAdmitPerMinute:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQueueAdmitPerMinute(v)
+		return nil
+	case product.FieldQueueServing:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQueueServing(v)
+		return nil
+	case product.FieldQueueNext:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQueueNext(v)
+		return nil
+	case product.FieldQueueCarry:
+		v, ok := value.(float64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQueueCarry(v)
+		return nil
+	case product.FieldQueueWaiting:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQueueWaiting(v)
+		return nil
+	case product.FieldQueueAdmitted:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddQueueAdmitted(v)
+		return nil
 	}
 	return fmt.Errorf("unknown Product numeric field %s", name)
 }
@@ -6770,6 +7354,12 @@ func (m *ProductMutation) ClearedFields() []string {
 	}
 	if m.FieldCleared(product.FieldSaleEndsAt) {
 		fields = append(fields, product.FieldSaleEndsAt)
+	}
+	if m.FieldCleared(product.FieldQueueAdmitPerMinute) {
+		fields = append(fields, product.FieldQueueAdmitPerMinute)
+	}
+	if m.FieldCleared(product.FieldQueueTickedAt) {
+		fields = append(fields, product.FieldQueueTickedAt)
 	}
 	return fields
 }
@@ -6793,6 +7383,12 @@ func (m *ProductMutation) ClearField(name string) error {
 		return nil
 	case product.FieldSaleEndsAt:
 		m.ClearSaleEndsAt()
+		return nil
+	case product.FieldQueueAdmitPerMinute:
+		m.ClearQueueAdmitPerMinute()
+		return nil
+	case product.FieldQueueTickedAt:
+		m.ClearQueueTickedAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Product nullable field %s", name)
@@ -6831,6 +7427,27 @@ func (m *ProductMutation) ResetField(name string) error {
 		return nil
 	case product.FieldSaleEndsAt:
 		m.ResetSaleEndsAt()
+		return nil
+	case product.FieldQueueAdmitPerMinute:
+		m.ResetQueueAdmitPerMinute()
+		return nil
+	case product.FieldQueueServing:
+		m.ResetQueueServing()
+		return nil
+	case product.FieldQueueNext:
+		m.ResetQueueNext()
+		return nil
+	case product.FieldQueueCarry:
+		m.ResetQueueCarry()
+		return nil
+	case product.FieldQueueWaiting:
+		m.ResetQueueWaiting()
+		return nil
+	case product.FieldQueueAdmitted:
+		m.ResetQueueAdmitted()
+		return nil
+	case product.FieldQueueTickedAt:
+		m.ResetQueueTickedAt()
 		return nil
 	}
 	return fmt.Errorf("unknown Product field %s", name)
@@ -6882,6 +7499,952 @@ func (m *ProductMutation) ClearEdge(name string) error {
 // It returns an error if the edge is not defined in the schema.
 func (m *ProductMutation) ResetEdge(name string) error {
 	return fmt.Errorf("unknown Product edge %s", name)
+}
+
+// QueueTicketMutation represents an operation that mutates the QueueTicket nodes in the graph.
+type QueueTicketMutation struct {
+	config
+	op              Op
+	typ             string
+	id              *uuid.UUID
+	created_at      *time.Time
+	updated_at      *time.Time
+	product_id      *int
+	addproduct_id   *int
+	customer_id     *string
+	status          *queueticket.Status
+	number          *int64
+	addnumber       *int64
+	shuffle         *int64
+	addshuffle      *int64
+	admitted_at     *time.Time
+	pass_expires_at *time.Time
+	clearedFields   map[string]struct{}
+	done            bool
+	oldValue        func(context.Context) (*QueueTicket, error)
+	predicates      []predicate.QueueTicket
+}
+
+var _ ent.Mutation = (*QueueTicketMutation)(nil)
+
+// queueticketOption allows management of the mutation configuration using functional options.
+type queueticketOption func(*QueueTicketMutation)
+
+// newQueueTicketMutation creates new mutation for the QueueTicket entity.
+func newQueueTicketMutation(c config, op Op, opts ...queueticketOption) *QueueTicketMutation {
+	m := &QueueTicketMutation{
+		config:        c,
+		op:            op,
+		typ:           TypeQueueTicket,
+		clearedFields: make(map[string]struct{}),
+	}
+	for _, opt := range opts {
+		opt(m)
+	}
+	return m
+}
+
+// withQueueTicketID sets the ID field of the mutation.
+func withQueueTicketID(id uuid.UUID) queueticketOption {
+	return func(m *QueueTicketMutation) {
+		var (
+			err   error
+			once  sync.Once
+			value *QueueTicket
+		)
+		m.oldValue = func(ctx context.Context) (*QueueTicket, error) {
+			once.Do(func() {
+				if m.done {
+					err = errors.New("querying old values post mutation is not allowed")
+				} else {
+					value, err = m.Client().QueueTicket.Get(ctx, id)
+				}
+			})
+			return value, err
+		}
+		m.id = &id
+	}
+}
+
+// withQueueTicket sets the old QueueTicket of the mutation.
+func withQueueTicket(node *QueueTicket) queueticketOption {
+	return func(m *QueueTicketMutation) {
+		m.oldValue = func(context.Context) (*QueueTicket, error) {
+			return node, nil
+		}
+		m.id = &node.ID
+	}
+}
+
+// Client returns a new `ent.Client` from the mutation. If the mutation was
+// executed in a transaction (ent.Tx), a transactional client is returned.
+func (m QueueTicketMutation) Client() *Client {
+	client := &Client{config: m.config}
+	client.init()
+	return client
+}
+
+// Tx returns an `ent.Tx` for mutations that were executed in transactions;
+// it returns an error otherwise.
+func (m QueueTicketMutation) Tx() (*Tx, error) {
+	if _, ok := m.driver.(*txDriver); !ok {
+		return nil, errors.New("ent: mutation is not running in a transaction")
+	}
+	tx := &Tx{config: m.config}
+	tx.init()
+	return tx, nil
+}
+
+// SetID sets the value of the id field. Note that this
+// operation is only accepted on creation of QueueTicket entities.
+func (m *QueueTicketMutation) SetID(id uuid.UUID) {
+	m.id = &id
+}
+
+// ID returns the ID value in the mutation. Note that the ID is only available
+// if it was provided to the builder or after it was returned from the database.
+func (m *QueueTicketMutation) ID() (id uuid.UUID, exists bool) {
+	if m.id == nil {
+		return
+	}
+	return *m.id, true
+}
+
+// IDs queries the database and returns the entity ids that match the mutation's predicate.
+// That means, if the mutation is applied within a transaction with an isolation level such
+// as sql.LevelSerializable, the returned ids match the ids of the rows that will be updated
+// or updated by the mutation.
+func (m *QueueTicketMutation) IDs(ctx context.Context) ([]uuid.UUID, error) {
+	switch {
+	case m.op.Is(OpUpdateOne | OpDeleteOne):
+		id, exists := m.ID()
+		if exists {
+			return []uuid.UUID{id}, nil
+		}
+		fallthrough
+	case m.op.Is(OpUpdate | OpDelete):
+		return m.Client().QueueTicket.Query().Where(m.predicates...).IDs(ctx)
+	default:
+		return nil, fmt.Errorf("IDs is not allowed on %s operations", m.op)
+	}
+}
+
+// SetCreatedAt sets the "created_at" field.
+func (m *QueueTicketMutation) SetCreatedAt(t time.Time) {
+	m.created_at = &t
+}
+
+// CreatedAt returns the value of the "created_at" field in the mutation.
+func (m *QueueTicketMutation) CreatedAt() (r time.Time, exists bool) {
+	v := m.created_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCreatedAt returns the old "created_at" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldCreatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCreatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCreatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCreatedAt: %w", err)
+	}
+	return oldValue.CreatedAt, nil
+}
+
+// ResetCreatedAt resets all changes to the "created_at" field.
+func (m *QueueTicketMutation) ResetCreatedAt() {
+	m.created_at = nil
+}
+
+// SetUpdatedAt sets the "updated_at" field.
+func (m *QueueTicketMutation) SetUpdatedAt(t time.Time) {
+	m.updated_at = &t
+}
+
+// UpdatedAt returns the value of the "updated_at" field in the mutation.
+func (m *QueueTicketMutation) UpdatedAt() (r time.Time, exists bool) {
+	v := m.updated_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldUpdatedAt returns the old "updated_at" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldUpdatedAt(ctx context.Context) (v time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldUpdatedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldUpdatedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldUpdatedAt: %w", err)
+	}
+	return oldValue.UpdatedAt, nil
+}
+
+// ResetUpdatedAt resets all changes to the "updated_at" field.
+func (m *QueueTicketMutation) ResetUpdatedAt() {
+	m.updated_at = nil
+}
+
+// SetProductID sets the "product_id" field.
+func (m *QueueTicketMutation) SetProductID(i int) {
+	m.product_id = &i
+	m.addproduct_id = nil
+}
+
+// ProductID returns the value of the "product_id" field in the mutation.
+func (m *QueueTicketMutation) ProductID() (r int, exists bool) {
+	v := m.product_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldProductID returns the old "product_id" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldProductID(ctx context.Context) (v int, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldProductID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldProductID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldProductID: %w", err)
+	}
+	return oldValue.ProductID, nil
+}
+
+// AddProductID adds i to the "product_id" field.
+func (m *QueueTicketMutation) AddProductID(i int) {
+	if m.addproduct_id != nil {
+		*m.addproduct_id += i
+	} else {
+		m.addproduct_id = &i
+	}
+}
+
+// AddedProductID returns the value that was added to the "product_id" field in this mutation.
+func (m *QueueTicketMutation) AddedProductID() (r int, exists bool) {
+	v := m.addproduct_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetProductID resets all changes to the "product_id" field.
+func (m *QueueTicketMutation) ResetProductID() {
+	m.product_id = nil
+	m.addproduct_id = nil
+}
+
+// SetCustomerID sets the "customer_id" field.
+func (m *QueueTicketMutation) SetCustomerID(s string) {
+	m.customer_id = &s
+}
+
+// CustomerID returns the value of the "customer_id" field in the mutation.
+func (m *QueueTicketMutation) CustomerID() (r string, exists bool) {
+	v := m.customer_id
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldCustomerID returns the old "customer_id" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldCustomerID(ctx context.Context) (v *string, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldCustomerID is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldCustomerID requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldCustomerID: %w", err)
+	}
+	return oldValue.CustomerID, nil
+}
+
+// ClearCustomerID clears the value of the "customer_id" field.
+func (m *QueueTicketMutation) ClearCustomerID() {
+	m.customer_id = nil
+	m.clearedFields[queueticket.FieldCustomerID] = struct{}{}
+}
+
+// CustomerIDCleared returns if the "customer_id" field was cleared in this mutation.
+func (m *QueueTicketMutation) CustomerIDCleared() bool {
+	_, ok := m.clearedFields[queueticket.FieldCustomerID]
+	return ok
+}
+
+// ResetCustomerID resets all changes to the "customer_id" field.
+func (m *QueueTicketMutation) ResetCustomerID() {
+	m.customer_id = nil
+	delete(m.clearedFields, queueticket.FieldCustomerID)
+}
+
+// SetStatus sets the "status" field.
+func (m *QueueTicketMutation) SetStatus(q queueticket.Status) {
+	m.status = &q
+}
+
+// Status returns the value of the "status" field in the mutation.
+func (m *QueueTicketMutation) Status() (r queueticket.Status, exists bool) {
+	v := m.status
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldStatus returns the old "status" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldStatus(ctx context.Context) (v queueticket.Status, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldStatus is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldStatus requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldStatus: %w", err)
+	}
+	return oldValue.Status, nil
+}
+
+// ResetStatus resets all changes to the "status" field.
+func (m *QueueTicketMutation) ResetStatus() {
+	m.status = nil
+}
+
+// SetNumber sets the "number" field.
+func (m *QueueTicketMutation) SetNumber(i int64) {
+	m.number = &i
+	m.addnumber = nil
+}
+
+// Number returns the value of the "number" field in the mutation.
+func (m *QueueTicketMutation) Number() (r int64, exists bool) {
+	v := m.number
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldNumber returns the old "number" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldNumber(ctx context.Context) (v *int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldNumber is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldNumber requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldNumber: %w", err)
+	}
+	return oldValue.Number, nil
+}
+
+// AddNumber adds i to the "number" field.
+func (m *QueueTicketMutation) AddNumber(i int64) {
+	if m.addnumber != nil {
+		*m.addnumber += i
+	} else {
+		m.addnumber = &i
+	}
+}
+
+// AddedNumber returns the value that was added to the "number" field in this mutation.
+func (m *QueueTicketMutation) AddedNumber() (r int64, exists bool) {
+	v := m.addnumber
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ClearNumber clears the value of the "number" field.
+func (m *QueueTicketMutation) ClearNumber() {
+	m.number = nil
+	m.addnumber = nil
+	m.clearedFields[queueticket.FieldNumber] = struct{}{}
+}
+
+// NumberCleared returns if the "number" field was cleared in this mutation.
+func (m *QueueTicketMutation) NumberCleared() bool {
+	_, ok := m.clearedFields[queueticket.FieldNumber]
+	return ok
+}
+
+// ResetNumber resets all changes to the "number" field.
+func (m *QueueTicketMutation) ResetNumber() {
+	m.number = nil
+	m.addnumber = nil
+	delete(m.clearedFields, queueticket.FieldNumber)
+}
+
+// SetShuffle sets the "shuffle" field.
+func (m *QueueTicketMutation) SetShuffle(i int64) {
+	m.shuffle = &i
+	m.addshuffle = nil
+}
+
+// Shuffle returns the value of the "shuffle" field in the mutation.
+func (m *QueueTicketMutation) Shuffle() (r int64, exists bool) {
+	v := m.shuffle
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldShuffle returns the old "shuffle" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldShuffle(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldShuffle is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldShuffle requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldShuffle: %w", err)
+	}
+	return oldValue.Shuffle, nil
+}
+
+// AddShuffle adds i to the "shuffle" field.
+func (m *QueueTicketMutation) AddShuffle(i int64) {
+	if m.addshuffle != nil {
+		*m.addshuffle += i
+	} else {
+		m.addshuffle = &i
+	}
+}
+
+// AddedShuffle returns the value that was added to the "shuffle" field in this mutation.
+func (m *QueueTicketMutation) AddedShuffle() (r int64, exists bool) {
+	v := m.addshuffle
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetShuffle resets all changes to the "shuffle" field.
+func (m *QueueTicketMutation) ResetShuffle() {
+	m.shuffle = nil
+	m.addshuffle = nil
+}
+
+// SetAdmittedAt sets the "admitted_at" field.
+func (m *QueueTicketMutation) SetAdmittedAt(t time.Time) {
+	m.admitted_at = &t
+}
+
+// AdmittedAt returns the value of the "admitted_at" field in the mutation.
+func (m *QueueTicketMutation) AdmittedAt() (r time.Time, exists bool) {
+	v := m.admitted_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldAdmittedAt returns the old "admitted_at" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldAdmittedAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldAdmittedAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldAdmittedAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldAdmittedAt: %w", err)
+	}
+	return oldValue.AdmittedAt, nil
+}
+
+// ClearAdmittedAt clears the value of the "admitted_at" field.
+func (m *QueueTicketMutation) ClearAdmittedAt() {
+	m.admitted_at = nil
+	m.clearedFields[queueticket.FieldAdmittedAt] = struct{}{}
+}
+
+// AdmittedAtCleared returns if the "admitted_at" field was cleared in this mutation.
+func (m *QueueTicketMutation) AdmittedAtCleared() bool {
+	_, ok := m.clearedFields[queueticket.FieldAdmittedAt]
+	return ok
+}
+
+// ResetAdmittedAt resets all changes to the "admitted_at" field.
+func (m *QueueTicketMutation) ResetAdmittedAt() {
+	m.admitted_at = nil
+	delete(m.clearedFields, queueticket.FieldAdmittedAt)
+}
+
+// SetPassExpiresAt sets the "pass_expires_at" field.
+func (m *QueueTicketMutation) SetPassExpiresAt(t time.Time) {
+	m.pass_expires_at = &t
+}
+
+// PassExpiresAt returns the value of the "pass_expires_at" field in the mutation.
+func (m *QueueTicketMutation) PassExpiresAt() (r time.Time, exists bool) {
+	v := m.pass_expires_at
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldPassExpiresAt returns the old "pass_expires_at" field's value of the QueueTicket entity.
+// If the QueueTicket object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *QueueTicketMutation) OldPassExpiresAt(ctx context.Context) (v *time.Time, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldPassExpiresAt is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldPassExpiresAt requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldPassExpiresAt: %w", err)
+	}
+	return oldValue.PassExpiresAt, nil
+}
+
+// ClearPassExpiresAt clears the value of the "pass_expires_at" field.
+func (m *QueueTicketMutation) ClearPassExpiresAt() {
+	m.pass_expires_at = nil
+	m.clearedFields[queueticket.FieldPassExpiresAt] = struct{}{}
+}
+
+// PassExpiresAtCleared returns if the "pass_expires_at" field was cleared in this mutation.
+func (m *QueueTicketMutation) PassExpiresAtCleared() bool {
+	_, ok := m.clearedFields[queueticket.FieldPassExpiresAt]
+	return ok
+}
+
+// ResetPassExpiresAt resets all changes to the "pass_expires_at" field.
+func (m *QueueTicketMutation) ResetPassExpiresAt() {
+	m.pass_expires_at = nil
+	delete(m.clearedFields, queueticket.FieldPassExpiresAt)
+}
+
+// Where appends a list predicates to the QueueTicketMutation builder.
+func (m *QueueTicketMutation) Where(ps ...predicate.QueueTicket) {
+	m.predicates = append(m.predicates, ps...)
+}
+
+// WhereP appends storage-level predicates to the QueueTicketMutation builder. Using this method,
+// users can use type-assertion to append predicates that do not depend on any generated package.
+func (m *QueueTicketMutation) WhereP(ps ...func(*sql.Selector)) {
+	p := make([]predicate.QueueTicket, len(ps))
+	for i := range ps {
+		p[i] = ps[i]
+	}
+	m.Where(p...)
+}
+
+// Op returns the operation name.
+func (m *QueueTicketMutation) Op() Op {
+	return m.op
+}
+
+// SetOp allows setting the mutation operation.
+func (m *QueueTicketMutation) SetOp(op Op) {
+	m.op = op
+}
+
+// Type returns the node type of this mutation (QueueTicket).
+func (m *QueueTicketMutation) Type() string {
+	return m.typ
+}
+
+// Fields returns all fields that were changed during this mutation. Note that in
+// order to get all numeric fields that were incremented/decremented, call
+// AddedFields().
+func (m *QueueTicketMutation) Fields() []string {
+	fields := make([]string, 0, 9)
+	if m.created_at != nil {
+		fields = append(fields, queueticket.FieldCreatedAt)
+	}
+	if m.updated_at != nil {
+		fields = append(fields, queueticket.FieldUpdatedAt)
+	}
+	if m.product_id != nil {
+		fields = append(fields, queueticket.FieldProductID)
+	}
+	if m.customer_id != nil {
+		fields = append(fields, queueticket.FieldCustomerID)
+	}
+	if m.status != nil {
+		fields = append(fields, queueticket.FieldStatus)
+	}
+	if m.number != nil {
+		fields = append(fields, queueticket.FieldNumber)
+	}
+	if m.shuffle != nil {
+		fields = append(fields, queueticket.FieldShuffle)
+	}
+	if m.admitted_at != nil {
+		fields = append(fields, queueticket.FieldAdmittedAt)
+	}
+	if m.pass_expires_at != nil {
+		fields = append(fields, queueticket.FieldPassExpiresAt)
+	}
+	return fields
+}
+
+// Field returns the value of a field with the given name. The second boolean
+// return value indicates that this field was not set, or was not defined in the
+// schema.
+func (m *QueueTicketMutation) Field(name string) (ent.Value, bool) {
+	switch name {
+	case queueticket.FieldCreatedAt:
+		return m.CreatedAt()
+	case queueticket.FieldUpdatedAt:
+		return m.UpdatedAt()
+	case queueticket.FieldProductID:
+		return m.ProductID()
+	case queueticket.FieldCustomerID:
+		return m.CustomerID()
+	case queueticket.FieldStatus:
+		return m.Status()
+	case queueticket.FieldNumber:
+		return m.Number()
+	case queueticket.FieldShuffle:
+		return m.Shuffle()
+	case queueticket.FieldAdmittedAt:
+		return m.AdmittedAt()
+	case queueticket.FieldPassExpiresAt:
+		return m.PassExpiresAt()
+	}
+	return nil, false
+}
+
+// OldField returns the old value of the field from the database. An error is
+// returned if the mutation operation is not UpdateOne, or the query to the
+// database failed.
+func (m *QueueTicketMutation) OldField(ctx context.Context, name string) (ent.Value, error) {
+	switch name {
+	case queueticket.FieldCreatedAt:
+		return m.OldCreatedAt(ctx)
+	case queueticket.FieldUpdatedAt:
+		return m.OldUpdatedAt(ctx)
+	case queueticket.FieldProductID:
+		return m.OldProductID(ctx)
+	case queueticket.FieldCustomerID:
+		return m.OldCustomerID(ctx)
+	case queueticket.FieldStatus:
+		return m.OldStatus(ctx)
+	case queueticket.FieldNumber:
+		return m.OldNumber(ctx)
+	case queueticket.FieldShuffle:
+		return m.OldShuffle(ctx)
+	case queueticket.FieldAdmittedAt:
+		return m.OldAdmittedAt(ctx)
+	case queueticket.FieldPassExpiresAt:
+		return m.OldPassExpiresAt(ctx)
+	}
+	return nil, fmt.Errorf("unknown QueueTicket field %s", name)
+}
+
+// SetField sets the value of a field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *QueueTicketMutation) SetField(name string, value ent.Value) error {
+	switch name {
+	case queueticket.FieldCreatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCreatedAt(v)
+		return nil
+	case queueticket.FieldUpdatedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetUpdatedAt(v)
+		return nil
+	case queueticket.FieldProductID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetProductID(v)
+		return nil
+	case queueticket.FieldCustomerID:
+		v, ok := value.(string)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetCustomerID(v)
+		return nil
+	case queueticket.FieldStatus:
+		v, ok := value.(queueticket.Status)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetStatus(v)
+		return nil
+	case queueticket.FieldNumber:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetNumber(v)
+		return nil
+	case queueticket.FieldShuffle:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetShuffle(v)
+		return nil
+	case queueticket.FieldAdmittedAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetAdmittedAt(v)
+		return nil
+	case queueticket.FieldPassExpiresAt:
+		v, ok := value.(time.Time)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetPassExpiresAt(v)
+		return nil
+	}
+	return fmt.Errorf("unknown QueueTicket field %s", name)
+}
+
+// AddedFields returns all numeric fields that were incremented/decremented during
+// this mutation.
+func (m *QueueTicketMutation) AddedFields() []string {
+	var fields []string
+	if m.addproduct_id != nil {
+		fields = append(fields, queueticket.FieldProductID)
+	}
+	if m.addnumber != nil {
+		fields = append(fields, queueticket.FieldNumber)
+	}
+	if m.addshuffle != nil {
+		fields = append(fields, queueticket.FieldShuffle)
+	}
+	return fields
+}
+
+// AddedField returns the numeric value that was incremented/decremented on a field
+// with the given name. The second boolean return value indicates that this field
+// was not set, or was not defined in the schema.
+func (m *QueueTicketMutation) AddedField(name string) (ent.Value, bool) {
+	switch name {
+	case queueticket.FieldProductID:
+		return m.AddedProductID()
+	case queueticket.FieldNumber:
+		return m.AddedNumber()
+	case queueticket.FieldShuffle:
+		return m.AddedShuffle()
+	}
+	return nil, false
+}
+
+// AddField adds the value to the field with the given name. It returns an error if
+// the field is not defined in the schema, or if the type mismatched the field
+// type.
+func (m *QueueTicketMutation) AddField(name string, value ent.Value) error {
+	switch name {
+	case queueticket.FieldProductID:
+		v, ok := value.(int)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddProductID(v)
+		return nil
+	case queueticket.FieldNumber:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddNumber(v)
+		return nil
+	case queueticket.FieldShuffle:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddShuffle(v)
+		return nil
+	}
+	return fmt.Errorf("unknown QueueTicket numeric field %s", name)
+}
+
+// ClearedFields returns all nullable fields that were cleared during this
+// mutation.
+func (m *QueueTicketMutation) ClearedFields() []string {
+	var fields []string
+	if m.FieldCleared(queueticket.FieldCustomerID) {
+		fields = append(fields, queueticket.FieldCustomerID)
+	}
+	if m.FieldCleared(queueticket.FieldNumber) {
+		fields = append(fields, queueticket.FieldNumber)
+	}
+	if m.FieldCleared(queueticket.FieldAdmittedAt) {
+		fields = append(fields, queueticket.FieldAdmittedAt)
+	}
+	if m.FieldCleared(queueticket.FieldPassExpiresAt) {
+		fields = append(fields, queueticket.FieldPassExpiresAt)
+	}
+	return fields
+}
+
+// FieldCleared returns a boolean indicating if a field with the given name was
+// cleared in this mutation.
+func (m *QueueTicketMutation) FieldCleared(name string) bool {
+	_, ok := m.clearedFields[name]
+	return ok
+}
+
+// ClearField clears the value of the field with the given name. It returns an
+// error if the field is not defined in the schema.
+func (m *QueueTicketMutation) ClearField(name string) error {
+	switch name {
+	case queueticket.FieldCustomerID:
+		m.ClearCustomerID()
+		return nil
+	case queueticket.FieldNumber:
+		m.ClearNumber()
+		return nil
+	case queueticket.FieldAdmittedAt:
+		m.ClearAdmittedAt()
+		return nil
+	case queueticket.FieldPassExpiresAt:
+		m.ClearPassExpiresAt()
+		return nil
+	}
+	return fmt.Errorf("unknown QueueTicket nullable field %s", name)
+}
+
+// ResetField resets all changes in the mutation for the field with the given name.
+// It returns an error if the field is not defined in the schema.
+func (m *QueueTicketMutation) ResetField(name string) error {
+	switch name {
+	case queueticket.FieldCreatedAt:
+		m.ResetCreatedAt()
+		return nil
+	case queueticket.FieldUpdatedAt:
+		m.ResetUpdatedAt()
+		return nil
+	case queueticket.FieldProductID:
+		m.ResetProductID()
+		return nil
+	case queueticket.FieldCustomerID:
+		m.ResetCustomerID()
+		return nil
+	case queueticket.FieldStatus:
+		m.ResetStatus()
+		return nil
+	case queueticket.FieldNumber:
+		m.ResetNumber()
+		return nil
+	case queueticket.FieldShuffle:
+		m.ResetShuffle()
+		return nil
+	case queueticket.FieldAdmittedAt:
+		m.ResetAdmittedAt()
+		return nil
+	case queueticket.FieldPassExpiresAt:
+		m.ResetPassExpiresAt()
+		return nil
+	}
+	return fmt.Errorf("unknown QueueTicket field %s", name)
+}
+
+// AddedEdges returns all edge names that were set/added in this mutation.
+func (m *QueueTicketMutation) AddedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// AddedIDs returns all IDs (to other nodes) that were added for the given edge
+// name in this mutation.
+func (m *QueueTicketMutation) AddedIDs(name string) []ent.Value {
+	return nil
+}
+
+// RemovedEdges returns all edge names that were removed in this mutation.
+func (m *QueueTicketMutation) RemovedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// RemovedIDs returns all IDs (to other nodes) that were removed for the edge with
+// the given name in this mutation.
+func (m *QueueTicketMutation) RemovedIDs(name string) []ent.Value {
+	return nil
+}
+
+// ClearedEdges returns all edge names that were cleared in this mutation.
+func (m *QueueTicketMutation) ClearedEdges() []string {
+	edges := make([]string, 0, 0)
+	return edges
+}
+
+// EdgeCleared returns a boolean which indicates if the edge with the given name
+// was cleared in this mutation.
+func (m *QueueTicketMutation) EdgeCleared(name string) bool {
+	return false
+}
+
+// ClearEdge clears the value of the edge with the given name. It returns an error
+// if that edge is not defined in the schema.
+func (m *QueueTicketMutation) ClearEdge(name string) error {
+	return fmt.Errorf("unknown QueueTicket unique edge %s", name)
+}
+
+// ResetEdge resets all changes to the edge with the given name in this mutation.
+// It returns an error if the edge is not defined in the schema.
+func (m *QueueTicketMutation) ResetEdge(name string) error {
+	return fmt.Errorf("unknown QueueTicket edge %s", name)
 }
 
 // StockAdjustmentMutation represents an operation that mutates the StockAdjustment nodes in the graph.

@@ -36,8 +36,22 @@ type Product struct {
 	// SaleStartsAt holds the value of the "sale_starts_at" field.
 	SaleStartsAt *time.Time `json:"sale_starts_at,omitempty"`
 	// SaleEndsAt holds the value of the "sale_ends_at" field.
-	SaleEndsAt   *time.Time `json:"sale_ends_at,omitempty"`
-	selectValues sql.SelectValues
+	SaleEndsAt *time.Time `json:"sale_ends_at,omitempty"`
+	// QueueAdmitPerMinute holds the value of the "queue_admit_per_minute" field.
+	QueueAdmitPerMinute *int `json:"queue_admit_per_minute,omitempty"`
+	// QueueServing holds the value of the "queue_serving" field.
+	QueueServing int64 `json:"queue_serving,omitempty"`
+	// QueueNext holds the value of the "queue_next" field.
+	QueueNext int64 `json:"queue_next,omitempty"`
+	// QueueCarry holds the value of the "queue_carry" field.
+	QueueCarry float64 `json:"queue_carry,omitempty"`
+	// QueueWaiting holds the value of the "queue_waiting" field.
+	QueueWaiting int64 `json:"queue_waiting,omitempty"`
+	// QueueAdmitted holds the value of the "queue_admitted" field.
+	QueueAdmitted int64 `json:"queue_admitted,omitempty"`
+	// QueueTickedAt holds the value of the "queue_ticked_at" field.
+	QueueTickedAt *time.Time `json:"queue_ticked_at,omitempty"`
+	selectValues  sql.SelectValues
 }
 
 // scanValues returns the types for scanning values from sql.Rows.
@@ -45,11 +59,13 @@ func (*Product) scanValues(columns []string) ([]any, error) {
 	values := make([]any, len(columns))
 	for i := range columns {
 		switch columns[i] {
-		case product.FieldID, product.FieldPriceCents, product.FieldStockReceived, product.FieldStockAvailable, product.FieldStockReserved, product.FieldMaxPerCustomer:
+		case product.FieldQueueCarry:
+			values[i] = new(sql.NullFloat64)
+		case product.FieldID, product.FieldPriceCents, product.FieldStockReceived, product.FieldStockAvailable, product.FieldStockReserved, product.FieldMaxPerCustomer, product.FieldQueueAdmitPerMinute, product.FieldQueueServing, product.FieldQueueNext, product.FieldQueueWaiting, product.FieldQueueAdmitted:
 			values[i] = new(sql.NullInt64)
 		case product.FieldName:
 			values[i] = new(sql.NullString)
-		case product.FieldCreatedAt, product.FieldUpdatedAt, product.FieldSaleStartsAt, product.FieldSaleEndsAt:
+		case product.FieldCreatedAt, product.FieldUpdatedAt, product.FieldSaleStartsAt, product.FieldSaleEndsAt, product.FieldQueueTickedAt:
 			values[i] = new(sql.NullTime)
 		default:
 			values[i] = new(sql.UnknownType)
@@ -135,6 +151,50 @@ func (_m *Product) assignValues(columns []string, values []any) error {
 				_m.SaleEndsAt = new(time.Time)
 				*_m.SaleEndsAt = value.Time
 			}
+		case product.FieldQueueAdmitPerMinute:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field queue_admit_per_minute", values[i])
+			} else if value.Valid {
+				_m.QueueAdmitPerMinute = new(int)
+				*_m.QueueAdmitPerMinute = int(value.Int64)
+			}
+		case product.FieldQueueServing:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field queue_serving", values[i])
+			} else if value.Valid {
+				_m.QueueServing = value.Int64
+			}
+		case product.FieldQueueNext:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field queue_next", values[i])
+			} else if value.Valid {
+				_m.QueueNext = value.Int64
+			}
+		case product.FieldQueueCarry:
+			if value, ok := values[i].(*sql.NullFloat64); !ok {
+				return fmt.Errorf("unexpected type %T for field queue_carry", values[i])
+			} else if value.Valid {
+				_m.QueueCarry = value.Float64
+			}
+		case product.FieldQueueWaiting:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field queue_waiting", values[i])
+			} else if value.Valid {
+				_m.QueueWaiting = value.Int64
+			}
+		case product.FieldQueueAdmitted:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field queue_admitted", values[i])
+			} else if value.Valid {
+				_m.QueueAdmitted = value.Int64
+			}
+		case product.FieldQueueTickedAt:
+			if value, ok := values[i].(*sql.NullTime); !ok {
+				return fmt.Errorf("unexpected type %T for field queue_ticked_at", values[i])
+			} else if value.Valid {
+				_m.QueueTickedAt = new(time.Time)
+				*_m.QueueTickedAt = value.Time
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -204,6 +264,31 @@ func (_m *Product) String() string {
 	builder.WriteString(", ")
 	if v := _m.SaleEndsAt; v != nil {
 		builder.WriteString("sale_ends_at=")
+		builder.WriteString(v.Format(time.ANSIC))
+	}
+	builder.WriteString(", ")
+	if v := _m.QueueAdmitPerMinute; v != nil {
+		builder.WriteString("queue_admit_per_minute=")
+		builder.WriteString(fmt.Sprintf("%v", *v))
+	}
+	builder.WriteString(", ")
+	builder.WriteString("queue_serving=")
+	builder.WriteString(fmt.Sprintf("%v", _m.QueueServing))
+	builder.WriteString(", ")
+	builder.WriteString("queue_next=")
+	builder.WriteString(fmt.Sprintf("%v", _m.QueueNext))
+	builder.WriteString(", ")
+	builder.WriteString("queue_carry=")
+	builder.WriteString(fmt.Sprintf("%v", _m.QueueCarry))
+	builder.WriteString(", ")
+	builder.WriteString("queue_waiting=")
+	builder.WriteString(fmt.Sprintf("%v", _m.QueueWaiting))
+	builder.WriteString(", ")
+	builder.WriteString("queue_admitted=")
+	builder.WriteString(fmt.Sprintf("%v", _m.QueueAdmitted))
+	builder.WriteString(", ")
+	if v := _m.QueueTickedAt; v != nil {
+		builder.WriteString("queue_ticked_at=")
 		builder.WriteString(v.Format(time.ANSIC))
 	}
 	builder.WriteByte(')')

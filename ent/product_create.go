@@ -128,6 +128,104 @@ func (_c *ProductCreate) SetNillableSaleEndsAt(v *time.Time) *ProductCreate {
 	return _c
 }
 
+// SetQueueAdmitPerMinute sets the "queue_admit_per_minute" field.
+func (_c *ProductCreate) SetQueueAdmitPerMinute(v int) *ProductCreate {
+	_c.mutation.SetQueueAdmitPerMinute(v)
+	return _c
+}
+
+// SetNillableQueueAdmitPerMinute sets the "queue_admit_per_minute" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableQueueAdmitPerMinute(v *int) *ProductCreate {
+	if v != nil {
+		_c.SetQueueAdmitPerMinute(*v)
+	}
+	return _c
+}
+
+// SetQueueServing sets the "queue_serving" field.
+func (_c *ProductCreate) SetQueueServing(v int64) *ProductCreate {
+	_c.mutation.SetQueueServing(v)
+	return _c
+}
+
+// SetNillableQueueServing sets the "queue_serving" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableQueueServing(v *int64) *ProductCreate {
+	if v != nil {
+		_c.SetQueueServing(*v)
+	}
+	return _c
+}
+
+// SetQueueNext sets the "queue_next" field.
+func (_c *ProductCreate) SetQueueNext(v int64) *ProductCreate {
+	_c.mutation.SetQueueNext(v)
+	return _c
+}
+
+// SetNillableQueueNext sets the "queue_next" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableQueueNext(v *int64) *ProductCreate {
+	if v != nil {
+		_c.SetQueueNext(*v)
+	}
+	return _c
+}
+
+// SetQueueCarry sets the "queue_carry" field.
+func (_c *ProductCreate) SetQueueCarry(v float64) *ProductCreate {
+	_c.mutation.SetQueueCarry(v)
+	return _c
+}
+
+// SetNillableQueueCarry sets the "queue_carry" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableQueueCarry(v *float64) *ProductCreate {
+	if v != nil {
+		_c.SetQueueCarry(*v)
+	}
+	return _c
+}
+
+// SetQueueWaiting sets the "queue_waiting" field.
+func (_c *ProductCreate) SetQueueWaiting(v int64) *ProductCreate {
+	_c.mutation.SetQueueWaiting(v)
+	return _c
+}
+
+// SetNillableQueueWaiting sets the "queue_waiting" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableQueueWaiting(v *int64) *ProductCreate {
+	if v != nil {
+		_c.SetQueueWaiting(*v)
+	}
+	return _c
+}
+
+// SetQueueAdmitted sets the "queue_admitted" field.
+func (_c *ProductCreate) SetQueueAdmitted(v int64) *ProductCreate {
+	_c.mutation.SetQueueAdmitted(v)
+	return _c
+}
+
+// SetNillableQueueAdmitted sets the "queue_admitted" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableQueueAdmitted(v *int64) *ProductCreate {
+	if v != nil {
+		_c.SetQueueAdmitted(*v)
+	}
+	return _c
+}
+
+// SetQueueTickedAt sets the "queue_ticked_at" field.
+func (_c *ProductCreate) SetQueueTickedAt(v time.Time) *ProductCreate {
+	_c.mutation.SetQueueTickedAt(v)
+	return _c
+}
+
+// SetNillableQueueTickedAt sets the "queue_ticked_at" field if the given value is not nil.
+func (_c *ProductCreate) SetNillableQueueTickedAt(v *time.Time) *ProductCreate {
+	if v != nil {
+		_c.SetQueueTickedAt(*v)
+	}
+	return _c
+}
+
 // Mutation returns the ProductMutation object of the builder.
 func (_c *ProductCreate) Mutation() *ProductMutation {
 	return _c.mutation
@@ -174,6 +272,26 @@ func (_c *ProductCreate) defaults() {
 	if _, ok := _c.mutation.StockReserved(); !ok {
 		v := product.DefaultStockReserved
 		_c.mutation.SetStockReserved(v)
+	}
+	if _, ok := _c.mutation.QueueServing(); !ok {
+		v := product.DefaultQueueServing
+		_c.mutation.SetQueueServing(v)
+	}
+	if _, ok := _c.mutation.QueueNext(); !ok {
+		v := product.DefaultQueueNext
+		_c.mutation.SetQueueNext(v)
+	}
+	if _, ok := _c.mutation.QueueCarry(); !ok {
+		v := product.DefaultQueueCarry
+		_c.mutation.SetQueueCarry(v)
+	}
+	if _, ok := _c.mutation.QueueWaiting(); !ok {
+		v := product.DefaultQueueWaiting
+		_c.mutation.SetQueueWaiting(v)
+	}
+	if _, ok := _c.mutation.QueueAdmitted(); !ok {
+		v := product.DefaultQueueAdmitted
+		_c.mutation.SetQueueAdmitted(v)
 	}
 }
 
@@ -229,6 +347,26 @@ func (_c *ProductCreate) check() error {
 		if err := product.MaxPerCustomerValidator(v); err != nil {
 			return &ValidationError{Name: "max_per_customer", err: fmt.Errorf(`ent: validator failed for field "Product.max_per_customer": %w`, err)}
 		}
+	}
+	if v, ok := _c.mutation.QueueAdmitPerMinute(); ok {
+		if err := product.QueueAdmitPerMinuteValidator(v); err != nil {
+			return &ValidationError{Name: "queue_admit_per_minute", err: fmt.Errorf(`ent: validator failed for field "Product.queue_admit_per_minute": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.QueueServing(); !ok {
+		return &ValidationError{Name: "queue_serving", err: errors.New(`ent: missing required field "Product.queue_serving"`)}
+	}
+	if _, ok := _c.mutation.QueueNext(); !ok {
+		return &ValidationError{Name: "queue_next", err: errors.New(`ent: missing required field "Product.queue_next"`)}
+	}
+	if _, ok := _c.mutation.QueueCarry(); !ok {
+		return &ValidationError{Name: "queue_carry", err: errors.New(`ent: missing required field "Product.queue_carry"`)}
+	}
+	if _, ok := _c.mutation.QueueWaiting(); !ok {
+		return &ValidationError{Name: "queue_waiting", err: errors.New(`ent: missing required field "Product.queue_waiting"`)}
+	}
+	if _, ok := _c.mutation.QueueAdmitted(); !ok {
+		return &ValidationError{Name: "queue_admitted", err: errors.New(`ent: missing required field "Product.queue_admitted"`)}
 	}
 	return nil
 }
@@ -295,6 +433,34 @@ func (_c *ProductCreate) createSpec() (*Product, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.SaleEndsAt(); ok {
 		_spec.SetField(product.FieldSaleEndsAt, field.TypeTime, value)
 		_node.SaleEndsAt = &value
+	}
+	if value, ok := _c.mutation.QueueAdmitPerMinute(); ok {
+		_spec.SetField(product.FieldQueueAdmitPerMinute, field.TypeInt, value)
+		_node.QueueAdmitPerMinute = &value
+	}
+	if value, ok := _c.mutation.QueueServing(); ok {
+		_spec.SetField(product.FieldQueueServing, field.TypeInt64, value)
+		_node.QueueServing = value
+	}
+	if value, ok := _c.mutation.QueueNext(); ok {
+		_spec.SetField(product.FieldQueueNext, field.TypeInt64, value)
+		_node.QueueNext = value
+	}
+	if value, ok := _c.mutation.QueueCarry(); ok {
+		_spec.SetField(product.FieldQueueCarry, field.TypeFloat64, value)
+		_node.QueueCarry = value
+	}
+	if value, ok := _c.mutation.QueueWaiting(); ok {
+		_spec.SetField(product.FieldQueueWaiting, field.TypeInt64, value)
+		_node.QueueWaiting = value
+	}
+	if value, ok := _c.mutation.QueueAdmitted(); ok {
+		_spec.SetField(product.FieldQueueAdmitted, field.TypeInt64, value)
+		_node.QueueAdmitted = value
+	}
+	if value, ok := _c.mutation.QueueTickedAt(); ok {
+		_spec.SetField(product.FieldQueueTickedAt, field.TypeTime, value)
+		_node.QueueTickedAt = &value
 	}
 	return _node, _spec
 }

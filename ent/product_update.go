@@ -208,6 +208,158 @@ func (_u *ProductUpdate) ClearSaleEndsAt() *ProductUpdate {
 	return _u
 }
 
+// SetQueueAdmitPerMinute sets the "queue_admit_per_minute" field.
+func (_u *ProductUpdate) SetQueueAdmitPerMinute(v int) *ProductUpdate {
+	_u.mutation.ResetQueueAdmitPerMinute()
+	_u.mutation.SetQueueAdmitPerMinute(v)
+	return _u
+}
+
+// SetNillableQueueAdmitPerMinute sets the "queue_admit_per_minute" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableQueueAdmitPerMinute(v *int) *ProductUpdate {
+	if v != nil {
+		_u.SetQueueAdmitPerMinute(*v)
+	}
+	return _u
+}
+
+// AddQueueAdmitPerMinute adds value to the "queue_admit_per_minute" field.
+func (_u *ProductUpdate) AddQueueAdmitPerMinute(v int) *ProductUpdate {
+	_u.mutation.AddQueueAdmitPerMinute(v)
+	return _u
+}
+
+// ClearQueueAdmitPerMinute clears the value of the "queue_admit_per_minute" field.
+func (_u *ProductUpdate) ClearQueueAdmitPerMinute() *ProductUpdate {
+	_u.mutation.ClearQueueAdmitPerMinute()
+	return _u
+}
+
+// SetQueueServing sets the "queue_serving" field.
+func (_u *ProductUpdate) SetQueueServing(v int64) *ProductUpdate {
+	_u.mutation.ResetQueueServing()
+	_u.mutation.SetQueueServing(v)
+	return _u
+}
+
+// SetNillableQueueServing sets the "queue_serving" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableQueueServing(v *int64) *ProductUpdate {
+	if v != nil {
+		_u.SetQueueServing(*v)
+	}
+	return _u
+}
+
+// AddQueueServing adds value to the "queue_serving" field.
+func (_u *ProductUpdate) AddQueueServing(v int64) *ProductUpdate {
+	_u.mutation.AddQueueServing(v)
+	return _u
+}
+
+// SetQueueNext sets the "queue_next" field.
+func (_u *ProductUpdate) SetQueueNext(v int64) *ProductUpdate {
+	_u.mutation.ResetQueueNext()
+	_u.mutation.SetQueueNext(v)
+	return _u
+}
+
+// SetNillableQueueNext sets the "queue_next" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableQueueNext(v *int64) *ProductUpdate {
+	if v != nil {
+		_u.SetQueueNext(*v)
+	}
+	return _u
+}
+
+// AddQueueNext adds value to the "queue_next" field.
+func (_u *ProductUpdate) AddQueueNext(v int64) *ProductUpdate {
+	_u.mutation.AddQueueNext(v)
+	return _u
+}
+
+// SetQueueCarry sets the "queue_carry" field.
+func (_u *ProductUpdate) SetQueueCarry(v float64) *ProductUpdate {
+	_u.mutation.ResetQueueCarry()
+	_u.mutation.SetQueueCarry(v)
+	return _u
+}
+
+// SetNillableQueueCarry sets the "queue_carry" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableQueueCarry(v *float64) *ProductUpdate {
+	if v != nil {
+		_u.SetQueueCarry(*v)
+	}
+	return _u
+}
+
+// AddQueueCarry adds value to the "queue_carry" field.
+func (_u *ProductUpdate) AddQueueCarry(v float64) *ProductUpdate {
+	_u.mutation.AddQueueCarry(v)
+	return _u
+}
+
+// SetQueueWaiting sets the "queue_waiting" field.
+func (_u *ProductUpdate) SetQueueWaiting(v int64) *ProductUpdate {
+	_u.mutation.ResetQueueWaiting()
+	_u.mutation.SetQueueWaiting(v)
+	return _u
+}
+
+// SetNillableQueueWaiting sets the "queue_waiting" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableQueueWaiting(v *int64) *ProductUpdate {
+	if v != nil {
+		_u.SetQueueWaiting(*v)
+	}
+	return _u
+}
+
+// AddQueueWaiting adds value to the "queue_waiting" field.
+func (_u *ProductUpdate) AddQueueWaiting(v int64) *ProductUpdate {
+	_u.mutation.AddQueueWaiting(v)
+	return _u
+}
+
+// SetQueueAdmitted sets the "queue_admitted" field.
+func (_u *ProductUpdate) SetQueueAdmitted(v int64) *ProductUpdate {
+	_u.mutation.ResetQueueAdmitted()
+	_u.mutation.SetQueueAdmitted(v)
+	return _u
+}
+
+// SetNillableQueueAdmitted sets the "queue_admitted" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableQueueAdmitted(v *int64) *ProductUpdate {
+	if v != nil {
+		_u.SetQueueAdmitted(*v)
+	}
+	return _u
+}
+
+// AddQueueAdmitted adds value to the "queue_admitted" field.
+func (_u *ProductUpdate) AddQueueAdmitted(v int64) *ProductUpdate {
+	_u.mutation.AddQueueAdmitted(v)
+	return _u
+}
+
+// SetQueueTickedAt sets the "queue_ticked_at" field.
+func (_u *ProductUpdate) SetQueueTickedAt(v time.Time) *ProductUpdate {
+	_u.mutation.SetQueueTickedAt(v)
+	return _u
+}
+
+// SetNillableQueueTickedAt sets the "queue_ticked_at" field if the given value is not nil.
+func (_u *ProductUpdate) SetNillableQueueTickedAt(v *time.Time) *ProductUpdate {
+	if v != nil {
+		_u.SetQueueTickedAt(*v)
+	}
+	return _u
+}
+
+// ClearQueueTickedAt clears the value of the "queue_ticked_at" field.
+func (_u *ProductUpdate) ClearQueueTickedAt() *ProductUpdate {
+	_u.mutation.ClearQueueTickedAt()
+	return _u
+}
+
 // Mutation returns the ProductMutation object of the builder.
 func (_u *ProductUpdate) Mutation() *ProductMutation {
 	return _u.mutation
@@ -270,6 +422,11 @@ func (_u *ProductUpdate) check() error {
 	if v, ok := _u.mutation.MaxPerCustomer(); ok {
 		if err := product.MaxPerCustomerValidator(v); err != nil {
 			return &ValidationError{Name: "max_per_customer", err: fmt.Errorf(`ent: validator failed for field "Product.max_per_customer": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.QueueAdmitPerMinute(); ok {
+		if err := product.QueueAdmitPerMinuteValidator(v); err != nil {
+			return &ValidationError{Name: "queue_admit_per_minute", err: fmt.Errorf(`ent: validator failed for field "Product.queue_admit_per_minute": %w`, err)}
 		}
 	}
 	return nil
@@ -343,6 +500,51 @@ func (_u *ProductUpdate) sqlSave(ctx context.Context) (_node int, err error) {
 	}
 	if _u.mutation.SaleEndsAtCleared() {
 		_spec.ClearField(product.FieldSaleEndsAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.QueueAdmitPerMinute(); ok {
+		_spec.SetField(product.FieldQueueAdmitPerMinute, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedQueueAdmitPerMinute(); ok {
+		_spec.AddField(product.FieldQueueAdmitPerMinute, field.TypeInt, value)
+	}
+	if _u.mutation.QueueAdmitPerMinuteCleared() {
+		_spec.ClearField(product.FieldQueueAdmitPerMinute, field.TypeInt)
+	}
+	if value, ok := _u.mutation.QueueServing(); ok {
+		_spec.SetField(product.FieldQueueServing, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueServing(); ok {
+		_spec.AddField(product.FieldQueueServing, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueNext(); ok {
+		_spec.SetField(product.FieldQueueNext, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueNext(); ok {
+		_spec.AddField(product.FieldQueueNext, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueCarry(); ok {
+		_spec.SetField(product.FieldQueueCarry, field.TypeFloat64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueCarry(); ok {
+		_spec.AddField(product.FieldQueueCarry, field.TypeFloat64, value)
+	}
+	if value, ok := _u.mutation.QueueWaiting(); ok {
+		_spec.SetField(product.FieldQueueWaiting, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueWaiting(); ok {
+		_spec.AddField(product.FieldQueueWaiting, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueAdmitted(); ok {
+		_spec.SetField(product.FieldQueueAdmitted, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueAdmitted(); ok {
+		_spec.AddField(product.FieldQueueAdmitted, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueTickedAt(); ok {
+		_spec.SetField(product.FieldQueueTickedAt, field.TypeTime, value)
+	}
+	if _u.mutation.QueueTickedAtCleared() {
+		_spec.ClearField(product.FieldQueueTickedAt, field.TypeTime)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -545,6 +747,158 @@ func (_u *ProductUpdateOne) ClearSaleEndsAt() *ProductUpdateOne {
 	return _u
 }
 
+// SetQueueAdmitPerMinute sets the "queue_admit_per_minute" field.
+func (_u *ProductUpdateOne) SetQueueAdmitPerMinute(v int) *ProductUpdateOne {
+	_u.mutation.ResetQueueAdmitPerMinute()
+	_u.mutation.SetQueueAdmitPerMinute(v)
+	return _u
+}
+
+// SetNillableQueueAdmitPerMinute sets the "queue_admit_per_minute" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableQueueAdmitPerMinute(v *int) *ProductUpdateOne {
+	if v != nil {
+		_u.SetQueueAdmitPerMinute(*v)
+	}
+	return _u
+}
+
+// AddQueueAdmitPerMinute adds value to the "queue_admit_per_minute" field.
+func (_u *ProductUpdateOne) AddQueueAdmitPerMinute(v int) *ProductUpdateOne {
+	_u.mutation.AddQueueAdmitPerMinute(v)
+	return _u
+}
+
+// ClearQueueAdmitPerMinute clears the value of the "queue_admit_per_minute" field.
+func (_u *ProductUpdateOne) ClearQueueAdmitPerMinute() *ProductUpdateOne {
+	_u.mutation.ClearQueueAdmitPerMinute()
+	return _u
+}
+
+// SetQueueServing sets the "queue_serving" field.
+func (_u *ProductUpdateOne) SetQueueServing(v int64) *ProductUpdateOne {
+	_u.mutation.ResetQueueServing()
+	_u.mutation.SetQueueServing(v)
+	return _u
+}
+
+// SetNillableQueueServing sets the "queue_serving" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableQueueServing(v *int64) *ProductUpdateOne {
+	if v != nil {
+		_u.SetQueueServing(*v)
+	}
+	return _u
+}
+
+// AddQueueServing adds value to the "queue_serving" field.
+func (_u *ProductUpdateOne) AddQueueServing(v int64) *ProductUpdateOne {
+	_u.mutation.AddQueueServing(v)
+	return _u
+}
+
+// SetQueueNext sets the "queue_next" field.
+func (_u *ProductUpdateOne) SetQueueNext(v int64) *ProductUpdateOne {
+	_u.mutation.ResetQueueNext()
+	_u.mutation.SetQueueNext(v)
+	return _u
+}
+
+// SetNillableQueueNext sets the "queue_next" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableQueueNext(v *int64) *ProductUpdateOne {
+	if v != nil {
+		_u.SetQueueNext(*v)
+	}
+	return _u
+}
+
+// AddQueueNext adds value to the "queue_next" field.
+func (_u *ProductUpdateOne) AddQueueNext(v int64) *ProductUpdateOne {
+	_u.mutation.AddQueueNext(v)
+	return _u
+}
+
+// SetQueueCarry sets the "queue_carry" field.
+func (_u *ProductUpdateOne) SetQueueCarry(v float64) *ProductUpdateOne {
+	_u.mutation.ResetQueueCarry()
+	_u.mutation.SetQueueCarry(v)
+	return _u
+}
+
+// SetNillableQueueCarry sets the "queue_carry" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableQueueCarry(v *float64) *ProductUpdateOne {
+	if v != nil {
+		_u.SetQueueCarry(*v)
+	}
+	return _u
+}
+
+// AddQueueCarry adds value to the "queue_carry" field.
+func (_u *ProductUpdateOne) AddQueueCarry(v float64) *ProductUpdateOne {
+	_u.mutation.AddQueueCarry(v)
+	return _u
+}
+
+// SetQueueWaiting sets the "queue_waiting" field.
+func (_u *ProductUpdateOne) SetQueueWaiting(v int64) *ProductUpdateOne {
+	_u.mutation.ResetQueueWaiting()
+	_u.mutation.SetQueueWaiting(v)
+	return _u
+}
+
+// SetNillableQueueWaiting sets the "queue_waiting" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableQueueWaiting(v *int64) *ProductUpdateOne {
+	if v != nil {
+		_u.SetQueueWaiting(*v)
+	}
+	return _u
+}
+
+// AddQueueWaiting adds value to the "queue_waiting" field.
+func (_u *ProductUpdateOne) AddQueueWaiting(v int64) *ProductUpdateOne {
+	_u.mutation.AddQueueWaiting(v)
+	return _u
+}
+
+// SetQueueAdmitted sets the "queue_admitted" field.
+func (_u *ProductUpdateOne) SetQueueAdmitted(v int64) *ProductUpdateOne {
+	_u.mutation.ResetQueueAdmitted()
+	_u.mutation.SetQueueAdmitted(v)
+	return _u
+}
+
+// SetNillableQueueAdmitted sets the "queue_admitted" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableQueueAdmitted(v *int64) *ProductUpdateOne {
+	if v != nil {
+		_u.SetQueueAdmitted(*v)
+	}
+	return _u
+}
+
+// AddQueueAdmitted adds value to the "queue_admitted" field.
+func (_u *ProductUpdateOne) AddQueueAdmitted(v int64) *ProductUpdateOne {
+	_u.mutation.AddQueueAdmitted(v)
+	return _u
+}
+
+// SetQueueTickedAt sets the "queue_ticked_at" field.
+func (_u *ProductUpdateOne) SetQueueTickedAt(v time.Time) *ProductUpdateOne {
+	_u.mutation.SetQueueTickedAt(v)
+	return _u
+}
+
+// SetNillableQueueTickedAt sets the "queue_ticked_at" field if the given value is not nil.
+func (_u *ProductUpdateOne) SetNillableQueueTickedAt(v *time.Time) *ProductUpdateOne {
+	if v != nil {
+		_u.SetQueueTickedAt(*v)
+	}
+	return _u
+}
+
+// ClearQueueTickedAt clears the value of the "queue_ticked_at" field.
+func (_u *ProductUpdateOne) ClearQueueTickedAt() *ProductUpdateOne {
+	_u.mutation.ClearQueueTickedAt()
+	return _u
+}
+
 // Mutation returns the ProductMutation object of the builder.
 func (_u *ProductUpdateOne) Mutation() *ProductMutation {
 	return _u.mutation
@@ -620,6 +974,11 @@ func (_u *ProductUpdateOne) check() error {
 	if v, ok := _u.mutation.MaxPerCustomer(); ok {
 		if err := product.MaxPerCustomerValidator(v); err != nil {
 			return &ValidationError{Name: "max_per_customer", err: fmt.Errorf(`ent: validator failed for field "Product.max_per_customer": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.QueueAdmitPerMinute(); ok {
+		if err := product.QueueAdmitPerMinuteValidator(v); err != nil {
+			return &ValidationError{Name: "queue_admit_per_minute", err: fmt.Errorf(`ent: validator failed for field "Product.queue_admit_per_minute": %w`, err)}
 		}
 	}
 	return nil
@@ -710,6 +1069,51 @@ func (_u *ProductUpdateOne) sqlSave(ctx context.Context) (_node *Product, err er
 	}
 	if _u.mutation.SaleEndsAtCleared() {
 		_spec.ClearField(product.FieldSaleEndsAt, field.TypeTime)
+	}
+	if value, ok := _u.mutation.QueueAdmitPerMinute(); ok {
+		_spec.SetField(product.FieldQueueAdmitPerMinute, field.TypeInt, value)
+	}
+	if value, ok := _u.mutation.AddedQueueAdmitPerMinute(); ok {
+		_spec.AddField(product.FieldQueueAdmitPerMinute, field.TypeInt, value)
+	}
+	if _u.mutation.QueueAdmitPerMinuteCleared() {
+		_spec.ClearField(product.FieldQueueAdmitPerMinute, field.TypeInt)
+	}
+	if value, ok := _u.mutation.QueueServing(); ok {
+		_spec.SetField(product.FieldQueueServing, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueServing(); ok {
+		_spec.AddField(product.FieldQueueServing, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueNext(); ok {
+		_spec.SetField(product.FieldQueueNext, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueNext(); ok {
+		_spec.AddField(product.FieldQueueNext, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueCarry(); ok {
+		_spec.SetField(product.FieldQueueCarry, field.TypeFloat64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueCarry(); ok {
+		_spec.AddField(product.FieldQueueCarry, field.TypeFloat64, value)
+	}
+	if value, ok := _u.mutation.QueueWaiting(); ok {
+		_spec.SetField(product.FieldQueueWaiting, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueWaiting(); ok {
+		_spec.AddField(product.FieldQueueWaiting, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueAdmitted(); ok {
+		_spec.SetField(product.FieldQueueAdmitted, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedQueueAdmitted(); ok {
+		_spec.AddField(product.FieldQueueAdmitted, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.QueueTickedAt(); ok {
+		_spec.SetField(product.FieldQueueTickedAt, field.TypeTime, value)
+	}
+	if _u.mutation.QueueTickedAtCleared() {
+		_spec.ClearField(product.FieldQueueTickedAt, field.TypeTime)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &Product{config: _u.config}

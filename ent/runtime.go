@@ -11,6 +11,7 @@ import (
 	"flashsale/ent/orderevent"
 	"flashsale/ent/paymentevent"
 	"flashsale/ent/product"
+	"flashsale/ent/queueticket"
 	"flashsale/ent/schema"
 	"flashsale/ent/stockadjustment"
 	"time"
@@ -245,6 +246,47 @@ func init() {
 	productDescMaxPerCustomer := productFields[5].Descriptor()
 	// product.MaxPerCustomerValidator is a validator for the "max_per_customer" field. It is called by the builders before save.
 	product.MaxPerCustomerValidator = productDescMaxPerCustomer.Validators[0].(func(int) error)
+	// productDescQueueAdmitPerMinute is the schema descriptor for queue_admit_per_minute field.
+	productDescQueueAdmitPerMinute := productFields[8].Descriptor()
+	// product.QueueAdmitPerMinuteValidator is a validator for the "queue_admit_per_minute" field. It is called by the builders before save.
+	product.QueueAdmitPerMinuteValidator = productDescQueueAdmitPerMinute.Validators[0].(func(int) error)
+	// productDescQueueServing is the schema descriptor for queue_serving field.
+	productDescQueueServing := productFields[9].Descriptor()
+	// product.DefaultQueueServing holds the default value on creation for the queue_serving field.
+	product.DefaultQueueServing = productDescQueueServing.Default.(int64)
+	// productDescQueueNext is the schema descriptor for queue_next field.
+	productDescQueueNext := productFields[10].Descriptor()
+	// product.DefaultQueueNext holds the default value on creation for the queue_next field.
+	product.DefaultQueueNext = productDescQueueNext.Default.(int64)
+	// productDescQueueCarry is the schema descriptor for queue_carry field.
+	productDescQueueCarry := productFields[11].Descriptor()
+	// product.DefaultQueueCarry holds the default value on creation for the queue_carry field.
+	product.DefaultQueueCarry = productDescQueueCarry.Default.(float64)
+	// productDescQueueWaiting is the schema descriptor for queue_waiting field.
+	productDescQueueWaiting := productFields[12].Descriptor()
+	// product.DefaultQueueWaiting holds the default value on creation for the queue_waiting field.
+	product.DefaultQueueWaiting = productDescQueueWaiting.Default.(int64)
+	// productDescQueueAdmitted is the schema descriptor for queue_admitted field.
+	productDescQueueAdmitted := productFields[13].Descriptor()
+	// product.DefaultQueueAdmitted holds the default value on creation for the queue_admitted field.
+	product.DefaultQueueAdmitted = productDescQueueAdmitted.Default.(int64)
+	queueticketMixin := schema.QueueTicket{}.Mixin()
+	queueticketMixinFields0 := queueticketMixin[0].Fields()
+	_ = queueticketMixinFields0
+	queueticketFields := schema.QueueTicket{}.Fields()
+	_ = queueticketFields
+	// queueticketDescCreatedAt is the schema descriptor for created_at field.
+	queueticketDescCreatedAt := queueticketMixinFields0[0].Descriptor()
+	// queueticket.DefaultCreatedAt holds the default value on creation for the created_at field.
+	queueticket.DefaultCreatedAt = queueticketDescCreatedAt.Default.(func() time.Time)
+	// queueticketDescUpdatedAt is the schema descriptor for updated_at field.
+	queueticketDescUpdatedAt := queueticketMixinFields0[1].Descriptor()
+	// queueticket.DefaultUpdatedAt holds the default value on creation for the updated_at field.
+	queueticket.DefaultUpdatedAt = queueticketDescUpdatedAt.Default.(func() time.Time)
+	// queueticketDescID is the schema descriptor for id field.
+	queueticketDescID := queueticketFields[0].Descriptor()
+	// queueticket.DefaultID holds the default value on creation for the id field.
+	queueticket.DefaultID = queueticketDescID.Default.(func() uuid.UUID)
 	stockadjustmentFields := schema.StockAdjustment{}.Fields()
 	_ = stockadjustmentFields
 	// stockadjustmentDescReason is the schema descriptor for reason field.

@@ -30,6 +30,8 @@ type Tx struct {
 	PaymentEvent *PaymentEventClient
 	// Product is the client for interacting with the Product builders.
 	Product *ProductClient
+	// QueueTicket is the client for interacting with the QueueTicket builders.
+	QueueTicket *QueueTicketClient
 	// StockAdjustment is the client for interacting with the StockAdjustment builders.
 	StockAdjustment *StockAdjustmentClient
 
@@ -171,6 +173,7 @@ func (tx *Tx) init() {
 	tx.OrderEvent = NewOrderEventClient(tx.config)
 	tx.PaymentEvent = NewPaymentEventClient(tx.config)
 	tx.Product = NewProductClient(tx.config)
+	tx.QueueTicket = NewQueueTicketClient(tx.config)
 	tx.StockAdjustment = NewStockAdjustmentClient(tx.config)
 }
 

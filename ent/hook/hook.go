@@ -104,6 +104,18 @@ func (f ProductFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, err
 	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.ProductMutation", m)
 }
 
+// The QueueTicketFunc type is an adapter to allow the use of ordinary
+// function as QueueTicket mutator.
+type QueueTicketFunc func(context.Context, *ent.QueueTicketMutation) (ent.Value, error)
+
+// Mutate calls f(ctx, m).
+func (f QueueTicketFunc) Mutate(ctx context.Context, m ent.Mutation) (ent.Value, error) {
+	if mv, ok := m.(*ent.QueueTicketMutation); ok {
+		return f(ctx, mv)
+	}
+	return nil, fmt.Errorf("unexpected mutation type %T. expect *ent.QueueTicketMutation", m)
+}
+
 // The StockAdjustmentFunc type is an adapter to allow the use of ordinary
 // function as StockAdjustment mutator.
 type StockAdjustmentFunc func(context.Context, *ent.StockAdjustmentMutation) (ent.Value, error)

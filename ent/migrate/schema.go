@@ -261,12 +261,55 @@ var (
 		{Name: "max_per_customer", Type: field.TypeInt, Nullable: true},
 		{Name: "sale_starts_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 		{Name: "sale_ends_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "queue_admit_per_minute", Type: field.TypeInt, Nullable: true},
+		{Name: "queue_serving", Type: field.TypeInt64, Default: 0},
+		{Name: "queue_next", Type: field.TypeInt64, Default: 1},
+		{Name: "queue_carry", Type: field.TypeFloat64, Default: 0},
+		{Name: "queue_waiting", Type: field.TypeInt64, Default: 0},
+		{Name: "queue_admitted", Type: field.TypeInt64, Default: 0},
+		{Name: "queue_ticked_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
 	}
 	// ProductsTable holds the schema information for the "products" table.
 	ProductsTable = &schema.Table{
 		Name:       "products",
 		Columns:    ProductsColumns,
 		PrimaryKey: []*schema.Column{ProductsColumns[0]},
+	}
+	// QueueTicketsColumns holds the columns for the "queue_tickets" table.
+	QueueTicketsColumns = []*schema.Column{
+		{Name: "id", Type: field.TypeUUID, SchemaType: map[string]string{"mysql": "char(36)"}},
+		{Name: "created_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "updated_at", Type: field.TypeTime, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "product_id", Type: field.TypeInt},
+		{Name: "customer_id", Type: field.TypeString, Nullable: true, SchemaType: map[string]string{"mysql": "varbinary(1020)"}},
+		{Name: "status", Type: field.TypeEnum, Enums: []string{"WAITING", "ADMITTED", "USED", "EXPIRED", "SOLD_OUT"}, Default: "WAITING"},
+		{Name: "number", Type: field.TypeInt64, Nullable: true},
+		{Name: "shuffle", Type: field.TypeInt64},
+		{Name: "admitted_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+		{Name: "pass_expires_at", Type: field.TypeTime, Nullable: true, SchemaType: map[string]string{"mysql": "datetime(6)"}},
+	}
+	// QueueTicketsTable holds the schema information for the "queue_tickets" table.
+	QueueTicketsTable = &schema.Table{
+		Name:       "queue_tickets",
+		Columns:    QueueTicketsColumns,
+		PrimaryKey: []*schema.Column{QueueTicketsColumns[0]},
+		Indexes: []*schema.Index{
+			{
+				Name:    "queueticket_product_id_customer_id",
+				Unique:  true,
+				Columns: []*schema.Column{QueueTicketsColumns[3], QueueTicketsColumns[4]},
+			},
+			{
+				Name:    "queueticket_product_id_status_number",
+				Unique:  false,
+				Columns: []*schema.Column{QueueTicketsColumns[3], QueueTicketsColumns[5], QueueTicketsColumns[6]},
+			},
+			{
+				Name:    "queueticket_status_pass_expires_at",
+				Unique:  false,
+				Columns: []*schema.Column{QueueTicketsColumns[5], QueueTicketsColumns[9]},
+			},
+		},
 	}
 	// StockAdjustmentsColumns holds the columns for the "stock_adjustments" table.
 	StockAdjustmentsColumns = []*schema.Column{
@@ -299,6 +342,7 @@ var (
 		OrderEventsTable,
 		PaymentEventsTable,
 		ProductsTable,
+		QueueTicketsTable,
 		StockAdjustmentsTable,
 	}
 )

@@ -30,5 +30,8 @@ type PaymentEvent func(*sql.Selector)
 // Product is the predicate function for product builders.
 type Product func(*sql.Selector)
 
+// QueueTicket is the predicate function for queueticket builders.
+type QueueTicket func(*sql.Selector)
+
 // StockAdjustment is the predicate function for stockadjustment builders.
 type StockAdjustment func(*sql.Selector)

@@ -33,6 +33,20 @@ const (
 	FieldSaleStartsAt = "sale_starts_at"
 	// FieldSaleEndsAt holds the string denoting the sale_ends_at field in the database.
 	FieldSaleEndsAt = "sale_ends_at"
+	// FieldQueueAdmitPerMinute holds the string denoting the queue_admit_per_minute field in the database.
+	FieldQueueAdmitPerMinute = "queue_admit_per_minute"
+	// FieldQueueServing holds the string denoting the queue_serving field in the database.
+	FieldQueueServing = "queue_serving"
+	// FieldQueueNext holds the string denoting the queue_next field in the database.
+	FieldQueueNext = "queue_next"
+	// FieldQueueCarry holds the string denoting the queue_carry field in the database.
+	FieldQueueCarry = "queue_carry"
+	// FieldQueueWaiting holds the string denoting the queue_waiting field in the database.
+	FieldQueueWaiting = "queue_waiting"
+	// FieldQueueAdmitted holds the string denoting the queue_admitted field in the database.
+	FieldQueueAdmitted = "queue_admitted"
+	// FieldQueueTickedAt holds the string denoting the queue_ticked_at field in the database.
+	FieldQueueTickedAt = "queue_ticked_at"
 	// Table holds the table name of the product in the database.
 	Table = "products"
 )
@@ -50,6 +64,13 @@ var Columns = []string{
 	FieldMaxPerCustomer,
 	FieldSaleStartsAt,
 	FieldSaleEndsAt,
+	FieldQueueAdmitPerMinute,
+	FieldQueueServing,
+	FieldQueueNext,
+	FieldQueueCarry,
+	FieldQueueWaiting,
+	FieldQueueAdmitted,
+	FieldQueueTickedAt,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -81,6 +102,18 @@ var (
 	StockReservedValidator func(int) error
 	// MaxPerCustomerValidator is a validator for the "max_per_customer" field. It is called by the builders before save.
 	MaxPerCustomerValidator func(int) error
+	// QueueAdmitPerMinuteValidator is a validator for the "queue_admit_per_minute" field. It is called by the builders before save.
+	QueueAdmitPerMinuteValidator func(int) error
+	// DefaultQueueServing holds the default value on creation for the "queue_serving" field.
+	DefaultQueueServing int64
+	// DefaultQueueNext holds the default value on creation for the "queue_next" field.
+	DefaultQueueNext int64
+	// DefaultQueueCarry holds the default value on creation for the "queue_carry" field.
+	DefaultQueueCarry float64
+	// DefaultQueueWaiting holds the default value on creation for the "queue_waiting" field.
+	DefaultQueueWaiting int64
+	// DefaultQueueAdmitted holds the default value on creation for the "queue_admitted" field.
+	DefaultQueueAdmitted int64
 )
 
 // OrderOption defines the ordering options for the Product queries.
@@ -139,4 +172,39 @@ func BySaleStartsAt(opts ...sql.OrderTermOption) OrderOption {
 // BySaleEndsAt orders the results by the sale_ends_at field.
 func BySaleEndsAt(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldSaleEndsAt, opts...).ToFunc()
+}
+
+// ByQueueAdmitPerMinute orders the results by the queue_admit_per_minute field.
+func ByQueueAdmitPerMinute(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQueueAdmitPerMinute, opts...).ToFunc()
+}
+
+// ByQueueServing orders the results by the queue_serving field.
+func ByQueueServing(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQueueServing, opts...).ToFunc()
+}
+
+// ByQueueNext orders the results by the queue_next field.
+func ByQueueNext(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQueueNext, opts...).ToFunc()
+}
+
+// ByQueueCarry orders the results by the queue_carry field.
+func ByQueueCarry(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQueueCarry, opts...).ToFunc()
+}
+
+// ByQueueWaiting orders the results by the queue_waiting field.
+func ByQueueWaiting(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQueueWaiting, opts...).ToFunc()
+}
+
+// ByQueueAdmitted orders the results by the queue_admitted field.
+func ByQueueAdmitted(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQueueAdmitted, opts...).ToFunc()
+}
+
+// ByQueueTickedAt orders the results by the queue_ticked_at field.
+func ByQueueTickedAt(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldQueueTickedAt, opts...).ToFunc()
 }

@@ -104,6 +104,41 @@ func SaleEndsAt(v time.Time) predicate.Product {
 	return predicate.Product(sql.FieldEQ(FieldSaleEndsAt, v))
 }
 
+// QueueAdmitPerMinute applies equality check predicate on the "queue_admit_per_minute" field. It's identical to QueueAdmitPerMinuteEQ.
+func QueueAdmitPerMinute(v int) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueAdmitPerMinute, v))
+}
+
+// QueueServing applies equality check predicate on the "queue_serving" field. It's identical to QueueServingEQ.
+func QueueServing(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueServing, v))
+}
+
+// QueueNext applies equality check predicate on the "queue_next" field. It's identical to QueueNextEQ.
+func QueueNext(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueNext, v))
+}
+
+// QueueCarry applies equality check predicate on the "queue_carry" field. It's identical to QueueCarryEQ.
+func QueueCarry(v float64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueCarry, v))
+}
+
+// QueueWaiting applies equality check predicate on the "queue_waiting" field. It's identical to QueueWaitingEQ.
+func QueueWaiting(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueWaiting, v))
+}
+
+// QueueAdmitted applies equality check predicate on the "queue_admitted" field. It's identical to QueueAdmittedEQ.
+func QueueAdmitted(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueAdmitted, v))
+}
+
+// QueueTickedAt applies equality check predicate on the "queue_ticked_at" field. It's identical to QueueTickedAtEQ.
+func QueueTickedAt(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueTickedAt, v))
+}
+
 // CreatedAtEQ applies the EQ predicate on the "created_at" field.
 func CreatedAtEQ(v time.Time) predicate.Product {
 	return predicate.Product(sql.FieldEQ(FieldCreatedAt, v))
@@ -557,6 +592,306 @@ func SaleEndsAtIsNil() predicate.Product {
 // SaleEndsAtNotNil applies the NotNil predicate on the "sale_ends_at" field.
 func SaleEndsAtNotNil() predicate.Product {
 	return predicate.Product(sql.FieldNotNull(FieldSaleEndsAt))
+}
+
+// QueueAdmitPerMinuteEQ applies the EQ predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteEQ(v int) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueAdmitPerMinute, v))
+}
+
+// QueueAdmitPerMinuteNEQ applies the NEQ predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteNEQ(v int) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldQueueAdmitPerMinute, v))
+}
+
+// QueueAdmitPerMinuteIn applies the In predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteIn(vs ...int) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldQueueAdmitPerMinute, vs...))
+}
+
+// QueueAdmitPerMinuteNotIn applies the NotIn predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteNotIn(vs ...int) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldQueueAdmitPerMinute, vs...))
+}
+
+// QueueAdmitPerMinuteGT applies the GT predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteGT(v int) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldQueueAdmitPerMinute, v))
+}
+
+// QueueAdmitPerMinuteGTE applies the GTE predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteGTE(v int) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldQueueAdmitPerMinute, v))
+}
+
+// QueueAdmitPerMinuteLT applies the LT predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteLT(v int) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldQueueAdmitPerMinute, v))
+}
+
+// QueueAdmitPerMinuteLTE applies the LTE predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteLTE(v int) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldQueueAdmitPerMinute, v))
+}
+
+// QueueAdmitPerMinuteIsNil applies the IsNil predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteIsNil() predicate.Product {
+	return predicate.Product(sql.FieldIsNull(FieldQueueAdmitPerMinute))
+}
+
+// QueueAdmitPerMinuteNotNil applies the NotNil predicate on the "queue_admit_per_minute" field.
+func QueueAdmitPerMinuteNotNil() predicate.Product {
+	return predicate.Product(sql.FieldNotNull(FieldQueueAdmitPerMinute))
+}
+
+// QueueServingEQ applies the EQ predicate on the "queue_serving" field.
+func QueueServingEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueServing, v))
+}
+
+// QueueServingNEQ applies the NEQ predicate on the "queue_serving" field.
+func QueueServingNEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldQueueServing, v))
+}
+
+// QueueServingIn applies the In predicate on the "queue_serving" field.
+func QueueServingIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldQueueServing, vs...))
+}
+
+// QueueServingNotIn applies the NotIn predicate on the "queue_serving" field.
+func QueueServingNotIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldQueueServing, vs...))
+}
+
+// QueueServingGT applies the GT predicate on the "queue_serving" field.
+func QueueServingGT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldQueueServing, v))
+}
+
+// QueueServingGTE applies the GTE predicate on the "queue_serving" field.
+func QueueServingGTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldQueueServing, v))
+}
+
+// QueueServingLT applies the LT predicate on the "queue_serving" field.
+func QueueServingLT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldQueueServing, v))
+}
+
+// QueueServingLTE applies the LTE predicate on the "queue_serving" field.
+func QueueServingLTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldQueueServing, v))
+}
+
+// QueueNextEQ applies the EQ predicate on the "queue_next" field.
+func QueueNextEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueNext, v))
+}
+
+// QueueNextNEQ applies the NEQ predicate on the "queue_next" field.
+func QueueNextNEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldQueueNext, v))
+}
+
+// QueueNextIn applies the In predicate on the "queue_next" field.
+func QueueNextIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldQueueNext, vs...))
+}
+
+// QueueNextNotIn applies the NotIn predicate on the "queue_next" field.
+func QueueNextNotIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldQueueNext, vs...))
+}
+
+// QueueNextGT applies the GT predicate on the "queue_next" field.
+func QueueNextGT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldQueueNext, v))
+}
+
+// QueueNextGTE applies the GTE predicate on the "queue_next" field.
+func QueueNextGTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldQueueNext, v))
+}
+
+// QueueNextLT applies the LT predicate on the "queue_next" field.
+func QueueNextLT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldQueueNext, v))
+}
+
+// QueueNextLTE applies the LTE predicate on the "queue_next" field.
+func QueueNextLTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldQueueNext, v))
+}
+
+// QueueCarryEQ applies the EQ predicate on the "queue_carry" field.
+func QueueCarryEQ(v float64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueCarry, v))
+}
+
+// QueueCarryNEQ applies the NEQ predicate on the "queue_carry" field.
+func QueueCarryNEQ(v float64) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldQueueCarry, v))
+}
+
+// QueueCarryIn applies the In predicate on the "queue_carry" field.
+func QueueCarryIn(vs ...float64) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldQueueCarry, vs...))
+}
+
+// QueueCarryNotIn applies the NotIn predicate on the "queue_carry" field.
+func QueueCarryNotIn(vs ...float64) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldQueueCarry, vs...))
+}
+
+// QueueCarryGT applies the GT predicate on the "queue_carry" field.
+func QueueCarryGT(v float64) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldQueueCarry, v))
+}
+
+// QueueCarryGTE applies the GTE predicate on the "queue_carry" field.
+func QueueCarryGTE(v float64) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldQueueCarry, v))
+}
+
+// QueueCarryLT applies the LT predicate on the "queue_carry" field.
+func QueueCarryLT(v float64) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldQueueCarry, v))
+}
+
+// QueueCarryLTE applies the LTE predicate on the "queue_carry" field.
+func QueueCarryLTE(v float64) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldQueueCarry, v))
+}
+
+// QueueWaitingEQ applies the EQ predicate on the "queue_waiting" field.
+func QueueWaitingEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueWaiting, v))
+}
+
+// QueueWaitingNEQ applies the NEQ predicate on the "queue_waiting" field.
+func QueueWaitingNEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldQueueWaiting, v))
+}
+
+// QueueWaitingIn applies the In predicate on the "queue_waiting" field.
+func QueueWaitingIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldQueueWaiting, vs...))
+}
+
+// QueueWaitingNotIn applies the NotIn predicate on the "queue_waiting" field.
+func QueueWaitingNotIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldQueueWaiting, vs...))
+}
+
+// QueueWaitingGT applies the GT predicate on the "queue_waiting" field.
+func QueueWaitingGT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldQueueWaiting, v))
+}
+
+// QueueWaitingGTE applies the GTE predicate on the "queue_waiting" field.
+func QueueWaitingGTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldQueueWaiting, v))
+}
+
+// QueueWaitingLT applies the LT predicate on the "queue_waiting" field.
+func QueueWaitingLT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldQueueWaiting, v))
+}
+
+// QueueWaitingLTE applies the LTE predicate on the "queue_waiting" field.
+func QueueWaitingLTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldQueueWaiting, v))
+}
+
+// QueueAdmittedEQ applies the EQ predicate on the "queue_admitted" field.
+func QueueAdmittedEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueAdmitted, v))
+}
+
+// QueueAdmittedNEQ applies the NEQ predicate on the "queue_admitted" field.
+func QueueAdmittedNEQ(v int64) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldQueueAdmitted, v))
+}
+
+// QueueAdmittedIn applies the In predicate on the "queue_admitted" field.
+func QueueAdmittedIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldQueueAdmitted, vs...))
+}
+
+// QueueAdmittedNotIn applies the NotIn predicate on the "queue_admitted" field.
+func QueueAdmittedNotIn(vs ...int64) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldQueueAdmitted, vs...))
+}
+
+// QueueAdmittedGT applies the GT predicate on the "queue_admitted" field.
+func QueueAdmittedGT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldQueueAdmitted, v))
+}
+
+// QueueAdmittedGTE applies the GTE predicate on the "queue_admitted" field.
+func QueueAdmittedGTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldQueueAdmitted, v))
+}
+
+// QueueAdmittedLT applies the LT predicate on the "queue_admitted" field.
+func QueueAdmittedLT(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldQueueAdmitted, v))
+}
+
+// QueueAdmittedLTE applies the LTE predicate on the "queue_admitted" field.
+func QueueAdmittedLTE(v int64) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldQueueAdmitted, v))
+}
+
+// QueueTickedAtEQ applies the EQ predicate on the "queue_ticked_at" field.
+func QueueTickedAtEQ(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldEQ(FieldQueueTickedAt, v))
+}
+
+// QueueTickedAtNEQ applies the NEQ predicate on the "queue_ticked_at" field.
+func QueueTickedAtNEQ(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldNEQ(FieldQueueTickedAt, v))
+}
+
+// QueueTickedAtIn applies the In predicate on the "queue_ticked_at" field.
+func QueueTickedAtIn(vs ...time.Time) predicate.Product {
+	return predicate.Product(sql.FieldIn(FieldQueueTickedAt, vs...))
+}
+
+// QueueTickedAtNotIn applies the NotIn predicate on the "queue_ticked_at" field.
+func QueueTickedAtNotIn(vs ...time.Time) predicate.Product {
+	return predicate.Product(sql.FieldNotIn(FieldQueueTickedAt, vs...))
+}
+
+// QueueTickedAtGT applies the GT predicate on the "queue_ticked_at" field.
+func QueueTickedAtGT(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldGT(FieldQueueTickedAt, v))
+}
+
+// QueueTickedAtGTE applies the GTE predicate on the "queue_ticked_at" field.
+func QueueTickedAtGTE(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldGTE(FieldQueueTickedAt, v))
+}
+
+// QueueTickedAtLT applies the LT predicate on the "queue_ticked_at" field.
+func QueueTickedAtLT(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldLT(FieldQueueTickedAt, v))
+}
+
+// QueueTickedAtLTE applies the LTE predicate on the "queue_ticked_at" field.
+func QueueTickedAtLTE(v time.Time) predicate.Product {
+	return predicate.Product(sql.FieldLTE(FieldQueueTickedAt, v))
+}
+
+// QueueTickedAtIsNil applies the IsNil predicate on the "queue_ticked_at" field.
+func QueueTickedAtIsNil() predicate.Product {
+	return predicate.Product(sql.FieldIsNull(FieldQueueTickedAt))
+}
+
+// QueueTickedAtNotNil applies the NotNil predicate on the "queue_ticked_at" field.
+func QueueTickedAtNotNil() predicate.Product {
+	return predicate.Product(sql.FieldNotNull(FieldQueueTickedAt))
 }
 
 // And groups predicates with the AND operator between them.

@@ -41,5 +41,24 @@ func (Product) Fields() []ent.Field {
 		// The sale window, judged by the database clock; nil: open now, no end.
 		field.Time("sale_starts_at").Optional().Nillable().SchemaType(mysqlTime),
 		field.Time("sale_ends_at").Optional().Nillable().SchemaType(mysqlTime),
+		// The waiting room (package stock, queue.go). Tickets admitted per
+		// minute; nil: no waiting room.
+		field.Int("queue_admit_per_minute").Optional().Nillable().Positive(),
+		// Tickets numbered up to queue_serving are let in: a WAITING
+		// ticket's position is its number minus this. Moved forward under
+		// this row's lock only, by elapsed time times the rate.
+		field.Int64("queue_serving").Default(0),
+		// The number the next ticket that joins after the start gets.
+		field.Int64("queue_next").Default(1),
+		// Admissions owed but not yet made (the fraction of one carried
+		// from one tick to the next).
+		field.Float("queue_carry").Default(0),
+		// Tickets WAITING, and tickets ever let in (ADMITTED, USED or
+		// EXPIRED), kept with the changes so QueueStats costs no count.
+		field.Int64("queue_waiting").Default(0),
+		field.Int64("queue_admitted").Default(0),
+		// When admission last moved forward; nil until the pre-queue has
+		// been numbered at the sale's start.
+		field.Time("queue_ticked_at").Optional().Nillable().SchemaType(mysqlTime),
 	}
 }
