@@ -51,6 +51,7 @@ type config struct {
 	MetricsAddr     string        // host:port of the Prometheus listener; "": off
 	ShutdownTimeout time.Duration // how long in-flight requests get on SIGTERM
 	Retention       time.Duration // how long lapsed holds and payment audit rows are kept
+	QueuePassTTL    time.Duration // how long an admitted queue ticket may take its hold
 	LogLevel        slog.Level
 	LogFormat       string // text or json
 	Events          eventsConfig
@@ -110,6 +111,7 @@ var envVars = []envVar{
 	{"EVENTS_MAX_ATTEMPTS", "15", "failed attempts before an event is FAILED on a sink (an operator may redeliver it)"},
 	{"EVENTS_CONCURRENCY", "16", "delivery attempts in flight per process per sink"},
 	{"EVENTS_RETENTION", "168h", "how long events delivered to every sink are kept"},
+	{"QUEUE_PASS_TTL", "10m", "how long an admitted waiting-room ticket may take its one hold"},
 	{"RETENTION", "2160h", "how long expired and released holds that never became orders, and payment-event audit rows, are kept (90 days)"},
 	{"LOG_LEVEL", "info", "debug, info, warn or error"},
 	{"LOG_FORMAT", "text", "text or json"},
@@ -136,6 +138,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		ReadTimeout:     durVar("READ_TIMEOUT", 100*time.Millisecond, 10*time.Minute),
 		ReadCacheMaxAge: intVar("READ_CACHE_MAX_AGE", 0, 600),
 		Retention:       durVar("RETENTION", time.Hour, 100*365*24*time.Hour),
+		QueuePassTTL:    durVar("QUEUE_PASS_TTL", time.Second, 24*time.Hour),
 		LogFormat:       get("LOG_FORMAT"),
 		GraphQLLimits: graph.Limits{
 			MaxQueryBytes: intVar("GRAPHQL_MAX_QUERY_BYTES", 256, graph.MaxBody),

@@ -42,6 +42,7 @@ func TestDocsCoverTheAPI(t *testing.T) {
 		graph.CodeHoldNotActive, graph.CodePurchaseLimit, graph.CodeKeyReused, graph.CodeSaleNotStarted,
 		graph.CodeSaleEnded, graph.CodeUnauthenticated, graph.CodeUnavailable, graph.CodeInternal,
 		graph.CodeQueryTooLarge, graph.CodeQueryTooDeep, graph.CodeComplexityLimit, graph.CodeRateLimited,
+		graph.CodeQueueRequired, graph.CodeNotAdmitted,
 	} {
 		if !strings.Contains(api, "`"+code+"`") {
 			t.Errorf("docs/api.md does not explain the error code %s", code)

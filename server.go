@@ -232,6 +232,7 @@ func (a *app) openAPI(ctx context.Context) error {
 	a.svc.OnChange(a.hub.Publish)
 	resolver.Live = a.hub
 	a.met.WatchSubscriptions(a.hub.Count)
+	a.met.WatchQueue(a.svc.QueueWaiting)
 	limits := cfg.GraphQLLimits
 	limits.Timeout = cfg.RequestTimeout
 	a.api = graph.NewHandler(resolver, graph.Options{
@@ -292,7 +293,7 @@ func (a *app) serve(ctx context.Context) error {
 	}
 	sw, err := sweeper.Start(a.svc, sweeper.Config{
 		Interval: cfg.SweepInterval, Logger: log, Events: a.relay, EventsRetention: cfg.Events.Retention,
-		Retention: cfg.Retention,
+		Retention: cfg.Retention, PassTTL: cfg.QueuePassTTL,
 	})
 	if err != nil {
 		return err

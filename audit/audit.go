@@ -65,6 +65,8 @@ type Product struct {
 	MaxPerCustomer *int    `json:"maxPerCustomer"`
 	SaleStartsAt   *string `json:"saleStartsAt"`
 	SaleEndsAt     *string `json:"saleEndsAt"`
+	// The waiting room's rate; null: none.
+	QueueAdmitPerMinute *int `json:"queueAdmitPerMinute"`
 }
 
 // Snapshot copies what the log keeps of p now; p may change afterwards
@@ -86,6 +88,10 @@ func Snapshot(p *ent.Product) *Product {
 	if p.MaxPerCustomer != nil {
 		n := *p.MaxPerCustomer
 		s.MaxPerCustomer = &n
+	}
+	if p.QueueAdmitPerMinute != nil {
+		n := *p.QueueAdmitPerMinute
+		s.QueueAdmitPerMinute = &n
 	}
 	return s
 }

@@ -33,6 +33,8 @@ const (
 	CodeUnauthenticated   = "UNAUTHENTICATED"
 	CodeUnavailable       = "UNAVAILABLE"
 	CodeInternal          = "INTERNAL_SERVER_ERROR"
+	CodeQueueRequired     = "QUEUE_REQUIRED"
+	CodeNotAdmitted       = "NOT_ADMITTED"
 )
 
 // codes maps the domain's error kinds to the contract's codes. Their
@@ -51,6 +53,8 @@ var codes = []struct {
 	{stock.ErrKeyReused, CodeKeyReused},
 	{stock.ErrSaleNotStarted, CodeSaleNotStarted},
 	{stock.ErrSaleEnded, CodeSaleEnded},
+	{stock.ErrQueueRequired, CodeQueueRequired},
+	{stock.ErrNotAdmitted, CodeNotAdmitted},
 	{ErrUnauthenticated, CodeUnauthenticated},
 	{live.ErrNotFound, CodeNotFound},
 	{live.ErrTooMany, CodeRateLimited},
@@ -71,12 +75,7 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 			gqlErr.Message = "the service is temporarily unavailable; nothing was changed, retry is safe"
 			return withCode(gqlErr, CodeUnavailable)
 		case known:
-			var notYet *stock.SaleNotStartedError
-			if code == CodeSaleNotStarted && errors.As(err, &notYet) {
-				// When to come back, for the storefront's countdown.
-				withCode(gqlErr, code).Extensions["saleStartsAt"] = notYet.StartsAt.UTC().Format(time.RFC3339Nano)
-			}
-			return withCode(gqlErr, code)
+			return withDetails(withCode(gqlErr, code), err)
 		case len(gqlErr.Path) > 0 && gqlErr.Path[0] == ast.PathName("variable"):
 			// A variable of the wrong type is the caller's input, as in Apollo.
 			return withCode(gqlErr, CodeBadUserInput)
@@ -93,6 +92,31 @@ func ErrorPresenter(log *slog.Logger) graphql.ErrorPresenterFunc {
 		gqlErr.Message = "internal server error"
 		return withCode(gqlErr, CodeInternal)
 	}
+}
+
+// withDetails adds what the caller may act on to a domain error's
+// extensions: when a sale opens (for a countdown), and a queue ticket's
+// status, position and estimated admission.
+func withDetails(e *gqlerror.Error, err error) *gqlerror.Error {
+	var notYet *stock.SaleNotStartedError
+	if errors.As(err, &notYet) {
+		e.Extensions["saleStartsAt"] = notYet.StartsAt.UTC().Format(time.RFC3339Nano)
+	}
+	var q *stock.QueueError
+	if errors.As(err, &q) {
+		if q.TicketStatus != "" {
+			e.Extensions["ticketStatus"] = q.TicketStatus.String()
+		}
+		if errors.Is(err, stock.ErrNotAdmitted) {
+			e.Extensions["position"] = q.Position
+			var at any // null while unknown
+			if q.EstimatedAt != nil {
+				at = q.EstimatedAt.UTC().Format(time.RFC3339Nano)
+			}
+			e.Extensions["estimatedAdmissionAt"] = at
+		}
+	}
+	return e
 }
 
 // requestProblem rewrites gqlgen's message for a body it could not decode

@@ -9,8 +9,10 @@ import (
 	"flashsale/ent/eventdelivery"
 	"flashsale/ent/hold"
 	"flashsale/ent/order"
+	"flashsale/ent/queueticket"
 	"flashsale/graph/model"
 	"flashsale/graph/scalar"
+	"flashsale/stock"
 	"fmt"
 	"math"
 	"strconv"
@@ -42,6 +44,7 @@ type ResolverRoot interface {
 	OrderEvent() OrderEventResolver
 	Product() ProductResolver
 	Query() QueryResolver
+	QueueTicket() QueueTicketResolver
 	Subscription() SubscriptionResolver
 }
 
@@ -88,9 +91,10 @@ type ComplexityRoot struct {
 
 	Mutation struct {
 		AdjustStock           func(childComplexity int, productID string, delta int, reason string) int
-		CreateHold            func(childComplexity int, productID string, qty int, idempotencyKey *string) int
+		CreateHold            func(childComplexity int, productID string, qty int, idempotencyKey *string, queueTicketID *string) int
 		CreateOrder           func(childComplexity int, holdID string) int
 		CreateProduct         func(childComplexity int, input model.CreateProductInput) int
+		JoinQueue             func(childComplexity int, productID string) int
 		RedeliverEvents       func(childComplexity int, ids []string) int
 		RedeliverFailedEvents func(childComplexity int) int
 		ReleaseHold           func(childComplexity int, holdID string) int
@@ -167,17 +171,19 @@ type ComplexityRoot struct {
 	}
 
 	Product struct {
-		CreatedAt      func(childComplexity int) int
-		ID             func(childComplexity int) int
-		MaxPerCustomer func(childComplexity int) int
-		Name           func(childComplexity int) int
-		PriceCents     func(childComplexity int) int
-		SaleEndsAt     func(childComplexity int) int
-		SaleStartsAt   func(childComplexity int) int
-		StockAvailable func(childComplexity int) int
-		StockReserved  func(childComplexity int) int
-		StockSellable  func(childComplexity int) int
-		UpdatedAt      func(childComplexity int) int
+		CreatedAt           func(childComplexity int) int
+		ID                  func(childComplexity int) int
+		MaxPerCustomer      func(childComplexity int) int
+		Name                func(childComplexity int) int
+		PriceCents          func(childComplexity int) int
+		Queue               func(childComplexity int) int
+		QueueAdmitPerMinute func(childComplexity int) int
+		SaleEndsAt          func(childComplexity int) int
+		SaleStartsAt        func(childComplexity int) int
+		StockAvailable      func(childComplexity int) int
+		StockReserved       func(childComplexity int) int
+		StockSellable       func(childComplexity int) int
+		UpdatedAt           func(childComplexity int) int
 	}
 
 	ProductConnection struct {
@@ -199,11 +205,30 @@ type ComplexityRoot struct {
 		Orders          func(childComplexity int, productID *string, status *order.Status, first *int, after *string) int
 		Product         func(childComplexity int, id string) int
 		Products        func(childComplexity int, first *int, after *string) int
+		QueueTicket     func(childComplexity int, id string) int
 		ServerTime      func(childComplexity int) int
+	}
+
+	QueueStats struct {
+		AdmitPerMinute func(childComplexity int) int
+		Admitted       func(childComplexity int) int
+		Waiting        func(childComplexity int) int
+	}
+
+	QueueTicket struct {
+		AdmittedAt           func(childComplexity int) int
+		CreatedAt            func(childComplexity int) int
+		EstimatedAdmissionAt func(childComplexity int) int
+		ID                   func(childComplexity int) int
+		PassExpiresAt        func(childComplexity int) int
+		Position             func(childComplexity int) int
+		Product              func(childComplexity int) int
+		Status               func(childComplexity int) int
 	}
 
 	Subscription struct {
 		ProductStock func(childComplexity int, id string) int
+		QueueTicket  func(childComplexity int, id string) int
 	}
 }
 
@@ -226,7 +251,8 @@ type HoldResolver interface {
 	Order(ctx context.Context, obj *ent.Hold) (*ent.Order, error)
 }
 type MutationResolver interface {
-	CreateHold(ctx context.Context, productID string, qty int, idempotencyKey *string) (*ent.Hold, error)
+	CreateHold(ctx context.Context, productID string, qty int, idempotencyKey *string, queueTicketID *string) (*ent.Hold, error)
+	JoinQueue(ctx context.Context, productID string) (*stock.QueueTicketView, error)
 	CreateOrder(ctx context.Context, holdID string) (*ent.Order, error)
 	ReleaseHold(ctx context.Context, holdID string) (*ent.Hold, error)
 	CreateProduct(ctx context.Context, input model.CreateProductInput) (*ent.Product, error)
@@ -250,6 +276,8 @@ type OrderEventResolver interface {
 }
 type ProductResolver interface {
 	StockSellable(ctx context.Context, obj *ent.Product) (int, error)
+
+	Queue(ctx context.Context, obj *ent.Product) (*model.QueueStats, error)
 }
 type QueryResolver interface {
 	Product(ctx context.Context, id string) (*ent.Product, error)
@@ -261,9 +289,17 @@ type QueryResolver interface {
 	Orders(ctx context.Context, productID *string, status *order.Status, first *int, after *string) (*model.OrderConnection, error)
 	OrderEvents(ctx context.Context, orderID *string, status *eventdelivery.Status, first *int, after *string) (*model.OrderEventConnection, error)
 	OperatorActions(ctx context.Context, first *int, after *string) (*model.OperatorActionConnection, error)
+	QueueTicket(ctx context.Context, id string) (*stock.QueueTicketView, error)
+}
+type QueueTicketResolver interface {
+	Product(ctx context.Context, obj *stock.QueueTicketView) (*ent.Product, error)
+
+	Position(ctx context.Context, obj *stock.QueueTicketView) (*int, error)
+	EstimatedAdmissionAt(ctx context.Context, obj *stock.QueueTicketView) (*time.Time, error)
 }
 type SubscriptionResolver interface {
 	ProductStock(ctx context.Context, id string) (<-chan *ent.Product, error)
+	QueueTicket(ctx context.Context, id string) (<-chan *stock.QueueTicketView, error)
 }
 
 // endregion ************************** generated!.gotpl **************************
@@ -452,7 +488,7 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 			return 0, false
 		}
 
-		return e.ComplexityRoot.Mutation.CreateHold(childComplexity, args["productId"].(string), args["qty"].(int), args["idempotencyKey"].(*string)), true
+		return e.ComplexityRoot.Mutation.CreateHold(childComplexity, args["productId"].(string), args["qty"].(int), args["idempotencyKey"].(*string), args["queueTicketId"].(*string)), true
 	case "Mutation.createOrder":
 		if e.ComplexityRoot.Mutation.CreateOrder == nil {
 			break
@@ -475,6 +511,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateProduct(childComplexity, args["input"].(model.CreateProductInput)), true
+	case "Mutation.joinQueue":
+		if e.ComplexityRoot.Mutation.JoinQueue == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_joinQueue_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.JoinQueue(childComplexity, args["productId"].(string)), true
 	case "Mutation.redeliverEvents":
 		if e.ComplexityRoot.Mutation.RedeliverEvents == nil {
 			break
@@ -789,6 +836,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Product.PriceCents(childComplexity), true
+	case "Product.queue":
+		if e.ComplexityRoot.Product.Queue == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Product.Queue(childComplexity), true
+	case "Product.queueAdmitPerMinute":
+		if e.ComplexityRoot.Product.QueueAdmitPerMinute == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Product.QueueAdmitPerMinute(childComplexity), true
 	case "Product.saleEndsAt":
 		if e.ComplexityRoot.Product.SaleEndsAt == nil {
 			break
@@ -936,12 +995,91 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Products(childComplexity, args["first"].(*int), args["after"].(*string)), true
+	case "Query.queueTicket":
+		if e.ComplexityRoot.Query.QueueTicket == nil {
+			break
+		}
+
+		args, err := ec.field_Query_queueTicket_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.QueueTicket(childComplexity, args["id"].(string)), true
 	case "Query.serverTime":
 		if e.ComplexityRoot.Query.ServerTime == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Query.ServerTime(childComplexity), true
+
+	case "QueueStats.admitPerMinute":
+		if e.ComplexityRoot.QueueStats.AdmitPerMinute == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStats.AdmitPerMinute(childComplexity), true
+	case "QueueStats.admitted":
+		if e.ComplexityRoot.QueueStats.Admitted == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStats.Admitted(childComplexity), true
+	case "QueueStats.waiting":
+		if e.ComplexityRoot.QueueStats.Waiting == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueStats.Waiting(childComplexity), true
+
+	case "QueueTicket.admittedAt":
+		if e.ComplexityRoot.QueueTicket.AdmittedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.AdmittedAt(childComplexity), true
+	case "QueueTicket.createdAt":
+		if e.ComplexityRoot.QueueTicket.CreatedAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.CreatedAt(childComplexity), true
+	case "QueueTicket.estimatedAdmissionAt":
+		if e.ComplexityRoot.QueueTicket.EstimatedAdmissionAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.EstimatedAdmissionAt(childComplexity), true
+	case "QueueTicket.id":
+		if e.ComplexityRoot.QueueTicket.ID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.ID(childComplexity), true
+	case "QueueTicket.passExpiresAt":
+		if e.ComplexityRoot.QueueTicket.PassExpiresAt == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.PassExpiresAt(childComplexity), true
+	case "QueueTicket.position":
+		if e.ComplexityRoot.QueueTicket.Position == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.Position(childComplexity), true
+	case "QueueTicket.product":
+		if e.ComplexityRoot.QueueTicket.Product == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.Product(childComplexity), true
+	case "QueueTicket.status":
+		if e.ComplexityRoot.QueueTicket.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QueueTicket.Status(childComplexity), true
 
 	case "Subscription.productStock":
 		if e.ComplexityRoot.Subscription.ProductStock == nil {
@@ -954,6 +1092,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Subscription.ProductStock(childComplexity, args["id"].(string)), true
+	case "Subscription.queueTicket":
+		if e.ComplexityRoot.Subscription.QueueTicket == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_queueTicket_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.QueueTicket(childComplexity, args["id"].(string)), true
 
 	}
 	return 0, false
@@ -1116,6 +1265,13 @@ type Query {
   a previous page. Errors: UNAUTHENTICATED, BAD_USER_INPUT.
   """
   operatorActions(first: Int = 20, after: String): OperatorActionConnection!
+  """
+  A waiting-room ticket, or null when there is no such ticket or it is
+  another customer's (a customer's ticket is private like their holds;
+  operators read every ticket; an anonymous ticket belongs to whoever has
+  its ID).
+  """
+  queueTicket(id: ID!): QueueTicket
 }
 
 type Subscription {
@@ -1128,6 +1284,14 @@ type Subscription {
   RATE_LIMITED (MAX_SUBSCRIPTIONS reached).
   """
   productStock(id: ID!): Product!
+  """
+  A waiting-room ticket now, then again when it changes (its position moves,
+  it is admitted, used, expired or sold out), within a second; position
+  changes of a ticket far back may be coalesced. Over both transports, like
+  productStock; a customer's ticket needs the customer's token (in
+  connection_init on WebSocket). Errors: BAD_USER_INPUT, NOT_FOUND.
+  """
+  queueTicket(id: ID!): QueueTicket!
 }
 
 "A buyer identified by the shop's login system (the token's sub)."
@@ -1182,9 +1346,23 @@ type Mutation {
   it is now, and changes nothing.
   Errors: BAD_USER_INPUT, NOT_FOUND, INSUFFICIENT_STOCK, PURCHASE_LIMIT_EXCEEDED,
   IDEMPOTENCY_KEY_REUSED, SALE_NOT_STARTED (extensions.saleStartsAt), SALE_ENDED,
-  UNAUTHENTICATED.
+  UNAUTHENTICATED. On a product with a waiting room, queueTicketId must be
+  the caller's ADMITTED ticket (its pass takes one hold, until
+  passExpiresAt): else QUEUE_REQUIRED (extensions.ticketStatus for the
+  caller's own ticket) or, while it waits, NOT_ADMITTED
+  (extensions.position, extensions.estimatedAdmissionAt). Products without
+  one ignore queueTicketId.
   """
-  createHold(productId: ID!, qty: Int!, idempotencyKey: String): Hold!
+  createHold(productId: ID!, qty: Int!, idempotencyKey: String, queueTicketId: ID): Hold!
+  """
+  Join a product's waiting room (see QueueTicket). With customer tokens
+  configured, a customer has one ticket per product, ever: joining again
+  returns it. Before saleStartsAt this is the pre-queue, shuffled at the
+  start; after it, first come first served; once sold out the ticket is
+  SOLD_OUT at once. Errors: BAD_USER_INPUT (no waiting room), NOT_FOUND,
+  SALE_ENDED, UNAUTHENTICATED.
+  """
+  joinQueue(productId: ID!): QueueTicket!
   """
   Turn an ACTIVE, unexpired hold into an order awaiting payment.
   Errors: BAD_USER_INPUT, NOT_FOUND, HOLD_EXPIRED, HOLD_NOT_ACTIVE, UNAUTHENTICATED.
@@ -1243,6 +1421,8 @@ input CreateProductInput {
   saleStartsAt: Time
   "When createHold closes (after saleStartsAt); null: no end."
   saleEndsAt: Time
+  "Tickets let in per minute (1..1000000): turns the waiting room on; null: none."
+  queueAdmitPerMinute: Int
 }
 
 "A field left out is unchanged; a field given as null is cleared."
@@ -1257,6 +1437,8 @@ input UpdateProductInput {
   saleStartsAt: Time
   "When createHold closes (after saleStartsAt); null: no end."
   saleEndsAt: Time
+  "Tickets let in per minute (1..1000000): turns the waiting room on; null: none."
+  queueAdmitPerMinute: Int
 }
 
 type Product {
@@ -1277,6 +1459,10 @@ type Product {
   saleEndsAt: Time @cacheControl(scope: PUBLIC)
   createdAt: Time! @cacheControl(scope: PUBLIC)
   updatedAt: Time! @cacheControl(scope: PUBLIC)
+  "The waiting room's admission rate, tickets per minute; null: no waiting room."
+  queueAdmitPerMinute: Int @cacheControl(scope: PUBLIC)
+  "The waiting room now; null without one."
+  queue: QueueStats @cacheControl(scope: PUBLIC)
 }
 
 enum HoldStatus {
@@ -1414,6 +1600,49 @@ type OperatorActionConnection {
 type OperatorActionEdge {
   cursor: String!
   node: OperatorAction!
+}
+
+enum QueueTicketStatus {
+  "In line: position says where."
+  WAITING
+  "Let in: the ticket's pass may take one hold until passExpiresAt."
+  ADMITTED
+  "Its pass took a hold."
+  USED
+  "Let in, but no hold was taken before passExpiresAt."
+  EXPIRED
+  "Everything sold while it waited (or when it joined)."
+  SOLD_OUT
+}
+
+"""
+A place in a product's waiting room. Buyers who join before saleStartsAt
+are put in a uniformly random order at the start; later ones queue behind
+them, first come first served; tickets are let in at the product's
+queueAdmitPerMinute, pausing while nothing is sellable.
+"""
+type QueueTicket {
+  "Unguessable: whoever has an anonymous ticket's ID may use it."
+  id: ID!
+  product: Product!
+  status: QueueTicketStatus!
+  "1 = next in; null before the sale starts and once not WAITING."
+  position: Int
+  "When the ticket should be let in, from the admission rate; null while unknown (before the start, or paused)."
+  estimatedAdmissionAt: Time
+  admittedAt: Time
+  "An ADMITTED ticket may take one hold until then (admittedAt + QUEUE_PASS_TTL)."
+  passExpiresAt: Time
+  createdAt: Time!
+}
+
+"A product's waiting room now."
+type QueueStats {
+  "Tickets WAITING."
+  waiting: Int! @cacheControl(scope: PUBLIC)
+  "Every ticket let in so far (ADMITTED, USED or EXPIRED)."
+  admitted: Int! @cacheControl(scope: PUBLIC)
+  admitPerMinute: Int! @cacheControl(scope: PUBLIC)
 }
 `, BuiltIn: false},
 }
@@ -1659,6 +1888,10 @@ func (ec *executionContext) childFields_Product(ctx context.Context, field graph
 		return ec.fieldContext_Product_createdAt(ctx, field)
 	case "updatedAt":
 		return ec.fieldContext_Product_updatedAt(ctx, field)
+	case "queueAdmitPerMinute":
+		return ec.fieldContext_Product_queueAdmitPerMinute(ctx, field)
+	case "queue":
+		return ec.fieldContext_Product_queue(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Product", field.Name)
 }
@@ -1681,6 +1914,40 @@ func (ec *executionContext) childFields_ProductEdge(ctx context.Context, field g
 		return ec.fieldContext_ProductEdge_node(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type ProductEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_QueueStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "waiting":
+		return ec.fieldContext_QueueStats_waiting(ctx, field)
+	case "admitted":
+		return ec.fieldContext_QueueStats_admitted(ctx, field)
+	case "admitPerMinute":
+		return ec.fieldContext_QueueStats_admitPerMinute(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QueueStats", field.Name)
+}
+
+func (ec *executionContext) childFields_QueueTicket(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "id":
+		return ec.fieldContext_QueueTicket_id(ctx, field)
+	case "product":
+		return ec.fieldContext_QueueTicket_product(ctx, field)
+	case "status":
+		return ec.fieldContext_QueueTicket_status(ctx, field)
+	case "position":
+		return ec.fieldContext_QueueTicket_position(ctx, field)
+	case "estimatedAdmissionAt":
+		return ec.fieldContext_QueueTicket_estimatedAdmissionAt(ctx, field)
+	case "admittedAt":
+		return ec.fieldContext_QueueTicket_admittedAt(ctx, field)
+	case "passExpiresAt":
+		return ec.fieldContext_QueueTicket_passExpiresAt(ctx, field)
+	case "createdAt":
+		return ec.fieldContext_QueueTicket_createdAt(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QueueTicket", field.Name)
 }
 
 func (ec *executionContext) childFields___Directive(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -1900,6 +2167,14 @@ func (ec *executionContext) field_Mutation_createHold_args(ctx context.Context, 
 		return nil, err
 	}
 	args["idempotencyKey"] = arg2
+	arg3, err := graphql.ProcessArgField(ctx, rawArgs, "queueTicketId",
+		func(ctx context.Context, v any) (*string, error) {
+			return ec.unmarshalOID2ᚖstring(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["queueTicketId"] = arg3
 	return args, nil
 }
 
@@ -1928,6 +2203,20 @@ func (ec *executionContext) field_Mutation_createProduct_args(ctx context.Contex
 		return nil, err
 	}
 	args["input"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Mutation_joinQueue_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "productId",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["productId"] = arg0
 	return args, nil
 }
 
@@ -2157,7 +2446,35 @@ func (ec *executionContext) field_Query_products_args(ctx context.Context, rawAr
 	return args, nil
 }
 
+func (ec *executionContext) field_Query_queueTicket_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
 func (ec *executionContext) field_Subscription_productStock_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
+	var err error
+	args := map[string]any{}
+	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
+		func(ctx context.Context, v any) (string, error) {
+			return ec.unmarshalNID2string(ctx, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	args["id"] = arg0
+	return args, nil
+}
+
+func (ec *executionContext) field_Subscription_queueTicket_args(ctx context.Context, rawArgs map[string]any) (map[string]any, error) {
 	var err error
 	args := map[string]any{}
 	arg0, err := graphql.ProcessArgField(ctx, rawArgs, "id",
@@ -2848,7 +3165,7 @@ func (ec *executionContext) _Mutation_createHold(ctx context.Context, field grap
 		},
 		func(ctx context.Context) (any, error) {
 			fc := graphql.GetFieldContext(ctx)
-			return ec.Resolvers.Mutation().CreateHold(ctx, fc.Args["productId"].(string), fc.Args["qty"].(int), fc.Args["idempotencyKey"].(*string))
+			return ec.Resolvers.Mutation().CreateHold(ctx, fc.Args["productId"].(string), fc.Args["qty"].(int), fc.Args["idempotencyKey"].(*string), fc.Args["queueTicketId"].(*string))
 		},
 		nil,
 		func(ctx context.Context, selections ast.SelectionSet, v *ent.Hold) graphql.Marshaler {
@@ -2876,6 +3193,50 @@ func (ec *executionContext) fieldContext_Mutation_createHold(ctx context.Context
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Mutation_createHold_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Mutation_joinQueue(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Mutation_joinQueue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Mutation().JoinQueue(ctx, fc.Args["productId"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *stock.QueueTicketView) graphql.Marshaler {
+			return ec.marshalNQueueTicket2ᚖflashsaleᚋstockᚐQueueTicketView(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Mutation_joinQueue(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Mutation",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueTicket(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Mutation_joinQueue_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -4436,6 +4797,61 @@ func (ec *executionContext) fieldContext_Product_updatedAt(_ context.Context, fi
 	return graphql.NewScalarFieldContext("Product", field, false, false, "Time")
 }
 
+func (ec *executionContext) _Product_queueAdmitPerMinute(ctx context.Context, field graphql.CollectedField, obj *ent.Product) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Product_queueAdmitPerMinute(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.QueueAdmitPerMinute, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Product_queueAdmitPerMinute(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("Product", field, false, false, "Int")
+}
+
+func (ec *executionContext) _Product_queue(ctx context.Context, field graphql.CollectedField, obj *ent.Product) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Product_queue(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.Product().Queue(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *model.QueueStats) graphql.Marshaler {
+			return ec.marshalOQueueStats2ᚖflashsaleᚋgraphᚋmodelᚐQueueStats(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Product_queue(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Product",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueStats(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _ProductConnection_edges(ctx context.Context, field graphql.CollectedField, obj *model.ProductConnection) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4918,6 +5334,50 @@ func (ec *executionContext) fieldContext_Query_operatorActions(ctx context.Conte
 	return fc, nil
 }
 
+func (ec *executionContext) _Query_queueTicket(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Query_queueTicket(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Query().QueueTicket(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *stock.QueueTicketView) graphql.Marshaler {
+			return ec.marshalOQueueTicket2ᚖflashsaleᚋstockᚐQueueTicketView(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_Query_queueTicket(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Query",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueTicket(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Query_queueTicket_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
 func (ec *executionContext) _Query___type(ctx context.Context, field graphql.CollectedField) (ret graphql.Marshaler) {
 	return graphql.ResolveField(
 		ctx,
@@ -4994,6 +5454,268 @@ func (ec *executionContext) fieldContext_Query___schema(_ context.Context, field
 	return fc, nil
 }
 
+func (ec *executionContext) _QueueStats_waiting(ctx context.Context, field graphql.CollectedField, obj *model.QueueStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStats_waiting(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Waiting, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStats_waiting(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStats", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStats_admitted(ctx context.Context, field graphql.CollectedField, obj *model.QueueStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStats_admitted(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Admitted, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStats_admitted(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStats", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueStats_admitPerMinute(ctx context.Context, field graphql.CollectedField, obj *model.QueueStats) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueStats_admitPerMinute(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdmitPerMinute, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v int) graphql.Marshaler {
+			return ec.marshalNInt2int(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueStats_admitPerMinute(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueStats", field, false, false, "Int")
+}
+
+func (ec *executionContext) _QueueTicket_id(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_id(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.ID, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v uuid.UUID) graphql.Marshaler {
+			return ec.marshalNID2githubᚗcomᚋgoogleᚋuuidᚐUUID(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_id(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueTicket", field, false, false, "ID")
+}
+
+func (ec *executionContext) _QueueTicket_product(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_product(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.QueueTicket().Product(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *ent.Product) graphql.Marshaler {
+			return ec.marshalNProduct2ᚖflashsaleᚋentᚐProduct(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_product(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "QueueTicket",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_Product(ctx, field)
+		},
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _QueueTicket_status(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_status(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.Status, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v queueticket.Status) graphql.Marshaler {
+			return ec.marshalNQueueTicketStatus2flashsaleᚋentᚋqueueticketᚐStatus(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_status(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueTicket", field, false, false, "QueueTicketStatus")
+}
+
+func (ec *executionContext) _QueueTicket_position(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_position(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.QueueTicket().Position(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *int) graphql.Marshaler {
+			return ec.marshalOInt2ᚖint(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_position(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueTicket", field, true, true, "Int")
+}
+
+func (ec *executionContext) _QueueTicket_estimatedAdmissionAt(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_estimatedAdmissionAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return ec.Resolvers.QueueTicket().EstimatedAdmissionAt(ctx, obj)
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_estimatedAdmissionAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueTicket", field, true, true, "Time")
+}
+
+func (ec *executionContext) _QueueTicket_admittedAt(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_admittedAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.AdmittedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_admittedAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueTicket", field, false, false, "Time")
+}
+
+func (ec *executionContext) _QueueTicket_passExpiresAt(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_passExpiresAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.PassExpiresAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *time.Time) graphql.Marshaler {
+			return ec.marshalOTime2ᚖtimeᚐTime(ctx, selections, v)
+		},
+		true,
+		false,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_passExpiresAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueTicket", field, false, false, "Time")
+}
+
+func (ec *executionContext) _QueueTicket_createdAt(ctx context.Context, field graphql.CollectedField, obj *stock.QueueTicketView) (ret graphql.Marshaler) {
+	return graphql.ResolveField(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_QueueTicket_createdAt(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			return obj.CreatedAt, nil
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v time.Time) graphql.Marshaler {
+			return ec.marshalNTime2timeᚐTime(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_QueueTicket_createdAt(_ context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	return graphql.NewScalarFieldContext("QueueTicket", field, false, false, "Time")
+}
+
 func (ec *executionContext) _Subscription_productStock(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
 	return graphql.ResolveFieldStream(
 		ctx,
@@ -5032,6 +5754,50 @@ func (ec *executionContext) fieldContext_Subscription_productStock(ctx context.C
 	}()
 	ctx = graphql.WithFieldContext(ctx, fc)
 	if fc.Args, err = ec.field_Subscription_productStock_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
+		ec.Error(ctx, err)
+		return fc, err
+	}
+	return fc, nil
+}
+
+func (ec *executionContext) _Subscription_queueTicket(ctx context.Context, field graphql.CollectedField) (ret func(ctx context.Context) graphql.Marshaler) {
+	return graphql.ResolveFieldStream(
+		ctx,
+		ec.OperationContext,
+		field,
+		func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.fieldContext_Subscription_queueTicket(ctx, field)
+		},
+		func(ctx context.Context) (any, error) {
+			fc := graphql.GetFieldContext(ctx)
+			return ec.Resolvers.Subscription().QueueTicket(ctx, fc.Args["id"].(string))
+		},
+		nil,
+		func(ctx context.Context, selections ast.SelectionSet, v *stock.QueueTicketView) graphql.Marshaler {
+			return ec.marshalNQueueTicket2ᚖflashsaleᚋstockᚐQueueTicketView(ctx, selections, v)
+		},
+		true,
+		true,
+	)
+}
+func (ec *executionContext) fieldContext_Subscription_queueTicket(ctx context.Context, field graphql.CollectedField) (fc *graphql.FieldContext, err error) {
+	fc = &graphql.FieldContext{
+		Object:     "Subscription",
+		Field:      field,
+		IsMethod:   true,
+		IsResolver: true,
+		Child: func(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+			return ec.childFields_QueueTicket(ctx, field)
+		},
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = ec.Recover(ctx, r)
+			ec.Error(ctx, err)
+		}
+	}()
+	ctx = graphql.WithFieldContext(ctx, fc)
+	if fc.Args, err = ec.field_Subscription_queueTicket_args(ctx, field.ArgumentMap(ec.Variables)); err != nil {
 		ec.Error(ctx, err)
 		return fc, err
 	}
@@ -6122,7 +6888,7 @@ func (ec *executionContext) unmarshalInputCreateProductInput(ctx context.Context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "priceCents", "stock", "maxPerCustomer", "saleStartsAt", "saleEndsAt"}
+	fieldsInOrder := [...]string{"name", "priceCents", "stock", "maxPerCustomer", "saleStartsAt", "saleEndsAt", "queueAdmitPerMinute"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -6171,6 +6937,13 @@ func (ec *executionContext) unmarshalInputCreateProductInput(ctx context.Context
 				return it, err
 			}
 			it.SaleEndsAt = data
+		case "queueAdmitPerMinute":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("queueAdmitPerMinute"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QueueAdmitPerMinute = data
 		}
 	}
 	return it, nil
@@ -6199,7 +6972,7 @@ func (ec *executionContext) unmarshalInputUpdateProductInput(ctx context.Context
 		asMap[k] = v
 	}
 
-	fieldsInOrder := [...]string{"name", "priceCents", "maxPerCustomer", "saleStartsAt", "saleEndsAt"}
+	fieldsInOrder := [...]string{"name", "priceCents", "maxPerCustomer", "saleStartsAt", "saleEndsAt", "queueAdmitPerMinute"}
 	for _, k := range fieldsInOrder {
 		v, ok := asMap[k]
 		if !ok {
@@ -6241,6 +7014,13 @@ func (ec *executionContext) unmarshalInputUpdateProductInput(ctx context.Context
 				return it, err
 			}
 			it.SaleEndsAt = graphql.OmittableOf(data)
+		case "queueAdmitPerMinute":
+			ctx := graphql.WithPathContext(ctx, graphql.NewPathWithField("queueAdmitPerMinute"))
+			data, err := ec.unmarshalOInt2ᚖint(ctx, v)
+			if err != nil {
+				return it, err
+			}
+			it.QueueAdmitPerMinute = graphql.OmittableOf(data)
 		}
 	}
 	return it, nil
@@ -6544,6 +7324,13 @@ func (ec *executionContext) _Mutation(ctx context.Context, sel ast.SelectionSet)
 		case "createHold":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Mutation_createHold(ctx, field)
+			})
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "joinQueue":
+			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
+				return ec._Mutation_joinQueue(ctx, field)
 			})
 			if out.Values[i] == graphql.Null {
 				out.Invalids++
@@ -7162,6 +7949,17 @@ func (ec *executionContext) _Product(ctx context.Context, sel ast.SelectionSet, 
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
+		case "queueAdmitPerMinute":
+			out.Values[i] = ec._Product_queueAdmitPerMinute(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "queue":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Product_queue(ctx, field, obj)
+				})
 		default:
 			panic("unknown field " + strconv.Quote(field.Name))
 		}
@@ -7328,6 +8126,12 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 				func(ctx context.Context) graphql.Marshaler {
 					return ec._Query_operatorActions(ctx, field)
 				})
+		case "queueTicket":
+			out.ResolveRootConcurrently(innerCtx, ec.OperationContext, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._Query_queueTicket(ctx, field)
+				})
 		case "__type":
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___type(ctx, field)
@@ -7339,6 +8143,120 @@ func (ec *executionContext) _Query(ctx context.Context, sel ast.SelectionSet) gr
 			out.Values[i] = ec.OperationContext.RootResolverMiddleware(innerCtx, func(ctx context.Context) (res graphql.Marshaler) {
 				return ec._Query___schema(ctx, field)
 			})
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var queueStatsImplementors = []string{"QueueStats"}
+
+func (ec *executionContext) _QueueStats(ctx context.Context, sel ast.SelectionSet, obj *model.QueueStats) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, queueStatsImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("QueueStats")
+		case "waiting":
+			out.Values[i] = ec._QueueStats_waiting(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "admitted":
+			out.Values[i] = ec._QueueStats_admitted(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		case "admitPerMinute":
+			out.Values[i] = ec._QueueStats_admitPerMinute(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				out.Invalids++
+			}
+		default:
+			panic("unknown field " + strconv.Quote(field.Name))
+		}
+	}
+	out.Dispatch(ctx)
+	if out.Invalids > 0 {
+		return graphql.Null
+	}
+
+	if n := len(deferred.Defers); n > 0 {
+		atomic.AddInt32(&ec.Deferred, int32(min(n, math.MaxInt32)))
+		ec.ProcessDeferredGroup(deferred)
+	}
+
+	return out
+}
+
+var queueTicketImplementors = []string{"QueueTicket"}
+
+func (ec *executionContext) _QueueTicket(ctx context.Context, sel ast.SelectionSet, obj *stock.QueueTicketView) graphql.Marshaler {
+	fields := graphql.CollectFields(ec.OperationContext, sel, queueTicketImplementors)
+
+	out := graphql.NewFieldSet(fields)
+	deferred := graphql.NewDeferredGroup(ctx)
+	for i, field := range fields {
+		switch field.Name {
+		case "__typename":
+			out.Values[i] = graphql.MarshalString("QueueTicket")
+		case "id":
+			out.Values[i] = ec._QueueTicket_id(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "product":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, true,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._QueueTicket_product(ctx, field, obj)
+				})
+		case "status":
+			out.Values[i] = ec._QueueTicket_status(ctx, field, obj)
+			if out.Values[i] == graphql.Null {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "position":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._QueueTicket_position(ctx, field, obj)
+				})
+		case "estimatedAdmissionAt":
+			out.ResolveConcurrently(ec.OperationContext, &deferred, i,
+				true, false,
+				func(ctx context.Context) graphql.Marshaler {
+					return ec._QueueTicket_estimatedAdmissionAt(ctx, field, obj)
+				})
+		case "admittedAt":
+			out.Values[i] = ec._QueueTicket_admittedAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "passExpiresAt":
+			out.Values[i] = ec._QueueTicket_passExpiresAt(ctx, field, obj)
+			if out.Values[i] == graphql.RequiredNull {
+				atomic.AddUint32(&out.Invalids, 1)
+			}
+		case "createdAt":
+			out.Values[i] = ec._QueueTicket_createdAt(ctx, field, obj)
 			if out.Values[i] == graphql.Null {
 				atomic.AddUint32(&out.Invalids, 1)
 			}
@@ -7374,6 +8292,8 @@ func (ec *executionContext) _Subscription(ctx context.Context, sel ast.Selection
 	switch fields[0].Name {
 	case "productStock":
 		return ec._Subscription_productStock(ctx, fields[0])
+	case "queueTicket":
+		return ec._Subscription_queueTicket(ctx, fields[0])
 	default:
 		panic("unknown field " + strconv.Quote(fields[0].Name))
 	}
@@ -8172,6 +9092,29 @@ func (ec *executionContext) marshalNProductEdge2ᚖflashsaleᚋgraphᚋmodelᚐP
 	return ec._ProductEdge(ctx, sel, v)
 }
 
+func (ec *executionContext) marshalNQueueTicket2ᚖflashsaleᚋstockᚐQueueTicketView(ctx context.Context, sel ast.SelectionSet, v *stock.QueueTicketView) graphql.Marshaler {
+	if v == nil {
+		graphql.AddInvalidNullError(ctx, "QueueTicket!")
+		return graphql.Null
+	}
+	return ec._QueueTicket(ctx, sel, v)
+}
+
+func (ec *executionContext) unmarshalNQueueTicketStatus2flashsaleᚋentᚋqueueticketᚐStatus(ctx context.Context, v any) (queueticket.Status, error) {
+	tmp, err := graphql.UnmarshalString(v)
+	res := queueticket.Status(tmp)
+	return res, graphql.ErrorOnPath(ctx, err)
+}
+
+func (ec *executionContext) marshalNQueueTicketStatus2flashsaleᚋentᚋqueueticketᚐStatus(ctx context.Context, sel ast.SelectionSet, v queueticket.Status) graphql.Marshaler {
+	_ = sel
+	res := graphql.MarshalString(string(v))
+	if res == graphql.Null {
+		graphql.AddInvalidNullFromMarshaler(ctx, "QueueTicketStatus!")
+	}
+	return res
+}
+
 func (ec *executionContext) unmarshalNString2string(ctx context.Context, v any) (string, error) {
 	res, err := graphql.UnmarshalString(v)
 	return res, graphql.ErrorOnPath(ctx, err)
@@ -8495,6 +9438,20 @@ func (ec *executionContext) marshalOProduct2ᚖflashsaleᚋentᚐProduct(ctx con
 		return graphql.Null
 	}
 	return ec._Product(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOQueueStats2ᚖflashsaleᚋgraphᚋmodelᚐQueueStats(ctx context.Context, sel ast.SelectionSet, v *model.QueueStats) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._QueueStats(ctx, sel, v)
+}
+
+func (ec *executionContext) marshalOQueueTicket2ᚖflashsaleᚋstockᚐQueueTicketView(ctx context.Context, sel ast.SelectionSet, v *stock.QueueTicketView) graphql.Marshaler {
+	if v == nil {
+		return graphql.Null
+	}
+	return ec._QueueTicket(ctx, sel, v)
 }
 
 func (ec *executionContext) unmarshalOString2ᚖstring(ctx context.Context, v any) (*string, error) {

@@ -67,8 +67,12 @@ func changeAs[T, U any](o graphql.Omittable[*T], conv func(T) U) stock.Change[U]
 }
 
 // createHold is the createHold resolver's work; the resolver counts its answer.
-func (r *Resolver) createHold(ctx context.Context, productID string, qty int, idempotencyKey *string) (*ent.Hold, error) {
+func (r *Resolver) createHold(ctx context.Context, productID string, qty int, idempotencyKey, queueTicketID *string) (*ent.Hold, error) {
 	id, err := stock.ParseProductID(productID)
+	if err != nil {
+		return nil, err
+	}
+	ticket, err := parseTicketID(queueTicketID)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +80,7 @@ func (r *Resolver) createHold(ctx context.Context, productID string, qty int, id
 	if err != nil {
 		return nil, err
 	}
-	req := stock.HoldRequest{ProductID: id, Qty: qty, Customer: by.Customer}
+	req := stock.HoldRequest{ProductID: id, Qty: qty, Customer: by.Customer, QueueTicket: ticket}
 	if idempotencyKey != nil {
 		if *idempotencyKey == "" {
 			return nil, stock.InvalidInput("idempotencyKey must be 1 to 255 printable characters, or left out")

@@ -70,10 +70,15 @@ func (r *holdResolver) Order(ctx context.Context, obj *ent.Hold) (*ent.Order, er
 }
 
 // CreateHold is the resolver for the createHold field.
-func (r *mutationResolver) CreateHold(ctx context.Context, productID string, qty int, idempotencyKey *string) (*ent.Hold, error) {
-	h, err := r.createHold(ctx, productID, qty, idempotencyKey)
+func (r *mutationResolver) CreateHold(ctx context.Context, productID string, qty int, idempotencyKey *string, queueTicketID *string) (*ent.Hold, error) {
+	h, err := r.createHold(ctx, productID, qty, idempotencyKey, queueTicketID)
 	r.Metrics.Hold(holdResult(err))
 	return h, err
+}
+
+// JoinQueue is the resolver for the joinQueue field.
+func (r *mutationResolver) JoinQueue(ctx context.Context, productID string) (*stock.QueueTicketView, error) {
+	return r.joinQueue(ctx, productID)
 }
 
 // CreateOrder is the resolver for the createOrder field.
@@ -111,6 +116,7 @@ func (r *mutationResolver) CreateProduct(ctx context.Context, input model.Create
 	return r.Stock.CreateProduct(ctx, act, stock.NewProduct{
 		Name: input.Name, PriceCents: int64(input.PriceCents), Stock: input.Stock,
 		MaxPerCustomer: input.MaxPerCustomer, SaleStartsAt: input.SaleStartsAt, SaleEndsAt: input.SaleEndsAt,
+		QueueAdmitPerMinute: input.QueueAdmitPerMinute,
 	})
 }
 
@@ -125,11 +131,12 @@ func (r *mutationResolver) UpdateProduct(ctx context.Context, id string, input m
 		return nil, err
 	}
 	return r.Stock.UpdateProduct(ctx, act, pid, stock.ProductUpdate{
-		Name:           change(input.Name),
-		PriceCents:     changeAs(input.PriceCents, func(c int) int64 { return int64(c) }),
-		MaxPerCustomer: change(input.MaxPerCustomer),
-		SaleStartsAt:   change(input.SaleStartsAt),
-		SaleEndsAt:     change(input.SaleEndsAt),
+		Name:                change(input.Name),
+		PriceCents:          changeAs(input.PriceCents, func(c int) int64 { return int64(c) }),
+		MaxPerCustomer:      change(input.MaxPerCustomer),
+		SaleStartsAt:        change(input.SaleStartsAt),
+		SaleEndsAt:          change(input.SaleEndsAt),
+		QueueAdmitPerMinute: change(input.QueueAdmitPerMinute),
 	})
 }
 
@@ -208,6 +215,11 @@ func (r *orderEventResolver) Deliveries(ctx context.Context, obj *ent.OrderEvent
 // StockSellable is the resolver for the stockSellable field.
 func (r *productResolver) StockSellable(ctx context.Context, obj *ent.Product) (int, error) {
 	return stock.Sellable(obj), nil
+}
+
+// Queue is the resolver for the queue field.
+func (r *productResolver) Queue(ctx context.Context, obj *ent.Product) (*model.QueueStats, error) {
+	return queueStats(obj), nil
 }
 
 // Product is the resolver for the product field.
@@ -346,6 +358,30 @@ func (r *queryResolver) OperatorActions(ctx context.Context, first *int, after *
 	return operatorActionConnection(as, more), nil
 }
 
+// QueueTicket is the resolver for the queueTicket field.
+func (r *queryResolver) QueueTicket(ctx context.Context, id string) (*stock.QueueTicketView, error) {
+	return r.queueTicket(ctx, id)
+}
+
+// Product is the resolver for the product field.
+func (r *queueTicketResolver) Product(ctx context.Context, obj *stock.QueueTicketView) (*ent.Product, error) {
+	return r.product(ctx, obj.ProductID)
+}
+
+// Position is the resolver for the position field.
+func (r *queueTicketResolver) Position(ctx context.Context, obj *stock.QueueTicketView) (*int, error) {
+	if obj.Position == nil {
+		return nil, nil
+	}
+	n := int(*obj.Position)
+	return &n, nil
+}
+
+// EstimatedAdmissionAt is the resolver for the estimatedAdmissionAt field.
+func (r *queueTicketResolver) EstimatedAdmissionAt(ctx context.Context, obj *stock.QueueTicketView) (*time.Time, error) {
+	return obj.EstimatedAt, nil
+}
+
 // ProductStock is the resolver for the productStock field.
 func (r *subscriptionResolver) ProductStock(ctx context.Context, id string) (<-chan *ent.Product, error) {
 	pid, err := stock.ParseProductID(id)
@@ -360,6 +396,11 @@ func (r *subscriptionResolver) ProductStock(ctx context.Context, id string) (<-c
 		return nil, err
 	}
 	return feedStates(ctx, ch), nil
+}
+
+// QueueTicket is the resolver for the queueTicket field.
+func (r *subscriptionResolver) QueueTicket(ctx context.Context, id string) (<-chan *stock.QueueTicketView, error) {
+	return r.watchTicket(ctx, id)
 }
 
 // Customer returns CustomerResolver implementation.
@@ -386,6 +427,9 @@ func (r *Resolver) Product() ProductResolver { return &productResolver{r} }
 // Query returns QueryResolver implementation.
 func (r *Resolver) Query() QueryResolver { return &queryResolver{r} }
 
+// QueueTicket returns QueueTicketResolver implementation.
+func (r *Resolver) QueueTicket() QueueTicketResolver { return &queueTicketResolver{r} }
+
 // Subscription returns SubscriptionResolver implementation.
 func (r *Resolver) Subscription() SubscriptionResolver { return &subscriptionResolver{r} }
 
@@ -398,5 +442,6 @@ type (
 	orderEventResolver    struct{ *Resolver }
 	productResolver       struct{ *Resolver }
 	queryResolver         struct{ *Resolver }
+	queueTicketResolver   struct{ *Resolver }
 	subscriptionResolver  struct{ *Resolver }
 )

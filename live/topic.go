@@ -113,7 +113,9 @@ func same(a, b *ent.Product) bool {
 		a.PriceCents == b.PriceCents &&
 		eqPtr(a.MaxPerCustomer, b.MaxPerCustomer, func(x, y int) bool { return x == y }) &&
 		eqPtr(a.SaleStartsAt, b.SaleStartsAt, eqTime) &&
-		eqPtr(a.SaleEndsAt, b.SaleEndsAt, eqTime)
+		eqPtr(a.SaleEndsAt, b.SaleEndsAt, eqTime) &&
+		eqPtr(a.QueueAdmitPerMinute, b.QueueAdmitPerMinute, func(x, y int) bool { return x == y }) &&
+		a.QueueServing == b.QueueServing && a.QueueWaiting == b.QueueWaiting && a.QueueAdmitted == b.QueueAdmitted
 }
 
 func eqPtr[T any](a, b *T, eq func(T, T) bool) bool {

@@ -69,6 +69,8 @@ var (
 		"RATE_LIMITED",
 		"UNAVAILABLE",
 		"INTERNAL_SERVER_ERROR",
+		"QUEUE_REQUIRED",
+		"NOT_ADMITTED",
 	}
 	orderStatuses    = []string{"PENDING_PAYMENT", "PAID", "CANCELLED", "REFUND_REQUIRED"}
 	webhookOutcomes  = []string{"APPLIED", "IGNORED", "REFUND_REQUIRED", "DUPLICATE", "AMOUNT_MISMATCH", "REFUSED", "FAILED"}
@@ -96,6 +98,10 @@ type Metrics struct {
 	attempts    labelSet[labelSet[prometheus.Counter]] // by sink, then outcome
 	pending     labelSet[prometheus.Gauge]             // by sink
 	oldest      labelSet[prometheus.Gauge]             // by sink
+
+	queueJoins    prometheus.Counter
+	queueAdmitted prometheus.Counter
+	queueWaiting  atomic.Pointer[func(context.Context) (int64, error)]
 
 	subscriptions atomic.Pointer[func() int]
 	logger        atomic.Pointer[slog.Logger]
@@ -156,10 +162,12 @@ func New(rootFields []string) *Metrics {
 		return 0
 	})
 	events, attempts, pending, oldest := eventMetrics()
+	var queueWaiting prometheus.GaugeFunc
+	m.queueJoins, m.queueAdmitted, queueWaiting = m.queueMetrics()
 	build := buildInfo(version.Get())
 	reg.MustRegister(
 		holds, orders, webhooks, webhookTook, durations, holdBatch, released, subscriptions,
-		events, attempts, pending, oldest, build,
+		events, attempts, pending, oldest, build, m.queueJoins, m.queueAdmitted, queueWaiting,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		collectors.NewBuildInfoCollector(),

@@ -47,7 +47,8 @@ var (
 )
 
 var domainErrors = []error{ErrInvalidInput, ErrNotFound, ErrInsufficientStock, ErrHoldExpired, ErrHoldNotActive,
-	ErrKeyReused, ErrPurchaseLimit, ErrSaleNotStarted, ErrSaleEnded, ErrAmountMismatch, ErrUnavailable}
+	ErrKeyReused, ErrPurchaseLimit, ErrSaleNotStarted, ErrSaleEnded, ErrAmountMismatch, ErrUnavailable,
+	ErrQueueRequired, ErrNotAdmitted}
 
 // SaleNotStartedError is ErrSaleNotStarted with the time the sale opens.
 type SaleNotStartedError struct{ StartsAt time.Time }

@@ -27,6 +27,9 @@ type HoldRequest struct {
 	Qty            int
 	Customer       string // the customer's ID; "" for an anonymous buyer
 	IdempotencyKey string // "" for none
+	// QueueTicket is the caller's admitted ticket, for a product with a
+	// waiting room (zero: none; products without one ignore it).
+	QueueTicket uuid.UUID
 }
 
 // CreateHold reserves qty units of a product for the hold TTL.
@@ -84,8 +87,15 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 		if err != nil {
 			return err
 		}
-		plan := decideHolds(p, now, reqs, used, known)
+		passes, err := passesOf(ctx, tx, p, reqs)
+		if err != nil {
+			return err
+		}
+		plan := decideHolds(p, now, reqs, used, known, passes)
 		if results, err = s.writeHolds(ctx, tx, p, now, reqs, plan); err != nil {
+			return err
+		}
+		if err := passes.spendAll(ctx, tx, now, reqs, plan); err != nil {
 			return err
 		}
 		changed = p
@@ -141,7 +151,7 @@ type holdPlan struct {
 // customer's limit (used is updated as holds are made) and the sellable
 // stock. A call that does not fit is refused without stopping smaller ones
 // behind it. It reads and writes nothing else.
-func decideHolds(p *ent.Product, now time.Time, reqs []HoldRequest, used map[string]int, known map[holdKey]*ent.Hold) holdPlan {
+func decideHolds(p *ent.Product, now time.Time, reqs []HoldRequest, used map[string]int, known map[holdKey]*ent.Hold, passes passes) holdPlan {
 	plan := holdPlan{results: make([]result[*ent.Hold], len(reqs)), sameKey: make([]int, len(reqs))}
 	madeWithKey := map[holdKey]int{}
 	for i, r := range reqs {
@@ -162,10 +172,11 @@ func decideHolds(p *ent.Product, now time.Time, reqs []HoldRequest, used map[str
 			// A key whose earlier call was refused made nothing: this
 			// call is decided afresh, as it would be on its own.
 		}
-		if err := admit(p, now, r, used, Sellable(p)-plan.taken); err != nil {
+		if err := admit(p, now, r, used, Sellable(p)-plan.taken, passes); err != nil {
 			plan.results[i].err = err
 			continue
 		}
+		passes.spend(r.QueueTicket)
 		plan.taken += r.Qty
 		if used != nil && r.Customer != "" {
 			used[r.Customer] += r.Qty
@@ -178,10 +189,14 @@ func decideHolds(p *ent.Product, now time.Time, reqs []HoldRequest, used map[str
 	return plan
 }
 
-// admit refuses a call outside the sale window, past its customer's
+// admit refuses a call outside the sale window, without a usable queue
+// pass where the product has a waiting room, past its customer's
 // maxPerCustomer, or short of the units left; nil admits it.
-func admit(p *ent.Product, now time.Time, r HoldRequest, used map[string]int, left int) error {
+func admit(p *ent.Product, now time.Time, r HoldRequest, used map[string]int, left int, passes passes) error {
 	if err := saleOpen(p, now); err != nil {
+		return err
+	}
+	if err := passes.check(p, now, r); err != nil {
 		return err
 	}
 	if limit := p.MaxPerCustomer; limit != nil {

@@ -14,6 +14,8 @@ type Observer interface {
 	OrdersReached(status string, n int) // n orders moved to status
 	Released(kind string, n int)        // the sweeper released n of kind "hold" or "order"
 	EventsWritten(typ string, n int)    // n order events of type typ written
+	QueueJoined(n int)                  // n waiting-room tickets made
+	QueueAdmitted(n int)                // n waiting-room tickets let in
 }
 
 type noObserver struct{}
@@ -22,6 +24,8 @@ func (noObserver) HoldBatch(int)             {}
 func (noObserver) OrdersReached(string, int) {}
 func (noObserver) Released(string, int)      {}
 func (noObserver) EventsWritten(string, int) {}
+func (noObserver) QueueJoined(int)           {}
+func (noObserver) QueueAdmitted(int)         {}
 
 // Observe sets the Observer (nil: none). Call it before serving.
 func (s *Service) Observe(o Observer) {

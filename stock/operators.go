@@ -42,6 +42,9 @@ type ProductUpdate struct {
 	MaxPerCustomer Change[int]
 	SaleStartsAt   Change[time.Time]
 	SaleEndsAt     Change[time.Time]
+	// QueueAdmitPerMinute turns the waiting room on, changes its rate, or
+	// (cleared) turns it off: holds then need no ticket.
+	QueueAdmitPerMinute Change[int]
 }
 
 // UpdateProduct changes a product's name, price, limit or sale window under
@@ -99,6 +102,9 @@ func (s *Service) UpdateProduct(ctx context.Context, act *audit.Action, id int, 
 		if in.MaxPerCustomer.Set {
 			p.MaxPerCustomer = in.MaxPerCustomer.Value
 		}
+		if in.QueueAdmitPerMinute.Set {
+			p.QueueAdmitPerMinute = in.QueueAdmitPerMinute.Value
+		}
 		p.SaleStartsAt, p.SaleEndsAt, p.UpdatedAt = starts, ends, now
 		if err := writeProduct(ctx, tx, p); err != nil {
 			return err
@@ -138,6 +144,11 @@ func (in ProductUpdate) checked() (ProductUpdate, error) {
 			return in, err
 		}
 	}
+	if in.QueueAdmitPerMinute.Set {
+		if err := checkQueueRate(in.QueueAdmitPerMinute.Value); err != nil {
+			return in, err
+		}
+	}
 	in.SaleStartsAt.Value = stored(in.SaleStartsAt.Value)
 	in.SaleEndsAt.Value = stored(in.SaleEndsAt.Value)
 	return in, nil
@@ -160,13 +171,18 @@ func (s *Service) checkLowerLimit(ctx context.Context, tx *ent.Tx, p *ent.Produc
 	return nil
 }
 
-// writeProduct writes p's name, price, limit and sale window as they are.
+// writeProduct writes p's name, price, limit, sale window and waiting
+// room rate as they are.
 func writeProduct(ctx context.Context, tx *ent.Tx, p *ent.Product) error {
 	u := tx.Product.Update().Where(product.ID(p.ID)).
 		SetName(p.Name).SetPriceCents(p.PriceCents).SetUpdatedAt(p.UpdatedAt).
-		SetNillableMaxPerCustomer(p.MaxPerCustomer).SetNillableSaleStartsAt(p.SaleStartsAt).SetNillableSaleEndsAt(p.SaleEndsAt)
+		SetNillableMaxPerCustomer(p.MaxPerCustomer).SetNillableSaleStartsAt(p.SaleStartsAt).SetNillableSaleEndsAt(p.SaleEndsAt).
+		SetNillableQueueAdmitPerMinute(p.QueueAdmitPerMinute)
 	if p.MaxPerCustomer == nil {
 		u.ClearMaxPerCustomer()
+	}
+	if p.QueueAdmitPerMinute == nil {
+		u.ClearQueueAdmitPerMinute()
 	}
 	if p.SaleStartsAt == nil {
 		u.ClearSaleStartsAt()

@@ -27,6 +27,8 @@ type NewProduct struct {
 	MaxPerCustomer *int       // nil: no limit
 	SaleStartsAt   *time.Time // nil: open now
 	SaleEndsAt     *time.Time // nil: no end
+	// QueueAdmitPerMinute turns the waiting room on (nil: none).
+	QueueAdmitPerMinute *int
 }
 
 // initialStock is the reason of a product's first adjustment.
@@ -49,6 +51,9 @@ func (s *Service) CreateProduct(ctx context.Context, act *audit.Action, in NewPr
 	if err := checkMaxPerCustomer(in.MaxPerCustomer); err != nil {
 		return nil, err
 	}
+	if err := checkQueueRate(in.QueueAdmitPerMinute); err != nil {
+		return nil, err
+	}
 	if err := checkWindow(in.SaleStartsAt, in.SaleEndsAt); err != nil {
 		return nil, err
 	}
@@ -60,7 +65,7 @@ func (s *Service) CreateProduct(ctx context.Context, act *audit.Action, in NewPr
 		}
 		p, err = tx.Product.Create().
 			SetName(name).SetPriceCents(in.PriceCents).SetStockReceived(in.Stock).SetStockAvailable(in.Stock).
-			SetNillableMaxPerCustomer(in.MaxPerCustomer).
+			SetNillableMaxPerCustomer(in.MaxPerCustomer).SetNillableQueueAdmitPerMinute(in.QueueAdmitPerMinute).
 			SetNillableSaleStartsAt(stored(in.SaleStartsAt)).SetNillableSaleEndsAt(stored(in.SaleEndsAt)).
 			SetCreatedAt(now).SetUpdatedAt(now).
 			Save(ctx)
@@ -98,6 +103,16 @@ func productName(name string) (string, error) {
 func checkPrice(cents int64) error {
 	if cents < 0 || cents > maxPriceCents {
 		return InvalidInput("priceCents must be between 0 and %d", int64(maxPriceCents))
+	}
+	return nil
+}
+
+// maxQueueRate is the largest queueAdmitPerMinute.
+const maxQueueRate = 1_000_000
+
+func checkQueueRate(n *int) error {
+	if n != nil && (*n < 1 || *n > maxQueueRate) {
+		return InvalidInput("queueAdmitPerMinute must be between 1 and %d, or null for no waiting room", maxQueueRate)
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 // Package sweeper runs the scheduled jobs on gocron: every SWEEP_INTERVAL
 // it calls stock.Service.Sweep, which expires overdue holds and cancels
-// orders whose payment timed out; every few minutes it deletes the order
+// orders whose payment timed out; twice a second it moves the waiting
+// rooms on (stock.Service.TickQueues); every few minutes it deletes the order
 // events every sink has delivered once EVENTS_RETENTION has passed, and
 // lapsed holds and payment-event audit rows older than RETENTION. The
 // jobs keep no state of their own (everything they need is in the
@@ -22,9 +23,13 @@ import (
 
 // Job names, in gocron and in logs.
 const (
-	JobName          = "release-expired"
-	EventsRetainJob  = "delete-delivered-events"
-	PurgeJob         = "delete-old-records"
+	JobName         = "release-expired"
+	EventsRetainJob = "delete-delivered-events"
+	PurgeJob        = "delete-old-records"
+	QueueJob        = "waiting-rooms"
+	// queueEach: admission at least once a second, sell-out and expired
+	// passes seen within one.
+	queueEach        = 500 * time.Millisecond
 	eventsRetainEach = 5 * time.Minute
 	purgeEach        = 10 * time.Minute
 )
@@ -40,6 +45,9 @@ type Config struct {
 	// Retention, when set, gets a job deleting lapsed holds that never
 	// became orders, and payment-event audit rows, older than it.
 	Retention time.Duration
+	// PassTTL, when set, gets the waiting rooms' job (stock.TickQueues):
+	// how long an admitted ticket may take its hold (QUEUE_PASS_TTL).
+	PassTTL time.Duration
 }
 
 // Sweeper owns the gocron scheduler.
@@ -50,14 +58,32 @@ type Sweeper struct {
 // Start schedules the jobs, starting now. Runs of one job never overlap: a
 // run that outlasts its interval makes the next one wait for its turn.
 func Start(svc *stock.Service, cfg Config) (*Sweeper, error) {
-	log := cfg.Logger
-	s, err := gocron.NewScheduler(gocron.WithLogger(log), gocron.WithStopTimeout(30*time.Second))
+	s, err := gocron.NewScheduler(gocron.WithLogger(cfg.Logger), gocron.WithStopTimeout(30*time.Second))
 	if err != nil {
 		return nil, fmt.Errorf("sweeper: %w", err)
 	}
+	for _, j := range jobs(svc, cfg) {
+		if err = every(s, j.name, j.interval, j.run); err != nil {
+			_ = s.Shutdown()
+			return nil, fmt.Errorf("sweeper: %w", err)
+		}
+	}
+	s.Start()
+	return &Sweeper{s: s}, nil
+}
+
+type job struct {
+	name     string
+	interval time.Duration
+	run      func(context.Context)
+}
+
+// jobs are the jobs cfg asks for.
+func jobs(svc *stock.Service, cfg Config) []job {
+	log := cfg.Logger
 	// A run may take longer than one interval under load, never unboundedly.
 	runTimeout := max(10*cfg.Interval, 30*time.Second)
-	err = every(s, JobName, cfg.Interval, func(ctx context.Context) {
+	js := []job{{JobName, cfg.Interval, func(ctx context.Context) {
 		ctx, cancel := context.WithTimeout(ctx, runTimeout)
 		defer cancel()
 		start := time.Now()
@@ -71,9 +97,18 @@ func Start(svc *stock.Service, cfg Config) (*Sweeper, error) {
 			log.InfoContext(ctx, "sweep released stock", "job", JobName,
 				"holds_expired", res.HoldsExpired, "orders_cancelled", res.OrdersCancelled, "took", time.Since(start))
 		}
-	})
-	if err == nil && cfg.Events != nil {
-		err = every(s, EventsRetainJob, eventsRetainEach, func(ctx context.Context) {
+	}}}
+	if cfg.PassTTL > 0 {
+		js = append(js, job{QueueJob, queueEach, func(ctx context.Context) {
+			ctx, cancel := context.WithTimeout(ctx, runTimeout)
+			defer cancel()
+			if _, err := svc.TickQueues(ctx, cfg.PassTTL); err != nil {
+				log.WarnContext(ctx, "moving the waiting rooms on failed; the next run retries", "job", QueueJob, "err", err)
+			}
+		}})
+	}
+	if cfg.Events != nil {
+		js = append(js, job{EventsRetainJob, eventsRetainEach, func(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, eventsRetainEach)
 			defer cancel()
 			n, err := cfg.Events.Retain(ctx, cfg.EventsRetention)
@@ -82,28 +117,26 @@ func Start(svc *stock.Service, cfg Config) (*Sweeper, error) {
 			} else if n > 0 {
 				log.InfoContext(ctx, "deleted delivered order events", "job", EventsRetainJob, "deleted", n, "older_than", cfg.EventsRetention)
 			}
-		})
+		}})
 	}
-	if err == nil && cfg.Retention > 0 {
-		err = every(s, PurgeJob, purgeEach, func(ctx context.Context) {
-			ctx, cancel := context.WithTimeout(ctx, purgeEach)
-			defer cancel()
-			res, err := svc.Purge(ctx, cfg.Retention)
-			if err != nil {
-				log.WarnContext(ctx, "deleting old records failed; the next run retries", "job", PurgeJob, "err", err,
-					"holds", res.Holds, "payment_events", res.PaymentEvents)
-			} else if res.Holds+res.PaymentEvents > 0 {
-				log.InfoContext(ctx, "deleted old records", "job", PurgeJob, "holds", res.Holds,
-					"payment_events", res.PaymentEvents, "older_than", cfg.Retention)
-			}
-		})
+	if cfg.Retention > 0 {
+		js = append(js, job{PurgeJob, purgeEach, func(ctx context.Context) { purge(ctx, svc, cfg) }})
 	}
+	return js
+}
+
+// purge deletes the records older than cfg.Retention.
+func purge(ctx context.Context, svc *stock.Service, cfg Config) {
+	ctx, cancel := context.WithTimeout(ctx, purgeEach)
+	defer cancel()
+	res, err := svc.Purge(ctx, cfg.Retention)
 	if err != nil {
-		_ = s.Shutdown()
-		return nil, fmt.Errorf("sweeper: %w", err)
+		cfg.Logger.WarnContext(ctx, "deleting old records failed; the next run retries", "job", PurgeJob, "err", err,
+			"holds", res.Holds, "payment_events", res.PaymentEvents)
+	} else if res.Holds+res.PaymentEvents > 0 {
+		cfg.Logger.InfoContext(ctx, "deleted old records", "job", PurgeJob, "holds", res.Holds,
+			"payment_events", res.PaymentEvents, "older_than", cfg.Retention)
 	}
-	s.Start()
-	return &Sweeper{s: s}, nil
 }
 
 // every schedules task every interval, starting now, one run at a time.

@@ -26,6 +26,8 @@ type CreateProductInput struct {
 	SaleStartsAt *time.Time `json:"saleStartsAt,omitempty"`
 	// When createHold closes (after saleStartsAt); null: no end.
 	SaleEndsAt *time.Time `json:"saleEndsAt,omitempty"`
+	// Tickets let in per minute (1..1000000): turns the waiting room on; null: none.
+	QueueAdmitPerMinute *int `json:"queueAdmitPerMinute,omitempty"`
 }
 
 // A buyer identified by the shop's login system (the token's sub).
@@ -98,6 +100,15 @@ type ProductEdge struct {
 type Query struct {
 }
 
+// A product's waiting room now.
+type QueueStats struct {
+	// Tickets WAITING.
+	Waiting int `json:"waiting"`
+	// Every ticket let in so far (ADMITTED, USED or EXPIRED).
+	Admitted       int `json:"admitted"`
+	AdmitPerMinute int `json:"admitPerMinute"`
+}
+
 type Subscription struct {
 }
 
@@ -113,6 +124,8 @@ type UpdateProductInput struct {
 	SaleStartsAt graphql.Omittable[*time.Time] `json:"saleStartsAt,omitempty"`
 	// When createHold closes (after saleStartsAt); null: no end.
 	SaleEndsAt graphql.Omittable[*time.Time] `json:"saleEndsAt,omitempty"`
+	// Tickets let in per minute (1..1000000): turns the waiting room on; null: none.
+	QueueAdmitPerMinute graphql.Omittable[*int] `json:"queueAdmitPerMinute,omitempty"`
 }
 
 // Apollo's names: PUBLIC may be cached for everyone; PRIVATE (the default) never is.

@@ -1,0 +1,166 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+
+	"flashsale/ent"
+	"flashsale/ent/queueticket"
+	"flashsale/graph/model"
+	"flashsale/live"
+	"flashsale/stock"
+)
+
+// The waiting room's GraphQL side: joinQueue, the queueTicket query and
+// subscription, Product.queue, and createHold's queueTicketId (stock owns
+// every rule; docs/api.md, "Waiting room").
+
+// joinQueue is joinQueue's work: buyers join as they hold (a customer
+// where customer tokens are configured).
+func (r *Resolver) joinQueue(ctx context.Context, productID string) (*stock.QueueTicketView, error) {
+	id, err := stock.ParseProductID(productID)
+	if err != nil {
+		return nil, err
+	}
+	by, err := r.buyer(ctx)
+	if err != nil {
+		return nil, err
+	}
+	v, err := r.Stock.JoinQueue(ctx, id, by)
+	if err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// queueTicket reads a ticket as the caller may see it: null for none, or
+// another's.
+func (r *Resolver) queueTicket(ctx context.Context, id string) (*stock.QueueTicketView, error) {
+	tid, err := stock.ParseID("queue ticket", id)
+	if err != nil {
+		return nil, err
+	}
+	v, err := r.Stock.QueueTicket(ctx, tid, callerOf(ctx))
+	return nullIfNotFound(&v, err)
+}
+
+// queueStats is Product.queue: null without a waiting room. The counters
+// are the product row's, so a product read costs no count.
+func queueStats(p *ent.Product) *model.QueueStats {
+	if p.QueueAdmitPerMinute == nil {
+		return nil
+	}
+	return &model.QueueStats{Waiting: int(p.QueueWaiting), Admitted: int(p.QueueAdmitted), AdmitPerMinute: *p.QueueAdmitPerMinute}
+}
+
+// parseTicketID reads createHold's queueTicketId (nil: none).
+func parseTicketID(id *string) (uuid.UUID, error) {
+	if id == nil {
+		return uuid.Nil, nil
+	}
+	return stock.ParseID("queue ticket", *id)
+}
+
+// watchTicket is the queueTicket subscription: the ticket now, then again
+// when it changes. It rides on live stock's one change source per product:
+// a product event moves a WAITING ticket's position without a database
+// read, and the ticket is read again only when the event may have changed
+// its status (admitted, sold out, its pass spent) and when its pass runs
+// out, which changes no product.
+func (r *Resolver) watchTicket(ctx context.Context, id string) (<-chan *stock.QueueTicketView, error) {
+	tid, err := stock.ParseID("queue ticket", id)
+	if err != nil {
+		return nil, err
+	}
+	by := callerOf(ctx)
+	v, err := r.Stock.QueueTicket(ctx, tid, by)
+	if err != nil {
+		return nil, err
+	}
+	if r.Live == nil {
+		return nil, live.ErrClosed
+	}
+	products, err := r.Live.Subscribe(ctx, v.ProductID)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *stock.QueueTicketView, 1)
+	out <- &v
+	go r.followTicket(ctx, tid, by, v, products, out)
+	return out, nil
+}
+
+// followTicket sends the ticket's changes until ctx ends.
+func (r *Resolver) followTicket(ctx context.Context, id uuid.UUID, by stock.Caller, cur stock.QueueTicketView,
+	products <-chan *ent.Product, out chan *stock.QueueTicketView) {
+	defer close(out)
+	var expiry <-chan time.Time
+	for {
+		if cur.Status == queueticket.StatusADMITTED && cur.PassExpiresAt != nil && expiry == nil {
+			expiry = time.After(time.Until(*cur.PassExpiresAt) + time.Second)
+		}
+		var p *ent.Product
+		select {
+		case <-ctx.Done():
+			return
+		case <-expiry:
+			expiry = nil
+		case q, open := <-products:
+			if !open {
+				return
+			}
+			p = q
+		}
+		next, ok := r.nextTicket(ctx, id, by, cur, p)
+		if !ok {
+			return
+		}
+		if sameTicket(next, cur) {
+			continue
+		}
+		cur = next
+		select { // coalesce: a reader that is behind gets the latest
+		case <-out:
+		default:
+		}
+		out <- &next
+	}
+}
+
+// nextTicket is the ticket after product event p (nil: its pass timer),
+// read again only when its status may have moved. ok is false when it can
+// no longer be read (the subscription then ends).
+func (r *Resolver) nextTicket(ctx context.Context, id uuid.UUID, by stock.Caller, cur stock.QueueTicketView, p *ent.Product) (stock.QueueTicketView, bool) {
+	final := cur.Status == queueticket.StatusUSED || cur.Status == queueticket.StatusEXPIRED || cur.Status == queueticket.StatusSOLD_OUT
+	if final {
+		return cur, true
+	}
+	if p != nil && cur.Status == queueticket.StatusWAITING && p.StockAvailable > 0 {
+		switch {
+		case cur.Number == nil && p.QueueTickedAt == nil:
+			return cur, true // the pre-queue, before the start
+		case cur.Number != nil && *cur.Number > p.QueueServing:
+			return stock.ViewOf(cur.QueueTicket, p), true // still in line
+		}
+	}
+	v, err := r.Stock.QueueTicket(ctx, id, by)
+	if err != nil {
+		// A passing outage keeps the subscription; the next event retries.
+		return cur, ctx.Err() == nil && !errors.Is(err, stock.ErrNotFound)
+	}
+	return v, true
+}
+
+func sameTicket(a, b stock.QueueTicketView) bool {
+	return a.Status == b.Status && eqInt64(a.Position, b.Position) && eqTimePtr(a.EstimatedAt, b.EstimatedAt) &&
+		eqTimePtr(a.PassExpiresAt, b.PassExpiresAt)
+}
+
+func eqInt64(a, b *int64) bool { return a == nil && b == nil || a != nil && b != nil && *a == *b }
+
+func eqTimePtr(a, b *time.Time) bool {
+	return a == nil && b == nil || a != nil && b != nil && a.Equal(*b)
+}

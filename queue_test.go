@@ -1,0 +1,147 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"entgo.io/ent/dialect"
+)
+
+type ticketJSON struct {
+	ID                   string
+	Status               string
+	Position             *int
+	EstimatedAdmissionAt *time.Time
+	AdmittedAt           *time.Time
+	PassExpiresAt        *time.Time
+	Product              struct{ ID string }
+}
+
+const ticketFields = `id status position estimatedAdmissionAt admittedAt passExpiresAt product { id }`
+
+// queueProduct makes a product of stock units whose waiting room admits
+// perMinute tickets a minute, its sale open now.
+func (ts *testServer) queueProduct(t *testing.T, stock, perMinute int) string {
+	t.Helper()
+	var out struct{ CreateProduct struct{ ID string } }
+	ts.gql(t, testAdminToken, `mutation($in: CreateProductInput!) { createProduct(input: $in) { id } }`,
+		map[string]any{"in": map[string]any{"name": "Queued drop", "priceCents": 900, "stock": stock, "queueAdmitPerMinute": perMinute}}).must(t, &out)
+	return out.CreateProduct.ID
+}
+
+func (ts *testServer) joinQueue(t *testing.T, token, productID string) ticketJSON {
+	t.Helper()
+	var out struct{ JoinQueue ticketJSON }
+	ts.gql(t, token, `mutation($p: ID!) { joinQueue(productId: $p) { `+ticketFields+` } }`, map[string]any{"p": productID}).must(t, &out)
+	return out.JoinQueue
+}
+
+func (ts *testServer) ticket(t *testing.T, token, id string) *ticketJSON {
+	t.Helper()
+	var out struct{ QueueTicket *ticketJSON }
+	ts.gql(t, token, `query($id: ID!) { queueTicket(id: $id) { `+ticketFields+` } }`, map[string]any{"id": id}).must(t, &out)
+	return out.QueueTicket
+}
+
+// waitTicket polls the ticket until it is in status, or fails the test.
+func (ts *testServer) waitTicket(t *testing.T, token, id, status string) ticketJSON {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		tk := ts.ticket(t, token, id)
+		if tk != nil && tk.Status == status {
+			return *tk
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ticket %s is %+v, not %s, after 15 s", id, tk, status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestWaitingRoomOverHTTP walks the waiting room through the real server
+// with customer tokens: joining (once per customer), holds refused without
+// a pass and while waiting, admission at the rate, the pass taking one
+// hold, the ticket's privacy, and Product.queue.
+func TestWaitingRoomOverHTTP(t *testing.T) {
+	ts := customerServer(t)
+	p := ts.queueProduct(t, 10, 60) // one ticket a second
+	alice, bob := customerToken(t, "alice", time.Hour), customerToken(t, "bob", time.Hour)
+	hold := `mutation($p: ID!, $q: Int!, $tk: ID) { createHold(productId: $p, qty: $q, queueTicketId: $tk) { id } }`
+
+	if r := ts.gql(t, alice, hold, map[string]any{"p": p, "q": 1}); r.code() != "QUEUE_REQUIRED" {
+		t.Fatalf("hold without a ticket: %s %+v", r.Data, r.Errors)
+	}
+	// Three buyers in line, bob last; alice joining again gets her ticket.
+	ta := ts.joinQueue(t, alice, p)
+	tc := ts.joinQueue(t, customerToken(t, "carol", time.Hour), p)
+	tb := ts.joinQueue(t, bob, p)
+	if again := ts.joinQueue(t, alice, p); again.ID != ta.ID {
+		t.Fatalf("alice joined twice: %s then %s", ta.ID, again.ID)
+	}
+	if tb.Status != "WAITING" {
+		t.Fatalf("bob's ticket %+v", tb)
+	}
+	// Another customer's ticket is nobody else's business; the operator reads it.
+	if got := ts.ticket(t, alice, tb.ID); got != nil {
+		t.Fatalf("alice reads bob's ticket: %+v", got)
+	}
+	if got := ts.ticket(t, testAdminToken, tb.ID); got == nil || got.ID != tb.ID {
+		t.Fatalf("the operator reads bob's ticket as %+v", got)
+	}
+	// Bob, still waiting, is NOT_ADMITTED with his place; alice's ticket is not his.
+	if r := ts.gql(t, bob, hold, map[string]any{"p": p, "q": 1, "tk": tb.ID}); r.code() != "NOT_ADMITTED" || r.Errors[0].Extensions["position"] == nil {
+		t.Fatalf("bob while waiting: %s %+v", r.Data, r.Errors)
+	}
+	if r := ts.gql(t, bob, hold, map[string]any{"p": p, "q": 1, "tk": ta.ID}); r.code() != "QUEUE_REQUIRED" || r.Errors[0].Extensions["ticketStatus"] != nil {
+		t.Fatalf("bob with alice's ticket: %s %+v", r.Data, r.Errors)
+	}
+	admitted := ts.waitTicket(t, alice, ta.ID, "ADMITTED")
+	if admitted.PassExpiresAt == nil || admitted.AdmittedAt == nil || admitted.Position != nil {
+		t.Fatalf("alice admitted as %+v", admitted)
+	}
+	ts.waitTicket(t, testAdminToken, tc.ID, "ADMITTED")
+	// The pass takes one hold, and is then USED.
+	var h struct{ CreateHold struct{ ID string } }
+	ts.gql(t, alice, hold, map[string]any{"p": p, "q": 2, "tk": ta.ID}).must(t, &h)
+	if got := ts.ticket(t, alice, ta.ID); got.Status != "USED" {
+		t.Fatalf("after the hold alice's ticket is %+v", got)
+	}
+	if r := ts.gql(t, alice, hold, map[string]any{"p": p, "q": 1, "tk": ta.ID}); r.code() != "QUEUE_REQUIRED" || r.Errors[0].Extensions["ticketStatus"] != "USED" {
+		t.Fatalf("a second hold on a used pass: %s %+v", r.Data, r.Errors)
+	}
+	ts.waitTicket(t, bob, tb.ID, "ADMITTED")
+	var q struct {
+		Product struct {
+			QueueAdmitPerMinute int
+			Queue               struct{ Waiting, Admitted, AdmitPerMinute int }
+			StockReserved       int
+		}
+	}
+	ts.gql(t, "", `query($p: ID!) { product(id: $p) { queueAdmitPerMinute queue { waiting admitted admitPerMinute } stockReserved } }`,
+		map[string]any{"p": p}).must(t, &q)
+	if q.Product.Queue.Waiting != 0 || q.Product.Queue.Admitted != 3 || q.Product.Queue.AdmitPerMinute != 60 || q.Product.StockReserved != 2 {
+		t.Fatalf("product after three admissions and one hold: %+v", q.Product)
+	}
+}
+
+// TestWaitingRoomAnonymous: on SQLite, without customer tokens, every join makes its own ticket, and an
+// anonymous ticket's holder may use it.
+func TestWaitingRoomAnonymous(t *testing.T) {
+	ts := startServer(t, dialect.SQLite, nil)
+	p := ts.queueProduct(t, 5, 600)
+	a, b := ts.joinQueue(t, "", p), ts.joinQueue(t, "", p)
+	if a.ID == b.ID {
+		t.Fatal("two anonymous joins made one ticket")
+	}
+	ts.waitTicket(t, "", a.ID, "ADMITTED")
+	var h struct{ CreateHold struct{ ID string } }
+	ts.gql(t, "", `mutation($p: ID!, $tk: ID) { createHold(productId: $p, qty: 1, queueTicketId: $tk) { id } }`,
+		map[string]any{"p": p, "tk": a.ID}).must(t, &h)
+	if got := ts.ticket(t, "", a.ID); got.Status != "USED" {
+		t.Fatalf("ticket after its hold: %+v", got)
+	}
+	if r := ts.gql(t, "", `mutation($p: ID!) { joinQueue(productId: $p) { id } }`, map[string]any{"p": ts.createProduct(t, 1).ID}); r.code() != "BAD_USER_INPUT" {
+		t.Fatalf("joining a product without a waiting room: %s %+v", r.Data, r.Errors)
+	}
+}
