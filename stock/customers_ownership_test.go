@@ -3,8 +3,10 @@ package stock_test
 // Ownership of holds and orders. Helpers in customers_test.go.
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -176,6 +178,12 @@ func TestOwnership(t *testing.T) {
 			for i, o := range myOrders {
 				wantOrders[len(myOrders)-1-i] = o.ID
 			}
+			// Newest first is ID order: the creation time to the millisecond,
+			// then random bits, so rows made in one millisecond come in any
+			// order.
+			newestFirst := func(a, b uuid.UUID) int { return bytes.Compare(b[:], a[:]) }
+			slices.SortStableFunc(wantHolds, newestFirst)
+			slices.SortStableFunc(wantOrders, newestFirst)
 			holdPage := func(first int, before uuid.UUID) ([]uuid.UUID, bool, error) {
 				hs, more, err := e.svc.CustomerHolds(e.ctx, "pat", first, before)
 				ids := make([]uuid.UUID, len(hs))

@@ -1,8 +1,10 @@
 package stock_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -366,6 +368,9 @@ func TestOrdersList(t *testing.T) {
 						want = append(want, o)
 					}
 				}
+				// Oldest first is ID order: the creation time to the
+				// millisecond, then random bits.
+				slices.SortFunc(want, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
 				// Pages of 2, oldest first, until none follow.
 				var got []uuid.UUID
 				after := uuid.Nil
