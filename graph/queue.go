@@ -146,7 +146,7 @@ func (r *Resolver) nextTicket(ctx context.Context, id uuid.UUID, by stock.Caller
 			return stock.ViewOf(cur.QueueTicket, p), true // still in line
 		}
 	}
-	v, err := r.Stock.QueueTicket(ctx, id, by)
+	v, err := r.Stock.QueueTicketNow(ctx, id, by, p)
 	if err != nil {
 		// A passing outage keeps the subscription; the next event retries.
 		return cur, ctx.Err() == nil && !errors.Is(err, stock.ErrNotFound)

@@ -12,6 +12,7 @@ func (s *Service) OrderBatches() BatchStats { return stats(s.orders) }
 func (s *Service) PaymentBatches() BatchStats {
 	return stats(s.payments)
 }
+func (s *Service) JoinBatches() BatchStats { return stats(s.joins) }
 
 func stats[In, Out any](b *batcher[In, Out]) BatchStats {
 	return BatchStats{Batches: b.batches.Load(), Calls: b.calls.Load()}

@@ -81,14 +81,14 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 	var (
 		results []result[*ent.Hold]
 		changed *ent.Product
+		passes  passes
 	)
 	err := s.txUnique(ctx, "create hold", func(tx *ent.Tx) error {
 		p, now, used, known, err := s.lockForHolds(ctx, tx, productID, reqs)
 		if err != nil {
 			return err
 		}
-		passes, err := passesOf(ctx, tx, p, reqs)
-		if err != nil {
+		if passes, err = passesOf(ctx, tx, p, reqs); err != nil {
 			return err
 		}
 		plan := decideHolds(p, now, reqs, used, known, passes)
@@ -107,6 +107,9 @@ func (s *Service) holdBatch(ctx context.Context, productID int, reqs []HoldReque
 	}
 	s.observer.HoldBatch(len(reqs))
 	s.productChanged(changed)
+	for id := range passes.spent {
+		s.tickets.forget(id) // now USED: the next read asks the database
+	}
 	return results
 }
 

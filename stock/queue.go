@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"entgo.io/ent/dialect"
-	"github.com/google/uuid"
 
 	"flashsale/ent"
 	"flashsale/ent/product"
@@ -91,101 +90,6 @@ func viewOf(t *ent.QueueTicket, p *ent.Product) QueueTicketView {
 		v.EstimatedAt = &at
 	}
 	return v
-}
-
-// JoinQueue gives the caller a ticket for a product's waiting room. A
-// customer has one ticket per product, ever: joining again returns it,
-// whatever its status. Before the sale starts the ticket waits unnumbered
-// (the pre-queue); once nothing is available it is SOLD_OUT at once.
-func (s *Service) JoinQueue(ctx context.Context, productID int, by Caller) (QueueTicketView, error) {
-	if by.Customer != "" && !validKey(by.Customer) {
-		return QueueTicketView{}, InvalidInput("customer ID must be 1 to %d printable characters", maxKeyRunes)
-	}
-	var view QueueTicketView
-	var changed *ent.Product
-	err := s.txUnique(ctx, "join queue", func(tx *ent.Tx) error {
-		p, now, err := s.lockProduct(ctx, tx, productID)
-		if err != nil {
-			return err
-		}
-		if err := joinable(p, now); err != nil {
-			return err
-		}
-		if by.Customer != "" {
-			t, err := tx.QueueTicket.Query().
-				Where(queueticket.ProductID(p.ID), queueticket.CustomerID(by.Customer)).Only(ctx)
-			if err == nil {
-				view = viewOf(t, p)
-				return nil
-			}
-			if !ent.IsNotFound(err) {
-				return err
-			}
-		}
-		if err := s.startQueue(ctx, tx, p, now); err != nil {
-			return err
-		}
-		t, err := s.insertTicket(ctx, tx, p, now, by.Customer)
-		if err != nil {
-			return err
-		}
-		view, changed = viewOf(t, p), p
-		return nil
-	})
-	if err != nil {
-		return QueueTicketView{}, err
-	}
-	if changed != nil {
-		s.observer.QueueJoined(1)
-		s.productChanged(changed)
-	}
-	return view, nil
-}
-
-// joinable refuses a join to a product without a waiting room, or after
-// its sale ended.
-func joinable(p *ent.Product, now time.Time) error {
-	if p.QueueAdmitPerMinute == nil {
-		return InvalidInput("product %d has no waiting room: hold it directly", p.ID)
-	}
-	if p.SaleEndsAt != nil && !now.Before(*p.SaleEndsAt) {
-		return fmt.Errorf("%w: the sale ended at %s", ErrSaleEnded, p.SaleEndsAt.UTC().Format(time.RFC3339))
-	}
-	return nil
-}
-
-// insertTicket makes a ticket: SOLD_OUT when nothing is available, else
-// WAITING, numbered when the queue has started. The product's counters move
-// with it.
-func (s *Service) insertTicket(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time, customer string) (*ent.QueueTicket, error) {
-	c := tx.QueueTicket.Create().SetProductID(p.ID).SetShuffle(randomInt63()).SetCreatedAt(now).SetUpdatedAt(now)
-	if customer != "" {
-		c.SetCustomerID(customer)
-	}
-	upd := tx.Product.Update().Where(product.ID(p.ID)).SetUpdatedAt(now)
-	switch {
-	case p.StockAvailable == 0:
-		c.SetStatus(queueticket.StatusSOLD_OUT)
-	case p.QueueTickedAt != nil:
-		c.SetNumber(p.QueueNext)
-		upd.AddQueueNext(1).AddQueueWaiting(1)
-		p.QueueNext++
-		p.QueueWaiting++
-	default:
-		upd.AddQueueWaiting(1)
-		p.QueueWaiting++
-	}
-	t, err := c.Save(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if p.StockAvailable > 0 {
-		if err := upd.Exec(ctx); err != nil {
-			return nil, err
-		}
-		p.UpdatedAt = now
-	}
-	return t, nil
 }
 
 // randomInt63 is a shuffle key from crypto/rand: whoever joins cannot
@@ -364,27 +268,6 @@ func admitTickets(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Time
 	}
 	p.QueueServing, p.QueueCarry, p.QueueTickedAt = serving, carry, &now
 	return admitted, nil
-}
-
-// QueueTicket returns a ticket as its owner, or an operator, sees it:
-// another customer's, or a customer's to an anonymous caller, is
-// ErrNotFound.
-func (s *Service) QueueTicket(ctx context.Context, id uuid.UUID, by Caller) (QueueTicketView, error) {
-	t, err := s.client.QueueTicket.Get(ctx, id)
-	if err != nil {
-		if ent.IsNotFound(err) {
-			return QueueTicketView{}, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
-		}
-		return QueueTicketView{}, classify("read queue ticket", err)
-	}
-	if !by.mayRead(ticketOwner(t)) {
-		return QueueTicketView{}, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
-	}
-	p, err := s.client.Product.Get(ctx, t.ProductID)
-	if err != nil {
-		return QueueTicketView{}, classify("read queue ticket", err)
-	}
-	return viewOf(t, p), nil
 }
 
 // QueueWaiting is how many tickets wait in every waiting room together

@@ -98,6 +98,25 @@ func (e *env) quTicket(id uuid.UUID) *ent.QueueTicket {
 	return t
 }
 
+// quReadFresh reads a ticket through svc until ok accepts it, or 3 s
+// passed: a process serves tickets and products from memory about a
+// second stale at most (queue_read.go), so another server's change shows
+// within that. The caller checks what it returns.
+func (e *env) quReadFresh(svc *stock.Service, id uuid.UUID, by stock.Caller, ok func(stock.QueueTicketView) bool) stock.QueueTicketView {
+	e.t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		v, err := svc.QueueTicket(e.ctx, id, by)
+		if err != nil {
+			e.t.Fatalf("QueueTicket(%s): %v", id, err)
+		}
+		if ok(v) || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // quStatus reads a ticket's status.
 func (e *env) quStatus(id uuid.UUID) queueticket.Status {
 	e.t.Helper()
@@ -365,10 +384,9 @@ func TestQueuePreQueueIsShuffled(t *testing.T) {
 		}
 		// Positions follow numbers, read through either server.
 		for _, tk := range ts[:20] {
-			v, err := svcs[joinOrder[tk.ID]%2].QueueTicket(e.ctx, tk.ID, stock.Caller{Operator: "admin"})
-			if err != nil {
-				t.Fatalf("QueueTicket: %v", err)
-			}
+			v := e.quReadFresh(svcs[joinOrder[tk.ID]%2], tk.ID, stock.Caller{Operator: "admin"}, func(v stock.QueueTicketView) bool {
+				return v.Position != nil && *v.Position == *tk.Number
+			})
 			if v.Position == nil || *v.Position != *tk.Number {
 				t.Errorf("ticket number %d: position %v, want %d", *tk.Number, v.Position, *tk.Number)
 			}
@@ -428,11 +446,14 @@ func TestQueueFIFOAfterStart(t *testing.T) {
 			t.Fatalf("serving %d: everyone admitted, nothing left to check", serving)
 		}
 		for _, v := range late {
-			got, err := svcs[0].QueueTicket(e.ctx, v.ID, stock.Caller{Customer: *v.CustomerID})
-			if err != nil {
-				t.Fatalf("QueueTicket: %v", err)
-			}
+			// Read through the server that did not tick: it catches up.
 			cur := e.getProduct(p.ID).QueueServing
+			got := e.quReadFresh(svcs[0], v.ID, stock.Caller{Customer: *v.CustomerID}, func(got stock.QueueTicketView) bool {
+				if *v.Number <= cur {
+					return got.Status == queueticket.StatusADMITTED
+				}
+				return got.Position != nil && *got.Position == *v.Number-cur
+			})
 			switch {
 			case *v.Number <= serving && got.Status != queueticket.StatusADMITTED:
 				t.Errorf("number %d with serving at %d: %s, want ADMITTED", *v.Number, serving, got.Status)
@@ -651,5 +672,57 @@ func TestQueuePausesAndSellsOut(t *testing.T) {
 			}
 			e.quCheck(p.ID)
 		})
+	})
+}
+
+// TestQueueConcurrentJoins: a flood of joins through two servers after the
+// start is group-committed (fewer batches than calls) and still gives each
+// customer one ticket, with the numbers 1..n each once, and every duplicate
+// of a customer the same ticket, whichever server it reached.
+func TestQueueConcurrentJoins(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, d string) {
+		const customers, dups = 120, 3
+		e, db2 := newTwoServerEnv(t, d)
+		e.svc = newService(e.db, stock.Config{})
+		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		p := e.quProduct(stock.NewProduct{Stock: 100, QueueAdmitPerMinute: cuInt(60)})
+
+		ids := make([][]uuid.UUID, customers)
+		for i := range ids {
+			ids[i] = make([]uuid.UUID, dups)
+		}
+		var wg sync.WaitGroup
+		for i := range customers {
+			for k := range dups {
+				wg.Go(func() {
+					v, err := svcs[(i+k)%2].JoinQueue(e.ctx, p.ID, quCustomer(i))
+					if err != nil {
+						t.Errorf("JoinQueue(customer %d): %v", i, err)
+						return
+					}
+					ids[i][k] = v.ID
+				})
+			}
+		}
+		wg.Wait()
+		for i, got := range ids {
+			if got[0] == uuid.Nil || slices.ContainsFunc(got, func(id uuid.UUID) bool { return id != got[0] }) {
+				t.Errorf("customer %d got tickets %v; want one", i, got)
+			}
+		}
+		if n := len(e.quTickets(p.ID)); n != customers {
+			t.Errorf("%d tickets for %d customers", n, customers)
+		}
+		e.quCheck(p.ID)
+		var batches, calls int64
+		for _, s := range svcs {
+			b := s.JoinBatches()
+			batches += b.Batches
+			calls += b.Calls
+		}
+		t.Logf("%d joins in %d batches", calls, batches)
+		if calls != customers*dups || batches >= calls {
+			t.Errorf("%d joins ran in %d batches; want %d joins in fewer batches", calls, batches, customers*dups)
+		}
 	})
 }

@@ -97,7 +97,9 @@ type Service struct {
 	holds    *batcher[HoldRequest, *ent.Hold]
 	orders   *batcher[orderCall, *ent.Order]
 	payments *batcher[Payment, PaymentResult]
+	joins    *batcher[Caller, QueueTicketView] // queue joins per product (queue_join.go)
 	cache    productCache
+	tickets  *ticketCache                       // queue tickets read or made here (queue_read.go)
 	onChange atomic.Pointer[func(*ent.Product)] // see OnChange
 	onEvents atomic.Pointer[func()]             // see OnEvents
 	observer Observer                           // see Observe
@@ -112,6 +114,8 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 	s.holds = &batcher[HoldRequest, *ent.Hold]{op: "create hold", run: s.holdBatch, log: log.Error}
 	s.orders = &batcher[orderCall, *ent.Order]{op: "create order", run: s.orderBatch, log: log.Error}
 	s.payments = &batcher[Payment, PaymentResult]{op: "apply payment", run: s.paymentBatch, log: log.Error}
+	s.joins = &batcher[Caller, QueueTicketView]{op: "join queue", run: s.joinBatch, log: log.Error}
+	s.tickets = newTicketCache()
 	return s
 }
 

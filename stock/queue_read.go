@@ -1,0 +1,164 @@
+package stock
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/sync/singleflight"
+
+	"flashsale/ent"
+	"flashsale/ent/queueticket"
+)
+
+// Reading a ticket. Buyers in a waiting room poll their place, so a
+// position read must cost what a product read does: no query. A ticket
+// row changes far less often than its position, which follows from the
+// product (number − serving), and the product is read from memory at most
+// a second stale (cache.go). So this process keeps the ticket rows it
+// read or made:
+//
+//   - a numbered WAITING ticket stays WAITING while its product's serving
+//     counter is below its number (admission and sell-out both move serving
+//     past it, under the product's lock with the ticket's own change), so
+//     with the product as read it needs no query until serving reaches it;
+//   - an unnumbered one (the pre-queue) is numbered when its product's
+//     queue starts, and is read again then;
+//   - any other ticket (in the pre-queue, or let in and waiting for its
+//     hold or its pass to lapse) is kept productTTL, like a product.
+
+// maxCachedTickets bounds the tickets one process keeps (a few hundred
+// bytes each); past it the least recently read go.
+const maxCachedTickets = 200_000
+
+type ticketCache struct {
+	rows  *lru.Cache[uuid.UUID, cachedTicket]
+	loads singleflight.Group
+}
+
+type cachedTicket struct {
+	t      ent.QueueTicket // a copy: callers may not change the cache
+	loaded time.Time
+}
+
+func newTicketCache() *ticketCache {
+	rows, err := lru.New[uuid.UUID, cachedTicket](maxCachedTickets)
+	if err != nil {
+		panic(err) // only for a size < 1
+	}
+	return &ticketCache{rows: rows}
+}
+
+// store keeps t as read (or committed) at loaded.
+func (c *ticketCache) store(t *ent.QueueTicket, loaded time.Time) {
+	c.rows.Add(t.ID, cachedTicket{t: *t, loaded: loaded})
+}
+
+// forget drops tickets this process just changed.
+func (c *ticketCache) forget(ids ...uuid.UUID) {
+	for _, id := range ids {
+		c.rows.Remove(id)
+	}
+}
+
+// get returns the ticket as this process last read or made it.
+func (c *ticketCache) get(id uuid.UUID) (cachedTicket, bool) { return c.rows.Get(id) }
+
+// stillTrue reports whether a cached ticket still says what the ticket is,
+// given its product p as read now.
+func (e cachedTicket) stillTrue(p *ent.Product) bool {
+	switch {
+	case e.t.Status == queueticket.StatusWAITING && e.t.Number != nil:
+		return p.QueueServing < *e.t.Number
+	case e.t.Status == queueticket.StatusWAITING && p.QueueTickedAt != nil:
+		return false // the pre-queue has been numbered since
+	}
+	return time.Since(e.loaded) < productTTL
+}
+
+// QueueTicket returns a ticket as its owner, or an operator, sees it:
+// another customer's, or a customer's to an anonymous caller, is
+// ErrNotFound. Its position is at most about a second stale, like a
+// product's stock.
+func (s *Service) QueueTicket(ctx context.Context, id uuid.UUID, by Caller) (QueueTicketView, error) {
+	t, p, err := s.readTicket(ctx, id)
+	if err != nil {
+		return QueueTicketView{}, err
+	}
+	if !by.mayRead(ticketOwner(t)) {
+		return QueueTicketView{}, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
+	}
+	return viewOf(t, p), nil
+}
+
+// readTicket is a ticket and its product, from memory while that is still
+// true, else from the database.
+func (s *Service) readTicket(ctx context.Context, id uuid.UUID) (*ent.QueueTicket, *ent.Product, error) {
+	if e, ok := s.tickets.get(id); ok {
+		p, err := s.Product(ctx, e.t.ProductID)
+		if err != nil {
+			return nil, nil, err
+		}
+		if e.stillTrue(p) {
+			return &e.t, p, nil
+		}
+	}
+	t, err := s.loadTicket(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := s.Product(ctx, t.ProductID)
+	if err != nil {
+		return nil, nil, err
+	}
+	return t, p, nil
+}
+
+// loadTicket reads a ticket from the database and keeps it; concurrent
+// loads of one ticket share one query.
+func (s *Service) loadTicket(ctx context.Context, id uuid.UUID) (*ent.QueueTicket, error) {
+	v, err, _ := s.tickets.loads.Do(id.String(), func() (any, error) {
+		// Detached from the first caller, so its leaving does not fail the others.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+		defer cancel()
+		loaded := time.Now()
+		t, err := s.client.QueueTicket.Get(lctx, id)
+		if err != nil {
+			return nil, err
+		}
+		s.tickets.store(t, loaded)
+		return t, nil
+	})
+	if ent.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return nil, classify("read queue ticket", err)
+	}
+	t := *v.(*ent.QueueTicket)
+	return &t, nil
+}
+
+// QueueTicketNow is QueueTicket read from the database, for a caller that
+// knows the ticket has just changed (a subscription that saw its product
+// move past it). p is the product as that caller saw it, newer than this
+// process's cache may be; nil reads it.
+func (s *Service) QueueTicketNow(ctx context.Context, id uuid.UUID, by Caller, p *ent.Product) (QueueTicketView, error) {
+	loaded := time.Now()
+	t, err := s.client.QueueTicket.Get(ctx, id)
+	if ent.IsNotFound(err) || err == nil && !by.mayRead(ticketOwner(t)) {
+		return QueueTicketView{}, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
+	}
+	if err != nil {
+		return QueueTicketView{}, classify("read queue ticket", err)
+	}
+	s.tickets.store(t, loaded)
+	if p == nil || p.ID != t.ProductID {
+		if p, err = s.Product(ctx, t.ProductID); err != nil {
+			return QueueTicketView{}, err
+		}
+	}
+	return viewOf(t, p), nil
+}
