@@ -48,6 +48,7 @@ func (st *state) check(ctx context.Context) checkResult {
 	st.checkLimit(ctx, &c)
 	st.checkEvents(ctx, &c, st.eventsFig)
 	st.checkSubscribers(&c)
+	st.checkQueueSubscribers(&c)
 	if st.opts.DB == "" {
 		c.line("database checks (stock.Service.Audit, oversold, limit): not run, they need -db")
 		return c

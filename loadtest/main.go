@@ -44,28 +44,32 @@ const (
 	scHotHold          = "hot-hold"
 	scSellout          = "sellout"
 	scRead             = "read"
+	scQueueJoin        = "queue-join"     // joinQueue, each join a new ticket (see queue.go)
+	scQueuePosition    = "queue-position" // queueTicket reads of waiting tickets
 	scLifecycle        = "lifecycle"
 	scLifecycleEvents  = "lifecycle-events" // lifecycle's work against -events-url (see events.go)
 	scLimit            = "limit"
 	scDBForUpdate      = "db-forupdate"
 	scDBLifecycle      = "db-lifecycle"
 	scSubscribers      = "subscribers"
-	scEdge             = "edge" // reads through nginx with the repo's configuration (see edge.go)
+	scQueueSubscribers = "queue-subscribers" // ticket subscriptions told ADMITTED
+	scEdge             = "edge"              // reads through nginx with the repo's configuration (see edge.go)
 	// scSubscribersBaseline names subscribers' first hot-hold run, without
 	// subscribers (a row of the report, not a scenario to choose).
 	scSubscribersBaseline = "subscribers-baseline"
 )
 
-var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scLifecycle, scLifecycleEvents, scLimit, scDBForUpdate, scDBLifecycle, scSubscribers, scEdge}
+var allScenarios = []string{scTypename, scTypenameCustomer, scHotHold, scSellout, scRead, scQueueJoin, scQueuePosition, scLifecycle,
+	scLifecycleEvents, scLimit, scDBForUpdate, scDBLifecycle, scSubscribers, scQueueSubscribers, scEdge}
 
 // optInScenarios run only when named: "all" leaves them out. subscribers
-// opens thousands of connections and needs the server's MAX_SUBSCRIPTIONS
-// to allow them; edge starts an nginx.
-var optInScenarios = []string{scSubscribers, scEdge}
+// and queue-subscribers open thousands of subscriptions and need the
+// server's MAX_SUBSCRIPTIONS to allow them; edge starts an nginx.
+var optInScenarios = []string{scSubscribers, scQueueSubscribers, scEdge}
 
 // aloneScenarios run on their own after the others, against baselines of
-// their own.
-var aloneScenarios = []string{scSubscribers, scEdge}
+// their own (queue-subscribers: against the contract's second).
+var aloneScenarios = []string{scSubscribers, scQueueSubscribers, scEdge}
 
 // dbScenarios run straight against -db, without HTTP: they need MySQL.
 var dbScenarios = []string{scDBForUpdate, scDBLifecycle}
@@ -141,6 +145,11 @@ type options struct {
 	EventsSecret string
 	// edge: holds a second on its product while it is read.
 	EdgeHolds int
+	// queue-subscribers: ticket subscriptions, how many share a WebSocket
+	// (anonymous mode), and the admission rate (0: all over -duration).
+	QueueSubscribers    int
+	QueuePerConn        int
+	QueueAdmitPerMinute int
 }
 
 func main() {
@@ -370,6 +379,11 @@ func (st *state) runScenarios(rep *report, toRun []string, stderr io.Writer) {
 			rep.record(stderr, name, rows, err)
 			continue
 		}
+		if name == scQueueSubscribers {
+			rows, err := st.runQueueSubscribers()
+			rep.record(stderr, name, rows, err)
+			continue
+		}
 		if name == scEdge {
 			rows, err := st.runEdge()
 			rep.record(stderr, name, rows, err)
@@ -506,13 +520,16 @@ func defineFlags(fs *flag.FlagSet, o *options) *string {
 	fs.StringVar(&o.CustomerSecret, "customer-secret", "", "the server's CUSTOMER_JWT_SECRET (at least 32 bytes): customers mode, every client buys as its own customer with an HS256 token the tool mints; empty: anonymous buyers (default $CUSTOMER_JWT_SECRET)")
 	fs.StringVar(&o.CustomerIssuer, "customer-issuer", "", "iss of the minted customer tokens, the server's CUSTOMER_JWT_ISSUER (default $CUSTOMER_JWT_ISSUER)")
 	fs.IntVar(&o.Subscribers, "subscribers", 10000, fmt.Sprintf("subscriptions the subscribers scenario opens, one WebSocket each, to the first -url (1..%d; the server's MAX_SUBSCRIPTIONS must allow them)", maxSubscribers))
-	fs.IntVar(&o.ServerPID, "server-pid", 0, "PID of the first -url's server process: the subscribers scenario reports its memory per subscription (Linux /proc); 0: not measured")
+	fs.IntVar(&o.ServerPID, "server-pid", 0, "PID of the first -url's server process: subscribers and queue-subscribers report its memory per subscription (Linux /proc); 0: not measured")
 	fs.StringVar(&o.EventsURL, "events-url", "", "lifecycle-events: a second server, on its own database, started with EVENTS_WEBHOOK_URL=http://<-events-listen>/events; "+
 		"it runs lifecycle's work while the tool receives its order events (it must take the same -token, -secret and customer settings as -url; loopback only)")
 	fs.StringVar(&o.EventsListen, "events-listen", "", "host:port (loopback) where the tool's order-event receiver listens, answering 204 to every POST (with -events-url)")
 	fs.StringVar(&o.EventsSecret, "events-secret", "", "the -events-url server's EVENTS_WEBHOOK_SECRET (whsec_...): the receiver verifies every event's signature; "+
 		"empty: not verified (default $EVENTS_WEBHOOK_SECRET, with -events-url)")
 	fs.IntVar(&o.EdgeHolds, "edge-holds", 50, "edge: holds per second on its product while it is read, so that its stock changes (1..1000)")
+	fs.IntVar(&o.QueueSubscribers, "queue-subscribers", 10000, fmt.Sprintf("queue-subscribers: tickets joined and watched over graphql-ws, one subscription each, on the first -url (1..%d; the server's MAX_SUBSCRIPTIONS must allow them)", maxSubscribers))
+	fs.IntVar(&o.QueuePerConn, "queue-per-conn", 25, fmt.Sprintf("queue-subscribers: ticket subscriptions per WebSocket with anonymous tickets (1..%d; at most the server's MAX_SUBSCRIPTIONS_PER_CONNECTION, default 25); customers mode: 1, each customer's own connection", maxQueuePerConn))
+	fs.IntVar(&o.QueueAdmitPerMinute, "queue-admit-per-minute", 0, fmt.Sprintf("queue-subscribers: the waiting room's admission rate (1..%d); 0: all -queue-subscribers tickets over -duration", maxAdmitPerMinute))
 	fs.StringVar(&o.CustomerAudience, "customer-audience", "", "aud of the minted customer tokens, the server's CUSTOMER_JWT_AUDIENCE (default $CUSTOMER_JWT_AUDIENCE)")
 	return scen
 }
@@ -552,6 +569,9 @@ func checkBounds(o options) []error {
 		{"-db-conns", o.DBConns, between(o.DBConns, 0, dbPoolLimit), fmt.Sprintf("0..%d", dbPoolLimit)},
 		{"-max-requests", o.MaxRequests, between(o.MaxRequests, 1, 50_000_000), "1..50000000"},
 		{"-edge-holds", o.EdgeHolds, between(o.EdgeHolds, 1, 1000), "1..1000"},
+		{"-queue-subscribers", o.QueueSubscribers, between(o.QueueSubscribers, 1, maxSubscribers), fmt.Sprintf("1..%d", maxSubscribers)},
+		{"-queue-per-conn", o.QueuePerConn, between(o.QueuePerConn, 1, maxQueuePerConn), fmt.Sprintf("1..%d", maxQueuePerConn)},
+		{"-queue-admit-per-minute", o.QueueAdmitPerMinute, between(o.QueueAdmitPerMinute, 0, maxAdmitPerMinute), fmt.Sprintf("0..%d", maxAdmitPerMinute)},
 	} {
 		if !b.ok {
 			errs = append(errs, fmt.Errorf("%s %v: want %s", b.flag, b.value, b.want))

@@ -71,11 +71,16 @@ type scenarioResult struct {
 	Events         *eventsFigures   `json:"events,omitempty"` // lifecycle-events: its order events
 	Edge           *edgeFigures     `json:"edge,omitempty"`   // edge: the cache's figures
 
+	// queue-subscribers: its tickets' ADMITTED events.
+	QueueSubs *queueSubsFigures `json:"queue_subscribers,omitempty"`
+
 	ended time.Time // when its last slice ended
 }
 
 const okMeaning = "ok/s counts holds made (hot-hold, sellout, limit, db-forupdate), answered queries (typename, " +
-	"typename-customer, read), complete lifecycles: hold, order, then a payment applied as expected, 3 in 4 a success (PAID) " +
+	"typename-customer, read, queue-position), tickets made (queue-join), tickets told ADMITTED (queue-subscribers, " +
+	"whose requests are the joins that made its tickets), complete lifecycles: hold, order, then a payment applied as " +
+	"expected, 3 in 4 a success (PAID) " +
 	"and 1 in 4 a failure (CANCELLED), the same mix in both (lifecycle: webhook; db-lifecycle: transaction); refused/s counts " +
 	"INSUFFICIENT_STOCK (limit: PURCHASE_LIMIT_EXCEEDED). " +
 	"Latencies are of every single request, no sampling (lifecycle: each of its three requests, db-lifecycle: each of " +
@@ -161,6 +166,12 @@ var ratioDefs = []ratioDef{
 	{"edge server requests/s for the query ÷ 2/s", edgeFigure(func(f *edgeFigures) float64 { return f.OriginPerSec }), constant(edgeOriginTarget), "≤", 1, false},
 	{"edge max staleness ÷ (2 × max-age + 1) s", edgeFigure(func(f *edgeFigures) float64 { return f.MaxStale }),
 		edgeFigure(func(f *edgeFigures) float64 { return f.StaleBound }), "≤", 1, false},
+	// The waiting room: a join costs about what a hold does, a position
+	// read what a product read does, and ADMITTED reaches a watching
+	// storefront within the contract's second.
+	{"queue-join ok/s ÷ hot-hold holds/s", okPerSec(scQueueJoin), okPerSec(scHotHold), "≥", 0.8, false},
+	{"queue-position ok/s ÷ read ok/s", okPerSec(scQueuePosition), okPerSec(scRead), "≥", 0.8, false},
+	{"queue-subscribers " + stepAdmitted + " p99 ÷ 1 s", stepP99(scQueueSubscribers, stepAdmitted), constant(float64(deliveryBound)), "≤", 1, false},
 	// What verifying a customer token costs (customers mode only).
 	{"typename-customer req/s ÷ typename req/s", reqPerSec(scTypenameCustomer), reqPerSec(scTypename), "≥", 0.8, true},
 }

@@ -31,6 +31,8 @@ type state struct {
 
 	subs *subscribersInfo // what the subscribers scenario saw; nil: it did not run
 
+	queue queueSide // the waiting-room scenarios' tickets and figures (queue.go)
+
 	turns *turns // the scenarios taking turns; nil: one after another
 
 	events    *eventsSide    // -events-url and the receiver; nil: lifecycle-events does not run
@@ -298,7 +300,13 @@ func (st *state) createProducts(scenarios []string) error {
 			server = a.base
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), st.opts.Timeout)
-		id, err := a.createProduct(ctx, fmt.Sprintf("loadtest %s %s", st.runID, sc), stock, limit)
+		var id string
+		var err error
+		if isQueueScenario(sc) {
+			id, err = st.createQueueProduct(ctx, sc, stock) // with a waiting room
+		} else {
+			id, err = a.createProduct(ctx, fmt.Sprintf("loadtest %s %s", st.runID, sc), stock, limit)
+		}
 		cancel()
 		if err != nil {
 			if server != "" {
@@ -345,6 +353,10 @@ func (st *state) runOne(name string) (scenarioResult, error) {
 		return st.runHold(name)
 	case scRead:
 		return st.runRead(name)
+	case scQueueJoin:
+		return st.runQueueJoin()
+	case scQueuePosition:
+		return st.runQueuePosition()
 	case scLifecycle, scLifecycleEvents:
 		return st.runLifecycle(name)
 	case scLimit:

@@ -21,6 +21,9 @@ func TestParseScenarios(t *testing.T) {
 	if all, _ := parseScenarios("all"); slices.Contains(all, scEdge) {
 		t.Fatal("all includes edge, which must be named")
 	}
+	if all, _ := parseScenarios("all"); slices.Contains(all, scQueueSubscribers) || !slices.Contains(all, scQueueJoin) || !slices.Contains(all, scQueuePosition) {
+		t.Fatalf("all: %v; want queue-join and queue-position, not queue-subscribers", all)
+	}
 	if got, _ := parseScenarios("subscribers"); strings.Join(got, ",") != scSubscribers {
 		t.Fatalf("subscribers named: %v", got)
 	}

@@ -50,7 +50,7 @@ func TestAgainstServer(t *testing.T) {
 		t.Fatalf("-json: %v", err)
 	}
 	// Without customer tokens, typename-customer and limit are skipped;
-	// "all" leaves subscribers out.
+	// "all" leaves subscribers, queue-subscribers and edge out.
 	anonymous := slices.DeleteFunc(slices.Clone(allScenarios), func(n string) bool {
 		return isCustomerScenario(n) || isEventsScenario(n) || slices.Contains(optInScenarios, n)
 	})
@@ -112,7 +112,8 @@ func TestAgainstServer(t *testing.T) {
 		}
 	}
 	for _, r := range rep.Ratios {
-		if strings.HasPrefix(r.Name, "subscribers ") || strings.HasPrefix(r.Name, scLifecycleEvents+" ") || strings.HasPrefix(r.Name, scEdge+" ") { // did not run
+		if strings.HasPrefix(r.Name, "subscribers ") || strings.HasPrefix(r.Name, scLifecycleEvents+" ") || strings.HasPrefix(r.Name, scEdge+" ") ||
+			strings.HasPrefix(r.Name, scQueueSubscribers+" ") { // did not run
 			if r.Value != nil || r.Result != "n/a" {
 				t.Errorf("ratio %s without its scenario: %v %s", r.Name, r.Value, r.Result)
 			}
@@ -128,7 +129,7 @@ func TestAgainstServer(t *testing.T) {
 			t.Errorf("ratio %s: %v %s", r.Name, r.Value, r.Result)
 		}
 	}
-	if len(rep.Checks.Violations) > 0 || rep.Checks.Failed || rep.DBPoolCap != 8 || len(rep.Products) != 6 {
+	if len(rep.Checks.Violations) > 0 || rep.Checks.Failed || rep.DBPoolCap != 8 || len(rep.Products) != 8 {
 		t.Fatalf("checks %+v, pool %d, products %v", rep.Checks, rep.DBPoolCap, rep.Products)
 	}
 	db := openSQL(t, dbURL)
