@@ -114,6 +114,12 @@ func TestCacheControlOverHTTP(t *testing.T) {
 		{"no such product (null, no error)", func() getAnswer {
 			return get(t, gqlURL(ts.URL, `{ product(id: "999999") { id } }`, nil, nil), nil)
 		}, true, ""},
+		{"product with its waiting room", func() getAnswer {
+			return get(t, gqlURL(ts.URL, `query($p: ID!) { product(id: $p) { queueAdmitPerMinute queue { waiting admitted admitPerMinute } } }`, pv, nil), nil)
+		}, true, ""},
+		{"queueTicket", func() getAnswer {
+			return get(t, gqlURL(ts.URL, `{ queueTicket(id: "01a250ca-01fc-742a-9b5b-a6853d84591a") { id position } }`, nil, nil), nil)
+		}, false, ""},
 		{"me", func() getAnswer { return get(t, gqlURL(ts.URL, `{ me { id } }`, nil, nil), nil) }, false, ""},
 		{"hold", func() getAnswer { return get(t, gqlURL(ts.URL, `{ hold(id: "1") { id } }`, nil, nil), nil) }, false, ""},
 		{"order", func() getAnswer { return get(t, gqlURL(ts.URL, `{ order(id: "1") { id } }`, nil, nil), nil) }, false, ""},

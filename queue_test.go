@@ -1,10 +1,14 @@
 package main
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"entgo.io/ent/dialect"
+
+	"flashsale/internal/testkit"
 )
 
 type ticketJSON struct {
@@ -143,5 +147,98 @@ func TestWaitingRoomAnonymous(t *testing.T) {
 	}
 	if r := ts.gql(t, "", `mutation($p: ID!) { joinQueue(productId: $p) { id } }`, map[string]any{"p": ts.createProduct(t, 1).ID}); r.code() != "BAD_USER_INPUT" {
 		t.Fatalf("joining a product without a waiting room: %s %+v", r.Data, r.Errors)
+	}
+}
+
+// TestWaitingRoomOperator: an operator turns a product's waiting room on,
+// changes its rate and turns it off, each recorded in the operator action
+// log; rates outside 1..1,000,000 change nothing.
+func TestWaitingRoomOperator(t *testing.T) {
+	ts := startServer(t, dialect.SQLite, nil)
+	p := ts.createProduct(t, 5).ID
+	update := `mutation($id: ID!, $in: UpdateProductInput!) { updateProduct(id: $id, input: $in) { queueAdmitPerMinute queue { admitPerMinute } } }`
+	for _, c := range []struct {
+		rate any // nil: turn it off
+		want *int
+		code string
+	}{
+		{120, ptr(120), ""},
+		{0, ptr(120), "BAD_USER_INPUT"},
+		{1_000_001, ptr(120), "BAD_USER_INPUT"},
+		{1_000_000, ptr(1_000_000), ""},
+		{nil, nil, ""},
+	} {
+		r := ts.gql(t, testAdminToken, update, map[string]any{"id": p, "in": map[string]any{"queueAdmitPerMinute": c.rate}})
+		if r.code() != c.code {
+			t.Fatalf("queueAdmitPerMinute %v: code %q, want %q (%+v)", c.rate, r.code(), c.code, r.Errors)
+		}
+		var got struct {
+			Product struct {
+				QueueAdmitPerMinute *int
+				Queue               *struct{ AdmitPerMinute int }
+			}
+		}
+		ts.gql(t, "", `query($p: ID!) { product(id: $p) { queueAdmitPerMinute queue { admitPerMinute } } }`, map[string]any{"p": p}).must(t, &got)
+		rate, q := got.Product.QueueAdmitPerMinute, got.Product.Queue
+		if (rate == nil) != (c.want == nil) || rate != nil && *rate != *c.want || (q == nil) != (c.want == nil) || q != nil && q.AdmitPerMinute != *c.want {
+			t.Fatalf("after queueAdmitPerMinute %v: rate %v queue %+v, want %v", c.rate, rate, q, c.want)
+		}
+	}
+	var log struct {
+		OperatorActions struct{ Edges []struct{ Node struct{ Mutation, Input string } } }
+	}
+	ts.gql(t, testAdminToken, `{ operatorActions(first: 10) { edges { node { mutation input } } } }`, nil).must(t, &log)
+	var rates []string
+	for _, e := range log.OperatorActions.Edges {
+		if e.Node.Mutation == "updateProduct" {
+			rates = append(rates, e.Node.Input)
+		}
+	}
+	if len(rates) != 3 || !strings.Contains(rates[2], `"queueAdmitPerMinute":120`) || !strings.Contains(rates[0], `"queueAdmitPerMinute":null`) {
+		t.Fatalf("operator actions of updateProduct, newest first: %v", rates)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestWaitingRoomMetrics: joins, admissions, the waiting gauge and the
+// holds refused for want of a pass show in /metrics.
+func TestWaitingRoomMetrics(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
+	ts := startServer(t, dialect.MySQL, map[string]string{"METRICS_ADDR": addr})
+	p := ts.queueProduct(t, 5, 6000)
+	var tickets []ticketJSON
+	for range 3 {
+		tickets = append(tickets, ts.joinQueue(t, "", p))
+	}
+	if r := ts.gql(t, "", `mutation($p: ID!) { createHold(productId: $p, qty: 1) { id } }`, map[string]any{"p": p}); r.code() != "QUEUE_REQUIRED" {
+		t.Fatalf("hold without a ticket: %+v", r.Errors)
+	}
+	for _, tk := range tickets {
+		ts.waitTicket(t, "", tk.ID, "ADMITTED")
+	}
+	want := map[[3]string]float64{
+		{"flashsale_queue_joins_total", "", ""}:               3,
+		{"flashsale_queue_admitted_total", "", ""}:            3,
+		{"flashsale_queue_waiting", "", ""}:                   0,
+		{"flashsale_holds_total", "result", "QUEUE_REQUIRED"}: 1,
+	}
+	// The admission is counted right after its commit: scrape until it shows.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fams := testkit.Scrape(t, addr)
+		var wrong []string
+		for k, v := range want {
+			if got, ok := fams.Value(k[0], k[1], k[2]); !ok || got != v {
+				wrong = append(wrong, fmt.Sprintf("%s{%s=%q} = %v (present %v), want %v", k[0], k[1], k[2], got, ok, v))
+			}
+		}
+		if len(wrong) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics:\n%s", strings.Join(wrong, "\n"))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
