@@ -185,7 +185,11 @@ func TestWaitingRoomOperator(t *testing.T) {
 		}
 	}
 	var log struct {
-		OperatorActions struct{ Edges []struct{ Node struct{ Mutation, Input string } } }
+		OperatorActions struct {
+			Edges []struct {
+				Node struct{ Mutation, Input string }
+			}
+		}
 	}
 	ts.gql(t, testAdminToken, `{ operatorActions(first: 10) { edges { node { mutation input } } } }`, nil).must(t, &log)
 	var rates []string

@@ -86,7 +86,9 @@ func viewOf(t *ent.QueueTicket, p *ent.Product) QueueTicketView {
 	v.Position = &pos
 	if p.QueueAdmitPerMinute != nil && Sellable(p) > 0 {
 		secs := (float64(pos) - p.QueueCarry) * 60 / float64(*p.QueueAdmitPerMinute)
-		at := p.QueueTickedAt.Add(time.Duration(max(secs, 0) * float64(time.Second)))
+		// To the millisecond: finer is float noise from each round's carry,
+		// and would make a subscription send a ticket that did not change.
+		at := p.QueueTickedAt.Add(time.Duration(max(secs, 0) * float64(time.Second))).Round(time.Millisecond)
 		v.EstimatedAt = &at
 	}
 	return v
