@@ -97,10 +97,11 @@ func (r *Resolver) watchTicket(ctx context.Context, id string) (<-chan *stock.Qu
 func (r *Resolver) followTicket(ctx context.Context, id uuid.UUID, by stock.Caller, cur stock.QueueTicketView,
 	products <-chan *ent.Product, out chan *stock.QueueTicketView) {
 	defer close(out)
+	w := ticketWatch{cur: cur}
 	var expiry <-chan time.Time
 	for {
-		if cur.Status == queueticket.StatusADMITTED && cur.PassExpiresAt != nil && expiry == nil {
-			expiry = time.After(time.Until(*cur.PassExpiresAt) + time.Second)
+		if w.cur.Status == queueticket.StatusADMITTED && w.cur.PassExpiresAt != nil && expiry == nil {
+			expiry = time.After(time.Until(*w.cur.PassExpiresAt) + time.Second)
 		}
 		var p *ent.Product
 		select {
@@ -114,14 +115,14 @@ func (r *Resolver) followTicket(ctx context.Context, id uuid.UUID, by stock.Call
 			}
 			p = q
 		}
-		next, ok := r.nextTicket(ctx, id, by, cur, p)
+		next, ok := r.nextTicket(ctx, id, by, &w, p)
 		if !ok {
 			return
 		}
-		if sameTicket(next, cur) {
+		if sameTicket(next, w.cur) {
 			continue
 		}
-		cur = next
+		w.cur = next
 		select { // coalesce: a reader that is behind gets the latest
 		case <-out:
 		default:
@@ -130,26 +131,47 @@ func (r *Resolver) followTicket(ctx context.Context, id uuid.UUID, by stock.Call
 	}
 }
 
+// ticketWatch is what a ticket subscription knows: the ticket as last
+// sent, and its product's stock when the ticket was last read.
+type ticketWatch struct {
+	cur  stock.QueueTicketView
+	held *[2]int // the product's reserved and available units then; nil: unknown
+}
+
 // nextTicket is the ticket after product event p (nil: its pass timer),
-// read again only when its status may have moved. ok is false when it can
-// no longer be read (the subscription then ends).
-func (r *Resolver) nextTicket(ctx context.Context, id uuid.UUID, by stock.Caller, cur stock.QueueTicketView, p *ent.Product) (stock.QueueTicketView, bool) {
-	final := cur.Status == queueticket.StatusUSED || cur.Status == queueticket.StatusEXPIRED || cur.Status == queueticket.StatusSOLD_OUT
-	if final {
-		return cur, true
-	}
-	if p != nil && cur.Status == queueticket.StatusWAITING && p.StockAvailable > 0 {
-		switch {
-		case cur.Number == nil && p.QueueTickedAt == nil:
-			return cur, true // the pre-queue, before the start
-		case cur.Number != nil && *cur.Number > p.QueueServing:
-			return stock.ViewOf(cur.QueueTicket, p), true // still in line
+// read again only when its status may have moved: a WAITING ticket once
+// the product's serving counter reached it (or the line was numbered or
+// sold out), an ADMITTED one when its pass timer fires or the stock moved
+// (only a hold spends a pass; a hold and a release of as many units between
+// two events hide it until the next change). ok is false when it can no
+// longer be read (the subscription then ends).
+func (r *Resolver) nextTicket(ctx context.Context, id uuid.UUID, by stock.Caller, w *ticketWatch, p *ent.Product) (stock.QueueTicketView, bool) {
+	cur := w.cur
+	switch cur.Status {
+	case queueticket.StatusUSED, queueticket.StatusEXPIRED, queueticket.StatusSOLD_OUT:
+		return cur, true // final
+	case queueticket.StatusWAITING:
+		if p != nil && p.StockAvailable > 0 {
+			switch {
+			case cur.Number == nil && p.QueueTickedAt == nil:
+				return cur, true // the pre-queue, before the start
+			case cur.Number != nil && *cur.Number > p.QueueServing:
+				return stock.ViewOf(cur.QueueTicket, p), true // still in line
+			}
+		}
+	case queueticket.StatusADMITTED:
+		if p != nil && w.held != nil && *w.held == [2]int{p.StockReserved, p.StockAvailable} {
+			return cur, true
 		}
 	}
-	v, err := r.Stock.QueueTicketNow(ctx, id, by, p)
+	v, err := r.Stock.QueueTicketNow(ctx, cur.ProductID, id, by, p)
 	if err != nil {
 		// A passing outage keeps the subscription; the next event retries.
 		return cur, ctx.Err() == nil && !errors.Is(err, stock.ErrNotFound)
+	}
+	w.held = nil
+	if p != nil {
+		w.held = &[2]int{p.StockReserved, p.StockAvailable}
 	}
 	return v, true
 }

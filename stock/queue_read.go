@@ -142,23 +142,48 @@ func (s *Service) loadTicket(ctx context.Context, id uuid.UUID) (*ent.QueueTicke
 }
 
 // QueueTicketNow is QueueTicket read from the database, for a caller that
-// knows the ticket has just changed (a subscription that saw its product
-// move past it). p is the product as that caller saw it, newer than this
+// knows the ticket may just have changed (a subscription that saw its
+// product move past it). Such reads come in floods, every subscriber of a
+// product at once when admission or the sale's start reaches them, so
+// they are batched per product (batch.go): one query for up to 256
+// tickets. p is the ticket's product as the caller saw it, newer than this
 // process's cache may be; nil reads it.
-func (s *Service) QueueTicketNow(ctx context.Context, id uuid.UUID, by Caller, p *ent.Product) (QueueTicketView, error) {
-	loaded := time.Now()
-	t, err := s.client.QueueTicket.Get(ctx, id)
-	if ent.IsNotFound(err) || err == nil && !by.mayRead(ticketOwner(t)) {
+func (s *Service) QueueTicketNow(ctx context.Context, productID int, id uuid.UUID, by Caller, p *ent.Product) (QueueTicketView, error) {
+	t, err := s.ticketReads.do(ctx, productID, id)
+	if err != nil {
+		return QueueTicketView{}, err
+	}
+	if !by.mayRead(ticketOwner(t)) {
 		return QueueTicketView{}, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
 	}
-	if err != nil {
-		return QueueTicketView{}, classify("read queue ticket", err)
-	}
-	s.tickets.store(t, loaded)
 	if p == nil || p.ID != t.ProductID {
 		if p, err = s.Product(ctx, t.ProductID); err != nil {
 			return QueueTicketView{}, err
 		}
 	}
 	return viewOf(t, p), nil
+}
+
+// ticketReadBatch reads a batch of tickets in one query and keeps them.
+func (s *Service) ticketReadBatch(ctx context.Context, _ int, ids []uuid.UUID, _ func()) []result[*ent.QueueTicket] {
+	loaded := time.Now()
+	ts, err := s.client.QueueTicket.Query().Where(queueticket.IDIn(ids...)).All(ctx)
+	if err != nil {
+		return fail[*ent.QueueTicket](len(ids), classify("read queue tickets", err))
+	}
+	byID := make(map[uuid.UUID]*ent.QueueTicket, len(ts))
+	for _, t := range ts {
+		byID[t.ID] = t
+		s.tickets.store(t, loaded)
+	}
+	results := make([]result[*ent.QueueTicket], len(ids))
+	for i, id := range ids {
+		if t := byID[id]; t != nil {
+			cp := *t // each caller its own copy
+			results[i].out = &cp
+		} else {
+			results[i].err = fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
+		}
+	}
+	return results
 }

@@ -98,11 +98,13 @@ type Service struct {
 	orders   *batcher[orderCall, *ent.Order]
 	payments *batcher[Payment, PaymentResult]
 	joins    *batcher[Caller, QueueTicketView] // queue joins per product (queue_join.go)
-	cache    productCache
-	tickets  *ticketCache                       // queue tickets read or made here (queue_read.go)
-	onChange atomic.Pointer[func(*ent.Product)] // see OnChange
-	onEvents atomic.Pointer[func()]             // see OnEvents
-	observer Observer                           // see Observe
+	// ticketReads batches a product's fresh ticket reads (queue_read.go).
+	ticketReads *batcher[uuid.UUID, *ent.QueueTicket]
+	cache       productCache
+	tickets     *ticketCache                       // queue tickets read or made here (queue_read.go)
+	onChange    atomic.Pointer[func(*ent.Product)] // see OnChange
+	onEvents    atomic.Pointer[func()]             // see OnEvents
+	observer    Observer                           // see Observe
 }
 
 // New returns a Service over client; d is dialect.MySQL or dialect.SQLite.
@@ -115,6 +117,7 @@ func New(client *ent.Client, d string, cfg Config, log *slog.Logger) *Service {
 	s.orders = &batcher[orderCall, *ent.Order]{op: "create order", run: s.orderBatch, log: log.Error}
 	s.payments = &batcher[Payment, PaymentResult]{op: "apply payment", run: s.paymentBatch, log: log.Error}
 	s.joins = &batcher[Caller, QueueTicketView]{op: "join queue", run: s.joinBatch, log: log.Error}
+	s.ticketReads = &batcher[uuid.UUID, *ent.QueueTicket]{op: "read queue tickets", run: s.ticketReadBatch, log: log.Error}
 	s.tickets = newTicketCache()
 	return s
 }
