@@ -339,27 +339,9 @@ func (st *state) runQueueSubscribers() ([]scenarioResult, error) {
 		AdmitPerMinute: queueSubsRate(o), ConnectFailed: map[string]int64{}, Ended: map[string]int64{}, ServerPID: o.ServerPID}
 	expected := time.Duration(float64(n) / float64(fig.AdmitPerMinute) * float64(time.Minute))
 
-	// The tickets: in customers mode one customer each, whose token its
-	// subscription's connection carries (so one ticket per connection).
-	var tokens []string
-	how := "anonymous tickets"
-	if st.cust != nil {
-		fig.PerConnection = 1
-		how = "one customer each, its token in connection_init"
-		tokens = make([]string, n)
-		ttl := tokenTTL(o, 1) + 3*expected + time.Hour
-		for k := range tokens {
-			if tokens[k], err = mintToken(o.CustomerSecret, o.CustomerIssuer, o.CustomerAudience,
-				"lt-"+st.runID+"-s"+strconv.Itoa(k), time.Now(), ttl); err != nil {
-				return nil, err
-			}
-		}
-	}
-	tokenOf := func(k int) string {
-		if tokens == nil {
-			return ""
-		}
-		return tokens[k]
+	tokenOf, how, err := st.queueSubTokens(n, expected, fig)
+	if err != nil {
+		return nil, err
 	}
 	st.progress("%s: product %s, its sale not started: %d tickets join the pre-queue (%s)", scQueueSubscribers, id, n, how)
 	tickets, joins, took := st.joinMany(id, n, tokenOf)
@@ -380,13 +362,7 @@ func (st *state) runQueueSubscribers() ([]scenarioResult, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ws := st.openTicketSubs(ctx, tickets, idx, tokenOf, fig)
-	if fig.ServerPID != 0 {
-		time.Sleep(time.Second) // let the server's allocations settle
-		fig.RSSAfter, _ = rss(fig.ServerPID)
-		if fig.Subscribed > 0 && fig.RSSAfter > 0 {
-			fig.BytesPerSub = float64(fig.RSSAfter-fig.RSSBefore) / float64(fig.Subscribed)
-		}
-	}
+	fig.measureMemory()
 
 	if st.stop.Err() != nil { // Ctrl-C: report what was set up
 		ws.closeAll(cancel)
@@ -414,6 +390,39 @@ func (st *state) runQueueSubscribers() ([]scenarioResult, error) {
 	ws.tally(fig, opened)
 	st.queue.subs = fig
 	return []scenarioResult{fig.row(id, joins, took, st.stop.Err() != nil)}, nil
+}
+
+// queueSubTokens is the token of ticket k's subscriber: in customers mode
+// one customer each, whose token its subscription's connection carries
+// (so one ticket per connection); else none. how says which.
+func (st *state) queueSubTokens(n int, expected time.Duration, fig *queueSubsFigures) (tokenOf func(k int) string, how string, err error) {
+	if st.cust == nil {
+		return func(int) string { return "" }, "anonymous tickets", nil
+	}
+	o := st.opts
+	fig.PerConnection = 1
+	tokens := make([]string, n)
+	ttl := tokenTTL(o, 1) + 3*expected + time.Hour
+	for k := range tokens {
+		if tokens[k], err = mintToken(o.CustomerSecret, o.CustomerIssuer, o.CustomerAudience,
+			"lt-"+st.runID+"-s"+strconv.Itoa(k), time.Now(), ttl); err != nil {
+			return nil, "", err
+		}
+	}
+	return func(k int) string { return tokens[k] }, "one customer each, its token in connection_init", nil
+}
+
+// measureMemory takes the server's memory per subscription, when its PID
+// is known.
+func (fig *queueSubsFigures) measureMemory() {
+	if fig.ServerPID == 0 {
+		return
+	}
+	time.Sleep(time.Second) // let the server's allocations settle
+	fig.RSSAfter, _ = rss(fig.ServerPID)
+	if fig.Subscribed > 0 && fig.RSSAfter > 0 {
+		fig.BytesPerSub = float64(fig.RSSAfter-fig.RSSBefore) / float64(fig.Subscribed)
+	}
 }
 
 // row is queue-subscribers' row of the report: the joins that made its
