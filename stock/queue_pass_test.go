@@ -165,9 +165,7 @@ func TestQueuePassTakesOneHold(t *testing.T) {
 func TestQueuePassOnceUnderConcurrency(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const perTicket, qty = 20, 2
-		e, db2 := newTwoServerEnv(t, d)
-		e.svc = newService(e.db, stock.Config{})
-		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		e, svcs := quTwoServers(t, d)
 		p := e.quProduct(stock.NewProduct{Stock: 50, QueueAdmitPerMinute: cuInt(quFast)})
 		names := []string{"alice", "bob", "carol"}
 		passes := map[string]uuid.UUID{}
@@ -455,9 +453,7 @@ func TestQueueTicketPrivacy(t *testing.T) {
 func TestQueueOneTicketPerCustomer(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const joins, anons = 50, 10
-		e, db2 := newTwoServerEnv(t, d)
-		e.svc = newService(e.db, stock.Config{})
-		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		e, svcs := quTwoServers(t, d)
 
 		// Concurrent joins, of alice and of anonymous callers at once.
 		joinAll := func(t *testing.T, productID int) []uuid.UUID {
@@ -619,9 +615,7 @@ func TestQueueJoinRefusals(t *testing.T) {
 func TestQueueNoHoldWithoutPass(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const customers, units = 60, 30
-		e, db2 := newTwoServerEnv(t, d)
-		e.svc = newService(e.db, stock.Config{})
-		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		e, svcs := quTwoServers(t, d)
 		starts := e.dbNow().Add(300 * time.Millisecond)
 		p := e.quProduct(stock.NewProduct{Stock: units, MaxPerCustomer: cuInt(2), QueueAdmitPerMinute: cuInt(6000), SaleStartsAt: &starts})
 		obs := &quObserver{}

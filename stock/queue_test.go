@@ -64,6 +64,14 @@ func (e *env) quJoinMany(svc *stock.Service, productID, from, n int) []stock.Que
 	return vs
 }
 
+// quTwoServers is an env and two Services over one database, as two
+// server processes; e.svc is the first.
+func quTwoServers(t *testing.T, d string) (*env, []*stock.Service) {
+	e, db2 := newTwoServerEnv(t, d)
+	e.svc = newService(e.db, stock.Config{})
+	return e, []*stock.Service{e.svc, newService(db2, stock.Config{})}
+}
+
 // quTick runs one round of the waiting rooms through svc.
 func (e *env) quTick(svc *stock.Service, passTTL time.Duration) stock.QueueResult {
 	e.t.Helper()
@@ -331,9 +339,7 @@ func TestQueueBasicFlow(t *testing.T) {
 func TestQueuePreQueueIsShuffled(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const n, block = 500, 25
-		e, db2 := newTwoServerEnv(t, d)
-		e.svc = newService(e.db, stock.Config{})
-		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		e, svcs := quTwoServers(t, d)
 		starts := e.dbNow().Add(time.Hour)
 		p := e.quProduct(stock.NewProduct{Stock: 100, QueueAdmitPerMinute: cuInt(60), SaleStartsAt: &starts})
 
@@ -414,9 +420,7 @@ func TestQueuePreQueueIsShuffled(t *testing.T) {
 func TestQueueFIFOAfterStart(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const pre, after = 5, 20
-		e, db2 := newTwoServerEnv(t, d)
-		e.svc = newService(e.db, stock.Config{})
-		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		e, svcs := quTwoServers(t, d)
 		starts := e.dbNow().Add(time.Hour)
 		p := e.quProduct(stock.NewProduct{Stock: 100, QueueAdmitPerMinute: cuInt(6000), SaleStartsAt: &starts})
 		e.quJoinMany(svcs[0], p.ID, 0, pre)
@@ -471,9 +475,7 @@ func TestQueueFIFOAfterStart(t *testing.T) {
 func TestQueueAdmissionRate(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const perSecond, run = 10, 3 * time.Second
-		e, db2 := newTwoServerEnv(t, d)
-		e.svc = newService(e.db, stock.Config{})
-		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		e, svcs := quTwoServers(t, d)
 		p := e.quProduct(stock.NewProduct{Stock: 1000, QueueAdmitPerMinute: cuInt(60 * perSecond)})
 		e.quJoinMany(svcs[0], p.ID, 0, 200)
 		// A first tick catches up on the joins' time; the count starts here.
@@ -682,9 +684,7 @@ func TestQueuePausesAndSellsOut(t *testing.T) {
 func TestQueueConcurrentJoins(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d string) {
 		const customers, dups = 120, 3
-		e, db2 := newTwoServerEnv(t, d)
-		e.svc = newService(e.db, stock.Config{})
-		svcs := []*stock.Service{e.svc, newService(db2, stock.Config{})}
+		e, svcs := quTwoServers(t, d)
 		p := e.quProduct(stock.NewProduct{Stock: 100, QueueAdmitPerMinute: cuInt(60)})
 
 		ids := make([][]uuid.UUID, customers)
