@@ -100,6 +100,23 @@ func TestWaitingRoomOverHTTP(t *testing.T) {
 	if r := ts.gql(t, bob, hold, map[string]any{"p": p, "q": 1, "tk": ta.ID}); r.code() != "QUEUE_REQUIRED" || r.Errors[0].Extensions["ticketStatus"] != nil {
 		t.Fatalf("bob with alice's ticket: %s %+v", r.Data, r.Errors)
 	}
+	// Bad input is a clear error and changes nothing.
+	join := `mutation($p: ID!) { joinQueue(productId: $p) { id } }`
+	for _, c := range []struct {
+		name, token, query string
+		vars               map[string]any
+		code               string
+	}{
+		{"join without a customer token", "", join, map[string]any{"p": p}, "UNAUTHENTICATED"},
+		{"join an unknown product", alice, join, map[string]any{"p": "999999"}, "NOT_FOUND"},
+		{"join a malformed product ID", alice, join, map[string]any{"p": "x"}, "BAD_USER_INPUT"},
+		{"hold with a malformed ticket ID", alice, hold, map[string]any{"p": p, "q": 1, "tk": "not-a-ticket"}, "BAD_USER_INPUT"},
+		{"hold with an unknown ticket", alice, hold, map[string]any{"p": p, "q": 1, "tk": "01a250ca-01fc-742a-9b5b-a6853d84591a"}, "QUEUE_REQUIRED"},
+	} {
+		if r := ts.gql(t, c.token, c.query, c.vars); r.code() != c.code {
+			t.Errorf("%s: %s %+v, want %s", c.name, r.Data, r.Errors, c.code)
+		}
+	}
 	admitted := ts.waitTicket(t, alice, ta.ID, "ADMITTED")
 	if admitted.PassExpiresAt == nil || admitted.AdmittedAt == nil || admitted.Position != nil {
 		t.Fatalf("alice admitted as %+v", admitted)
