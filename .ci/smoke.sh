@@ -162,6 +162,32 @@ expect "30 concurrent calls with one key: every one answers with the same single
 r=$(gql 'query($p: ID!) { product(id: $p) { stockReserved } me { holds { edges { node { status product { id } } } } } }' "{\"p\":\"$rush\"}" -H "Authorization: Bearer $carol")
 expect "the database agrees: 3 units for the customer, 4 reserved in all" "$r" \
 	"([.data.me.holds.edges[].node | select(.status == \"ACTIVE\" and .product.id == \"$rush\")] | length) == 3 and .data.product.stockReserved == 4"
+
+# The waiting room: one ticket per customer however many join at once, no
+# hold without the pass, admission, and the pass taking one hold.
+r=$(gql 'mutation { createProduct(input: {name: "Drop", priceCents: 700, stock: 5, queueAdmitPerMinute: 120}) { id queue { admitPerMinute } } }' '{}' -H "Authorization: Bearer $token")
+expect "createProduct with a waiting room" "$r" '.data.createProduct.queue.admitPerMinute == 120'
+drop=$(jq -r .data.createProduct.id <<<"$r")
+erin=$(jwt erin)
+join=$(jq -nc --arg p "$drop" '{query: "mutation($p: ID!) { joinQueue(productId: $p) { id status } }", variables: {p: $p}}')
+seq 20 | xargs -P 20 -I{} curl -s "$base/graphql" -H 'Content-Type: application/json' \
+	-H "Authorization: Bearer $erin" -d "$join" -o "$work/join.{}"
+r=$(for i in $(seq 20); do jq -c . "$work/join.$i"; done | jq -s .)
+expect "20 concurrent joins of one customer: one ticket" "$r" '([.[] | .data.joinQueue.id] | unique | length) == 1 and all(.[]; .data.joinQueue.id != null)'
+ticket=$(jq -r '.[0].data.joinQueue.id' <<<"$r")
+qhold='mutation($p: ID!, $t: ID) { createHold(productId: $p, qty: 1, queueTicketId: $t) { id } }'
+r=$(gql "$qhold" "{\"p\":\"$drop\"}" -H "Authorization: Bearer $erin")
+expect "a hold without the ticket is QUEUE_REQUIRED" "$r" '.errors[0].extensions.code == "QUEUE_REQUIRED"'
+for _ in $(seq 100); do
+	r=$(gql 'query($t: ID!) { queueTicket(id: $t) { status passExpiresAt } }' "{\"t\":\"$ticket\"}" -H "Authorization: Bearer $erin")
+	jq -e '.data.queueTicket.status == "ADMITTED"' <<<"$r" >/dev/null && break
+	sleep 0.1
+done
+expect "the ticket is let in, with a pass" "$r" '.data.queueTicket.status == "ADMITTED" and .data.queueTicket.passExpiresAt != null'
+r=$(gql "$qhold" "{\"p\":\"$drop\",\"t\":\"$ticket\"}" -H "Authorization: Bearer $erin")
+expect "the pass takes a hold" "$r" '.data.createHold.id != null'
+r=$(gql "$qhold" "{\"p\":\"$drop\",\"t\":\"$ticket\"}" -H "Authorization: Bearer $erin")
+expect "and only one: QUEUE_REQUIRED, ticketStatus USED" "$r" '.errors[0].extensions.code == "QUEUE_REQUIRED" and .errors[0].extensions.ticketStatus == "USED"'
 kill -TERM "$pid"
 wait "$pid" || fail "server exited non-zero after SIGTERM"
 pid=
