@@ -98,6 +98,7 @@ func (r *Resolver) followTicket(ctx context.Context, id uuid.UUID, by stock.Call
 	products <-chan *ent.Product, out chan *stock.QueueTicketView) {
 	defer close(out)
 	w := ticketWatch{cur: cur}
+	f := ticketFeed{out: out, sent: cur, at: time.Now()}
 	var expiry <-chan time.Time
 	for {
 		if w.cur.Status == queueticket.StatusADMITTED && w.cur.PassExpiresAt != nil && expiry == nil {
@@ -107,6 +108,9 @@ func (r *Resolver) followTicket(ctx context.Context, id uuid.UUID, by stock.Call
 		select {
 		case <-ctx.Done():
 			return
+		case <-f.due:
+			f.flush()
+			continue
 		case <-expiry:
 			expiry = nil
 		case q, open := <-products:
@@ -119,16 +123,60 @@ func (r *Resolver) followTicket(ctx context.Context, id uuid.UUID, by stock.Call
 		if !ok {
 			return
 		}
-		if sameTicket(next, w.cur) {
-			continue
+		if !sameTicket(next, w.cur) {
+			w.cur = next
+			f.offer(next)
 		}
-		w.cur = next
-		select { // coalesce: a reader that is behind gets the latest
-		case <-out:
-		default:
-		}
-		out <- &next
 	}
+}
+
+// ticketFeed sends a subscription's tickets. A ticket far back in line
+// hears of its place moving less often than live stock could tell it
+// (positionGap); anything else (its first position, admission, the end of
+// the line) goes at once. A reader that is behind gets the latest.
+type ticketFeed struct {
+	out     chan *stock.QueueTicketView
+	sent    stock.QueueTicketView // the last ticket sent
+	at      time.Time             // when
+	pending *stock.QueueTicketView
+	due     <-chan time.Time // when pending goes
+}
+
+// positionGap is the least time between two position updates of a ticket
+// at pos: a second per 100 places ahead, at most 5 s.
+func positionGap(pos int64) time.Duration {
+	return min(time.Duration(pos)*10*time.Millisecond, 5*time.Second)
+}
+
+func (f *ticketFeed) offer(v stock.QueueTicketView) {
+	moved := v.Status == queueticket.StatusWAITING && f.sent.Status == queueticket.StatusWAITING &&
+		v.Position != nil && f.sent.Position != nil
+	if moved {
+		if wait := positionGap(*v.Position) - time.Since(f.at); wait > 0 {
+			f.pending = &v
+			if f.due == nil {
+				f.due = time.After(wait)
+			}
+			return
+		}
+	}
+	f.send(v)
+}
+
+func (f *ticketFeed) flush() {
+	f.due = nil
+	if f.pending != nil {
+		f.send(*f.pending)
+	}
+}
+
+func (f *ticketFeed) send(v stock.QueueTicketView) {
+	f.sent, f.at, f.pending, f.due = v, time.Now(), nil, nil
+	select {
+	case <-f.out:
+	default:
+	}
+	f.out <- &v
 }
 
 // ticketWatch is what a ticket subscription knows: the ticket as last
