@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -261,5 +262,52 @@ func TestWaitingRoomMetrics(t *testing.T) {
 			t.Fatalf("metrics:\n%s", strings.Join(wrong, "\n"))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestWaitingRoomSoldOutLive: once the last unit is paid for, a buyer still
+// in line hears SOLD_OUT on its subscription (here over SSE), instead of
+// waiting for nothing; while the unit was only held, admission paused.
+func TestWaitingRoomSoldOutLive(t *testing.T) {
+	ts := customerServer(t)
+	p := ts.queueProduct(t, 1, 600)
+	alice, bob := customerToken(t, "alice", time.Hour), customerToken(t, "bob", time.Hour)
+	ta := ts.joinQueue(t, alice, p)
+	ts.waitTicket(t, alice, ta.ID, "ADMITTED")
+	var h struct{ CreateHold struct{ ID string } }
+	ts.gql(t, alice, `mutation($p: ID!, $tk: ID) { createHold(productId: $p, qty: 1, queueTicketId: $tk) { id } }`,
+		map[string]any{"p": p, "tk": ta.ID}).must(t, &h)
+
+	// Bob joins while the unit is held: he waits (admission is paused).
+	tb := ts.joinQueue(t, bob, p)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ch := sseAs(t, ctx, ts.URL, bob, `subscription($id: ID!) { queueTicket(id: $id) { status position } }`, map[string]any{"id": tb.ID})
+	var o struct{ CreateOrder struct{ ID string } }
+	ts.gql(t, alice, `mutation($h: ID!) { createOrder(holdId: $h) { id } }`, map[string]any{"h": h.CreateHold.ID}).must(t, &o)
+	if status, _ := ts.webhook(t, "evt_sold_out", o.CreateOrder.ID, "success"); status != 200 {
+		t.Fatalf("webhook: %d", status)
+	}
+	var seen []string
+	for {
+		r, ok := nextSSEResult(t, ch)
+		if !ok {
+			t.Fatalf("the stream ended after %v", seen)
+		}
+		var out struct{ QueueTicket ticketJSON }
+		r.must(t, &out)
+		seen = append(seen, out.QueueTicket.Status)
+		if out.QueueTicket.Status == "SOLD_OUT" {
+			break
+		}
+		if out.QueueTicket.Status != "WAITING" {
+			t.Fatalf("bob's ticket went %v while the only unit was held, then sold", seen)
+		}
+	}
+	if got := ts.ticket(t, bob, tb.ID); got.Status != "SOLD_OUT" {
+		t.Fatalf("bob's ticket reads as %+v", got)
+	}
+	if late := ts.joinQueue(t, customerToken(t, "carol", time.Hour), p); late.Status != "SOLD_OUT" {
+		t.Fatalf("a join after the sell-out: %+v, want SOLD_OUT at once", late)
 	}
 }
