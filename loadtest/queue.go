@@ -605,36 +605,13 @@ func (c *ticketConn) pendingNow() int {
 func dialTickets(ctx context.Context, client *http.Client, base, token string, ids []string, timeout time.Duration) (*ticketConn, error) {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	u := "ws" + strings.TrimPrefix(base, "http") + "/graphql"
-	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{
-		HTTPClient:   client,
-		Subprotocols: []string{"graphql-transport-ws"},
-	})
+	conn, err := dialGraphQLWS(dctx, client, base, token)
 	if err != nil {
 		return nil, err
 	}
-	conn.SetReadLimit(64 << 10)
 	fail := func(err error) (*ticketConn, error) {
 		conn.CloseNow()
 		return nil, err
-	}
-	init := map[string]any{"type": "connection_init"}
-	if token != "" {
-		init["payload"] = map[string]string{"Authorization": "Bearer " + token}
-	}
-	b, _ := json.Marshal(init)
-	if err := conn.Write(dctx, websocket.MessageText, b); err != nil {
-		return fail(err)
-	}
-	for {
-		_, b, err := conn.Read(dctx)
-		if err != nil {
-			return fail(err)
-		}
-		var m struct{ Type string }
-		if json.Unmarshal(b, &m) == nil && m.Type == "connection_ack" {
-			break
-		}
 	}
 	c := &ticketConn{conn: conn, subs: make([]*ticketSub, len(ids)), pending: len(ids), ready: make(chan struct{})}
 	for k, id := range ids {

@@ -298,8 +298,25 @@ func (st *state) wsClient() *http.Client {
 func subscribe(ctx context.Context, client *http.Client, base, productID string, timeout time.Duration) (*watcher, error) {
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	conn, err := dialGraphQLWS(dctx, client, base, "")
+	if err != nil {
+		return nil, err
+	}
+	sub, _ := json.Marshal(map[string]any{"id": "1", "type": "subscribe",
+		"payload": map[string]any{"query": subscribeQuery, "variables": map[string]any{"p": productID}}})
+	if err := conn.Write(dctx, websocket.MessageText, sub); err != nil {
+		conn.CloseNow()
+		return nil, err
+	}
+	return &watcher{conn: conn, firstSeen: make(chan struct{})}, nil
+}
+
+// dialGraphQLWS opens a graphql-transport-ws connection to base's
+// /graphql and waits for its connection_ack; a token goes in
+// connection_init, as a signed-in storefront sends it.
+func dialGraphQLWS(ctx context.Context, client *http.Client, base, token string) (*websocket.Conn, error) {
 	u := "ws" + strings.TrimPrefix(base, "http") + "/graphql"
-	conn, _, err := websocket.Dial(dctx, u, &websocket.DialOptions{
+	conn, _, err := websocket.Dial(ctx, u, &websocket.DialOptions{
 		HTTPClient:   client,
 		Subprotocols: []string{"graphql-transport-ws"},
 	})
@@ -307,29 +324,26 @@ func subscribe(ctx context.Context, client *http.Client, base, productID string,
 		return nil, err
 	}
 	conn.SetReadLimit(64 << 10)
-	fail := func(err error) (*watcher, error) {
+	init := map[string]any{"type": "connection_init"}
+	if token != "" {
+		init["payload"] = map[string]string{"Authorization": "Bearer " + token}
+	}
+	b, _ := json.Marshal(init)
+	if err := conn.Write(ctx, websocket.MessageText, b); err != nil {
 		conn.CloseNow()
 		return nil, err
 	}
-	if err := conn.Write(dctx, websocket.MessageText, []byte(`{"type":"connection_init"}`)); err != nil {
-		return fail(err)
-	}
 	for {
-		_, b, err := conn.Read(dctx)
+		_, b, err := conn.Read(ctx)
 		if err != nil {
-			return fail(err)
+			conn.CloseNow()
+			return nil, err
 		}
 		var m struct{ Type string }
 		if json.Unmarshal(b, &m) == nil && m.Type == "connection_ack" {
-			break
+			return conn, nil
 		}
 	}
-	sub, _ := json.Marshal(map[string]any{"id": "1", "type": "subscribe",
-		"payload": map[string]any{"query": subscribeQuery, "variables": map[string]any{"p": productID}}})
-	if err := conn.Write(dctx, websocket.MessageText, sub); err != nil {
-		return fail(err)
-	}
-	return &watcher{conn: conn, firstSeen: make(chan struct{})}, nil
 }
 
 // wsMessage is a graphql-transport-ws message from the server.
