@@ -212,7 +212,7 @@ func (r *Resolver) nextTicket(ctx context.Context, id uuid.UUID, by stock.Caller
 			return cur, true
 		}
 	}
-	v, err := r.Stock.QueueTicketNow(ctx, cur.ProductID, id, by, p)
+	v, err := r.Stock.QueueTicketNow(ctx, id, by, p)
 	if err != nil {
 		// A passing outage keeps the subscription; the next event retries.
 		return cur, ctx.Err() == nil && !errors.Is(err, stock.ErrNotFound)

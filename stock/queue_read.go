@@ -7,7 +7,6 @@ import (
 
 	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
-	"golang.org/x/sync/singleflight"
 
 	"flashsale/ent"
 	"flashsale/ent/queueticket"
@@ -34,8 +33,7 @@ import (
 const maxCachedTickets = 200_000
 
 type ticketCache struct {
-	rows  *lru.Cache[uuid.UUID, cachedTicket]
-	loads singleflight.Group
+	rows *lru.Cache[uuid.UUID, cachedTicket]
 }
 
 type cachedTicket struct {
@@ -88,10 +86,14 @@ func (s *Service) QueueTicket(ctx context.Context, id uuid.UUID, by Caller) (Que
 		return QueueTicketView{}, err
 	}
 	if !by.mayRead(ticketOwner(t)) {
-		return QueueTicketView{}, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
+		return QueueTicketView{}, noTicket(id)
 	}
-	return viewOf(t, p), nil
+	return ViewOf(t, p), nil
 }
+
+// noTicket is ErrNotFound for a ticket that does not exist, or is not the
+// caller's to see: the two read the same.
+func noTicket(id uuid.UUID) error { return fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id) }
 
 // readTicket is a ticket and its product, from memory while that is still
 // true, else from the database.
@@ -105,7 +107,7 @@ func (s *Service) readTicket(ctx context.Context, id uuid.UUID) (*ent.QueueTicke
 			return &e.t, p, nil
 		}
 	}
-	t, err := s.loadTicket(ctx, id)
+	t, err := s.ticketReads.do(ctx, 0, id)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -116,55 +118,32 @@ func (s *Service) readTicket(ctx context.Context, id uuid.UUID) (*ent.QueueTicke
 	return t, p, nil
 }
 
-// loadTicket reads a ticket from the database and keeps it; concurrent
-// loads of one ticket share one query.
-func (s *Service) loadTicket(ctx context.Context, id uuid.UUID) (*ent.QueueTicket, error) {
-	v, err, _ := s.tickets.loads.Do(id.String(), func() (any, error) {
-		// Detached from the first caller, so its leaving does not fail the others.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
-		defer cancel()
-		loaded := time.Now()
-		t, err := s.client.QueueTicket.Get(lctx, id)
-		if err != nil {
-			return nil, err
-		}
-		s.tickets.store(t, loaded)
-		return t, nil
-	})
-	if ent.IsNotFound(err) {
-		return nil, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
-	}
-	if err != nil {
-		return nil, classify("read queue ticket", err)
-	}
-	t := *v.(*ent.QueueTicket)
-	return &t, nil
-}
-
 // QueueTicketNow is QueueTicket read from the database, for a caller that
 // knows the ticket may just have changed (a subscription that saw its
-// product move past it). Such reads come in floods, every subscriber of a
-// product at once when admission or the sale's start reaches them, so
-// they are batched per product (batch.go): one query for up to 256
-// tickets. p is the ticket's product as the caller saw it, newer than this
-// process's cache may be; nil reads it.
-func (s *Service) QueueTicketNow(ctx context.Context, productID int, id uuid.UUID, by Caller, p *ent.Product) (QueueTicketView, error) {
-	t, err := s.ticketReads.do(ctx, productID, id)
+// product move past it). p is the ticket's product as the caller saw it,
+// newer than this process's cache may be; nil reads it.
+func (s *Service) QueueTicketNow(ctx context.Context, id uuid.UUID, by Caller, p *ent.Product) (QueueTicketView, error) {
+	t, err := s.ticketReads.do(ctx, 0, id)
 	if err != nil {
 		return QueueTicketView{}, err
 	}
 	if !by.mayRead(ticketOwner(t)) {
-		return QueueTicketView{}, fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
+		return QueueTicketView{}, noTicket(id)
 	}
 	if p == nil || p.ID != t.ProductID {
 		if p, err = s.Product(ctx, t.ProductID); err != nil {
 			return QueueTicketView{}, err
 		}
 	}
-	return viewOf(t, p), nil
+	return ViewOf(t, p), nil
 }
 
 // ticketReadBatch reads a batch of tickets in one query and keeps them.
+// Every ticket read from the database goes through it (one queue, key 0):
+// reads come in floods (every subscriber of a product at once when
+// admission or the sale's start reaches them, every new poller of a hot
+// drop), and a batch is what queued while the last one ran, up to 256
+// tickets a query.
 func (s *Service) ticketReadBatch(ctx context.Context, _ int, ids []uuid.UUID, _ func()) []result[*ent.QueueTicket] {
 	loaded := time.Now()
 	ts, err := s.client.QueueTicket.Query().Where(queueticket.IDIn(ids...)).All(ctx)
@@ -182,7 +161,7 @@ func (s *Service) ticketReadBatch(ctx context.Context, _ int, ids []uuid.UUID, _
 			cp := *t // each caller its own copy
 			results[i].out = &cp
 		} else {
-			results[i].err = fmt.Errorf("%w: no queue ticket %s", ErrNotFound, id)
+			results[i].err = noTicket(id)
 		}
 	}
 	return results

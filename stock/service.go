@@ -98,7 +98,7 @@ type Service struct {
 	orders   *batcher[orderCall, *ent.Order]
 	payments *batcher[Payment, PaymentResult]
 	joins    *batcher[Caller, QueueTicketView] // queue joins per product (queue_join.go)
-	// ticketReads batches a product's fresh ticket reads (queue_read.go).
+	// ticketReads batches the ticket reads from the database (queue_read.go).
 	ticketReads *batcher[uuid.UUID, *ent.QueueTicket]
 	cache       productCache
 	tickets     *ticketCache                       // queue tickets read or made here (queue_read.go)
