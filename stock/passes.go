@@ -17,7 +17,6 @@ import (
 // a waiting room: then no call needs one.
 type passes struct {
 	tickets map[uuid.UUID]*ent.QueueTicket
-	product *ent.Product // for a WAITING ticket's position
 	spent   map[uuid.UUID]bool
 }
 
@@ -33,7 +32,7 @@ func passesOf(ctx context.Context, tx *ent.Tx, p *ent.Product, reqs []HoldReques
 			ids = append(ids, r.QueueTicket)
 		}
 	}
-	ps := passes{tickets: map[uuid.UUID]*ent.QueueTicket{}, product: p, spent: map[uuid.UUID]bool{}}
+	ps := passes{tickets: map[uuid.UUID]*ent.QueueTicket{}, spent: map[uuid.UUID]bool{}}
 	if len(ids) == 0 {
 		return ps, nil
 	}
@@ -70,7 +69,7 @@ func (ps passes) check(p *ent.Product, now time.Time, r HoldRequest) error {
 	case queueticket.StatusADMITTED:
 		return nil
 	case queueticket.StatusWAITING:
-		v := viewOf(t, ps.product)
+		v := ViewOf(t, p)
 		e := &QueueError{Kind: ErrNotAdmitted, TicketStatus: status, EstimatedAt: v.EstimatedAt, why: "the ticket is still waiting"}
 		if v.Position != nil {
 			e.Position = *v.Position

@@ -73,11 +73,9 @@ type QueueTicketView struct {
 	EstimatedAt *time.Time
 }
 
-// ViewOf derives a ticket's position from its product as read (live
-// stock's latest state of it, for a subscription).
-func ViewOf(t *ent.QueueTicket, p *ent.Product) QueueTicketView { return viewOf(t, p) }
-
-func viewOf(t *ent.QueueTicket, p *ent.Product) QueueTicketView {
+// ViewOf derives a ticket's position and estimate from its product as read
+// (for a subscription, live stock's latest state of it).
+func ViewOf(t *ent.QueueTicket, p *ent.Product) QueueTicketView {
 	v := QueueTicketView{QueueTicket: t}
 	if t.Status != queueticket.StatusWAITING || t.Number == nil || p.QueueTickedAt == nil {
 		return v

@@ -190,7 +190,7 @@ func insertTickets(ctx context.Context, tx *ent.Tx, p *ent.Product, now time.Tim
 		if j := plan.newOf[i]; j >= 0 {
 			t = made[j]
 		}
-		results[i].out = viewOf(t, p)
+		results[i].out = ViewOf(t, p)
 	}
 	return results, nil
 }
